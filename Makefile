@@ -1,0 +1,51 @@
+# nmt: two commands set everything up on a fresh machine:
+#   make test   creates .venv, installs torch then nmt with its test extras, runs the tests
+#   make demo   installs, then runs the main job on Multi30k (prep -> train -> translate -> score)
+
+PYTHON      ?= python3
+VENV        ?= .venv
+TORCH_SPEC  ?= torch==2.13.0
+MULTI30K_DIR ?= ../shared/data/multi30k
+WORK        ?= work
+PYTEST_ARGS ?=
+
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export MULTI30K_DIR
+
+.PHONY: install test demo data bench bench-prep clean help
+
+help:
+	@echo "make test | demo | data | bench | bench-prep | clean   (see README.md)"
+
+# torch first, pinned to the local CPU build, so the range in pyproject.toml is already
+# satisfied and pip never pulls a CUDA build; then nmt itself, editable, with test extras.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	@touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Multi30k task 1: checksum-verified in MULTI30K_DIR, else downloaded into data/multi30k.
+data: $(STAMP)
+	$(BIN)/python -m nmt_cli.data --dir "$(MULTI30K_DIR)" --download-to data/multi30k
+
+demo: $(STAMP)
+	@MULTI30K=$$($(BIN)/python -m nmt_cli.data --dir "$(MULTI30K_DIR)" --download-to data/multi30k --print-dir) && \
+	$(BIN)/nmt prep --src-lang de --tgt-lang en --train $$MULTI30K/train --valid $$MULTI30K/val \
+	    --test $$MULTI30K/test_2016_flickr --out $(WORK)/prep && \
+	$(BIN)/python -m nmt_cli.prep.report $(WORK)/prep
+	@echo "demo: prep done; train, translate and score are not implemented yet (issues #3, #4, #5)" >&2
+
+bench: bench-prep
+
+bench-prep: $(STAMP)
+	$(BIN)/python bench/bench_prep.py --multi30k "$(MULTI30K_DIR)" --work $(WORK)/bench
+
+clean:
+	rm -rf $(WORK) .pytest_cache

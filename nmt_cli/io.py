@@ -1,0 +1,209 @@
+"""Files in and out: plain or gzipped text, strict UTF-8 with line numbers, atomic writes.
+
+Every stage reads text through :func:`read_lines` (one decoded line at a time, so memory
+does not grow with the file) and writes results through :func:`atomic_file` or
+:func:`atomic_dir` (a temporary name in the same directory, renamed into place only when
+complete), so an interrupted command never leaves a half-written output behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from nmt_cli.errors import NmtError, warn
+
+REPLACEMENT = "\ufffd"
+_CHUNK = 1 << 20
+
+
+def input_path(prefix: str | Path, lang: str) -> Path:
+    """``PREFIX.LANG`` or, failing that, ``PREFIX.LANG.gz`` (fairseq-style prefixes)."""
+    plain = Path(f"{prefix}.{lang}")
+    for path in (plain, Path(f"{plain}.gz")):
+        if path.is_file():
+            return path
+        if path.is_dir():
+            raise NmtError(f"{path}: is a directory, not a text file")
+    raise NmtError(f"{plain}: no such file (nor {plain}.gz)")
+
+
+class _HashingReader:
+    """A read-only file wrapper that feeds every byte it reads into a digest."""
+
+    def __init__(self, raw: BinaryIO, digest):
+        self.raw, self.digest = raw, digest
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.digest.update(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[bytes]:
+        pending = b""
+        while chunk := self.read(_CHUNK):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line + b"\n"
+        if pending:
+            yield pending
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+@contextlib.contextmanager
+def _open_bytes(path: Path, digest=None) -> Iterator[BinaryIO]:
+    """Open a plain or gzipped file (told apart by magic bytes) as a stream of byte lines.
+
+    With ``digest`` (a hashlib object), every byte of the file on disk is fed into it.
+    """
+    try:
+        raw = open(path, "rb")
+    except FileNotFoundError:
+        raise NmtError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise NmtError(f"{path}: is a directory, not a text file") from None
+    except PermissionError:
+        raise NmtError(f"{path}: permission denied") from None
+    with raw:
+        source = raw if digest is None else _HashingReader(raw, digest)
+        if _is_gzip(path):
+            with gzip.GzipFile(fileobj=source, mode="rb") as gz:  # type: ignore[arg-type]
+                yield gz  # type: ignore[misc]
+        else:
+            yield source  # type: ignore[misc]
+        if digest is not None:
+            while source.read(_CHUNK):  # bytes after the gzip stream still count
+                pass
+
+
+def decode_line(raw: bytes, path: Path | str, lineno: int, on_invalid: str, hint: str = "") -> tuple[str, bool]:
+    """Decode one line of bytes; returns (text without newline, whether bytes were replaced).
+
+    ``on_invalid`` is ``"error"`` (a one-line :class:`NmtError` naming file and line) or
+    ``"replace"`` (invalid bytes become U+FFFD).
+    """
+    if raw.endswith(b"\n"):
+        raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+    try:
+        text = raw.decode("utf-8")
+        replaced = False
+    except UnicodeDecodeError as e:
+        if on_invalid != "replace":
+            raise NmtError(
+                f"{path}:{lineno}: invalid UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1}){hint}"
+            ) from None
+        text, replaced = raw.decode("utf-8", errors="replace"), True
+    if lineno == 1 and text.startswith("\ufeff"):
+        text = text[1:]
+    return text, replaced
+
+
+def read_lines(path: Path | str, on_invalid: str = "error", hint: str = "") -> Iterator[str]:
+    """Yield the decoded lines of a plain or gzipped UTF-8 file, one at a time."""
+    path = Path(path)
+    try:
+        with _open_bytes(path) as f:
+            for lineno, raw in enumerate(f, 1):
+                yield decode_line(raw, path, lineno, on_invalid, hint)[0]
+    except (OSError, EOFError) as e:  # truncated or corrupt .gz
+        raise NmtError(f"{path}: cannot read: {e}") from None
+
+
+@dataclass
+class FileInfo:
+    """What :func:`scan_file` learns about an input in one streaming pass."""
+
+    path: str
+    sha256: str  # of the bytes on disk (the .gz itself for gzipped files)
+    lines: int
+    invalid_utf8_lines: int
+
+
+def scan_file(path: Path | str, on_invalid: str = "error", hint: str = "") -> FileInfo:
+    """Hash, count and UTF-8-check a file in one pass, without holding it in memory."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    lines = invalid = 0
+    try:
+        with _open_bytes(path, digest) as f:
+            for lines, raw in enumerate(f, 1):
+                if decode_line(raw, path, lines, on_invalid, hint)[1]:
+                    invalid += 1
+                    if invalid <= 5:
+                        warn(f"{path}:{lines}: invalid UTF-8 replaced with U+FFFD")
+    except (OSError, EOFError) as e:  # truncated or corrupt .gz
+        raise NmtError(f"{path}: cannot read: {e}") from None
+    if invalid > 5:
+        warn(f"{path}: {invalid} lines in all had invalid UTF-8 replaced with U+FFFD")
+    return FileInfo(str(path.resolve()), digest.hexdigest(), lines, invalid)
+
+
+def sha256_file(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path | str, mode: str = "w", encoding: str | None = "utf-8"):
+    """Write to a temporary file beside ``path``; rename it over ``path`` on success only."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path | str) -> Iterator[Path]:
+    """Build a directory under a temporary name beside ``path``, then swap it into place.
+
+    An existing ``path`` is replaced only after the new one is complete (the caller
+    decides whether replacing it is allowed); on any error or Ctrl-C the temporary
+    directory is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give what mkdir() would
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / "x")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,1 @@
+"""`nmt prep`: cleaning, subwords, id store and manifest."""
