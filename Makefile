@@ -32,15 +32,18 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Multi30k task 1: checksum-verified in MULTI30K_DIR, else downloaded into data/multi30k.
-data: $(STAMP)
-	$(BIN)/python -m nmt_cli.data --dir "$(MULTI30K_DIR)" --download-to data/multi30k
+DATASETS := $(BIN)/python -m nmt_cli.datasets --dir "$(MULTI30K_DIR)" --download-to data/multi30k
 
+data: $(STAMP)
+	$(DATASETS)
+
+# The main job. Each stage skips itself when its output is up to date.
 demo: $(STAMP)
-	@MULTI30K=$$($(BIN)/python -m nmt_cli.data --dir "$(MULTI30K_DIR)" --download-to data/multi30k --print-dir) && \
-	$(BIN)/nmt prep --src-lang de --tgt-lang en --train $$MULTI30K/train --valid $$MULTI30K/val \
-	    --test $$MULTI30K/test_2016_flickr --out $(WORK)/prep && \
-	$(BIN)/python -m nmt_cli.prep.report $(WORK)/prep
-	@echo "demo: prep done; train, translate and score are not implemented yet (issues #3, #4, #5)" >&2
+	@D=$$($(DATASETS) --print-dir) && \
+	$(BIN)/nmt prep --src-lang de --tgt-lang en --train $$D/train --valid $$D/val \
+	    --test $$D/test_2016_flickr --out $(WORK)/prep
+	@echo "demo: prepared data is in $(WORK)/prep (manifest.json says what it holds)." >&2
+	@echo "demo: train, translate and score are not implemented yet (issues #3, #4, #5)." >&2
 
 bench: bench-prep
 

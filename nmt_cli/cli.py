@@ -165,7 +165,17 @@ def score(ctx: typer.Context) -> None:
 
 
 def main() -> None:
-    app(prog_name="nmt")
+    """The console script: like ``app()``, but usage errors are one line too."""
+    try:
+        code = app(prog_name="nmt", standalone_mode=False)
+    except typer.TyperException as e:  # the parser's errors: bad option, missing value...
+        if type(e).__name__ != "NoArgsIsHelpError":  # (that one has printed the help)
+            where = getattr(getattr(e, "ctx", None), "command_path", "nmt")
+            typer.echo(f"nmt: error: {e.format_message()} (see '{where} --help')", err=True)
+        code = getattr(e, "exit_code", 2)
+    except typer.Abort:
+        code = 1
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,7 +32,7 @@ def paths(root: Path, split: str, lang: str) -> tuple[Path, Path]:
 class IdWriter:
     """Appends sentences of ids to a split's files in bounded chunks (streaming)."""
 
-    def __init__(self, root: Path, split: str, lang: str, dtype: np.dtype, flush_every: int = 1 << 20):
+    def __init__(self, root: Path, split: str, lang: str, dtype: np.dtype, flush_every: int = 1 << 16):
         ids_path, off_path = paths(root, split, lang)
         self._ids = open(ids_path, "wb")
         self._off = open(off_path, "wb")
