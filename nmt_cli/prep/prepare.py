@@ -56,12 +56,12 @@ def prepare(cfg: DataConfig, out: Path | str, force: bool = False, reporter: Rep
     start = time.perf_counter()
     out, reporter = Path(out), reporter or Reporter(enabled=False)
     splits = plan_splits(cfg)
+    existing = check_out_dir(out)
     with reporter.session():
         inputs = scan_inputs(splits, cfg, reporter)
         reused = {role: nio.sha256_file(path) for role, path in reused_model_paths(cfg).items()}
         fingerprint = mf.fingerprint(to_dict(cfg), inputs, reused)
-        existing = check_out_dir(out, fingerprint, force)
-        if existing is not None:
+        if is_up_to_date(out, existing, fingerprint, force):
             return Outcome(out, existing, True, time.perf_counter() - start)
         with nio.atomic_dir(out) as tmp:
             manifest = build(tmp, cfg, splits, inputs, fingerprint, reporter)
@@ -108,11 +108,10 @@ def reused_model_paths(cfg: DataConfig) -> dict[str, Path]:
     return {}
 
 
-def check_out_dir(out: Path, fingerprint: str, force: bool) -> dict[str, Any] | None:
-    """The existing manifest when ``out`` already holds this very prep; else ``None``.
+def check_out_dir(out: Path) -> dict[str, Any] | None:
+    """The manifest of the prep directory already at ``out`` (``None`` when absent or empty).
 
-    Refuses to touch a directory that is not a prep directory, and replaces a prep of
-    other inputs or options only with ``force``.
+    Refuses, before any work, a file or a directory that is not a prep directory.
     """
     if not out.exists():
         return None
@@ -123,11 +122,18 @@ def check_out_dir(out: Path, fingerprint: str, force: bool) -> dict[str, Any] | 
     existing = mf.read(out)
     if existing is None:
         raise NmtError(f"{out}: holds other files (it is not an nmt prep directory); choose another --out")
+    return existing
+
+
+def is_up_to_date(out: Path, existing: dict[str, Any] | None, fingerprint: str, force: bool) -> bool:
+    """Whether ``out`` already holds this very prep; other preps are replaced only with ``force``."""
+    if existing is None:
+        return False
     if existing.get("fingerprint") == fingerprint and mf.is_intact(out, existing):
-        return existing
+        return True
     if not force:
         raise NmtError(f"{out}: holds a prep of other inputs or options (or a damaged one); add --force to replace it")
-    return None
+    return False
 
 
 def build(tmp: Path, cfg: DataConfig, splits: list[Split], inputs: list[dict], fingerprint: str, reporter: Reporter) -> dict:
