@@ -1,0 +1,169 @@
+"""Shared fixtures: a tiny generated de-en corpus, a CliRunner wrapper, manifest helpers.
+
+All text is generated from the fixed word lists below with fixed seeds: no corpus text
+is copied into the repository, and every run sees the same bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pytest
+import sentencepiece as spm
+from typer.testing import CliRunner
+
+from nmt_cli.cli import app
+from nmt_cli.prep.store import IdStore
+
+# A small parallel dictionary (de, en): sentences pick the same entries on both sides.
+LEXICON = [
+    tuple(entry.split("/"))
+    for entry in (
+        "der/the ein/a eine/one und/and mit/with auf/on unter/under neben/beside Mann/man "
+        "Frau/woman Kind/child Hund/dog Katze/cat Ball/ball Haus/house Straße/street "
+        "Wasser/water Wiese/meadow Baum/tree Auto/car Fahrrad/bicycle Hemd/shirt rot/red "
+        "blau/blue grün/green groß/big klein/small alt/old jung/young spielt/plays läuft/runs "
+        "sitzt/sits steht/stands hält/holds trägt/wears schaut/looks fährt/rides springt/jumps "
+        "über/over vor/before hinter/behind Mädchen/girl Junge/boy Gruppe/group Leute/people "
+        "Hut/hat Jacke/jacket Strand/beach Berg/mountain Schnee/snow Fluss/river Boot/boat "
+        "Brücke/bridge Markt/market Stadt/city Musik/music Gitarre/guitar Zeitung/newspaper "
+        "Kamera/camera schwarz/black weiß/white gelb/yellow Fenster/window Tisch/table "
+        "Küche/kitchen Garten/garden Himmel/sky Sonne/sun Regen/rain Zug/train Bahnhof/station "
+        "Schule/school Lehrer/teacher Koch/cook Arbeiter/worker Polizist/officer Tänzerin/dancer "
+        "Pferd/horse Vogel/bird Fisch/fish Blume/flower Park/park Bank/bench Treppe/stairs "
+        "lacht/laughs singt/sings kocht/cooks liest/reads wirft/throws fängt/catches"
+    ).split()
+]
+
+TRAIN_PAIRS, VALID_PAIRS, TEST_PAIRS = 300, 40, 20
+VOCAB = "100"  # small enough for the tiny corpus, joint or separate, unigram or bpe
+
+
+def make_pairs(n: int, seed: int) -> list[tuple[str, str]]:
+    """``n`` generated (de, en) pairs of 4 to 12 words, word for word from LEXICON."""
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        words = rng.choices(LEXICON, k=rng.randint(4, 12))
+        pairs.append((" ".join(de for de, _ in words), " ".join(en for _, en in words)))
+    return pairs
+
+
+def write_lines(path: Path, lines: Iterable[str | bytes], gz: bool = False, newline: str = "\n") -> Path:
+    """Write lines (str as UTF-8, bytes as they are) to ``path`` (``path.gz`` with ``gz``)."""
+    data = b"".join((line if isinstance(line, bytes) else line.encode("utf-8")) + newline.encode() for line in lines)
+    path = Path(f"{path}.gz") if gz else Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+    return path
+
+
+def write_split(directory: Path, name: str, pairs: Sequence[tuple[str | bytes, str | bytes]], gz: bool = False) -> str:
+    """Write ``NAME.de`` and ``NAME.en`` (or ``.gz``) in ``directory``; returns the prefix."""
+    for side, lang in enumerate(("de", "en")):
+        write_lines(directory / f"{name}.{lang}", [pair[side] for pair in pairs], gz=gz)
+    return str(directory / name)
+
+
+def write_corpus(tmp_path: Path, train=None, valid=None, test=None, gz: bool = False) -> Path:
+    """The tiny corpus in ``tmp_path/data``: generated splits unless given explicitly."""
+    data = tmp_path / "data"
+    write_split(data, "train", make_pairs(TRAIN_PAIRS, 1) if train is None else train, gz)
+    write_split(data, "valid", make_pairs(VALID_PAIRS, 2) if valid is None else valid, gz)
+    write_split(data, "test", make_pairs(TEST_PAIRS, 3) if test is None else test, gz)
+    return data
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    """A tiny plain-text de-en corpus (train/valid/test prefixes in the returned dir)."""
+    return write_corpus(tmp_path)
+
+
+def run_prep(tmp_path: Path, *args):
+    """``nmt prep ARGS`` through CliRunner; languages, --train/--valid (the tiny corpus in
+    ``tmp_path/data``), --out (``tmp_path/out``) and --vocab-size default unless given."""
+    args = [str(a) for a in args]
+    defaults = {
+        "--src-lang": "de",
+        "--tgt-lang": "en",
+        "--train": tmp_path / "data" / "train",
+        "--valid": tmp_path / "data" / "valid",
+        "--out": tmp_path / "out",
+        "--vocab-size": VOCAB,
+    }
+    extra = [str(x) for flag, value in defaults.items() if flag not in args for x in (flag, value)]
+    return CliRunner().invoke(app, ["prep", *extra, *args])
+
+
+def assert_ok(result) -> None:
+    assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
+
+
+def assert_one_line_error(result, *fragments: str) -> str:
+    """Exit 2, exactly one ``nmt: error:`` line on stderr, no traceback; returns it."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("nmt: error: "), lines[0]
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def leftovers(out: Path) -> list[str]:
+    """Temporary build directories of ``out`` left in its parent."""
+    return sorted(p.name for p in out.parent.glob(f".{out.name}.*"))
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+
+
+def model(out: Path, lang: str) -> spm.SentencePieceProcessor:
+    return spm.SentencePieceProcessor(model_file=str(out / manifest(out)["vocab"]["model"][lang]))
+
+
+def ids(out: Path, split: str, lang: str) -> list[list[int]]:
+    """Every sentence of a split as a list of ids, read through IdStore."""
+    store = IdStore(out, split, lang, manifest(out)["id_dtype"][lang])
+    return [store[i].tolist() for i in range(len(store))]
+
+
+def decoded(out: Path, split: str, lang: str) -> list[str]:
+    return model(out, lang).decode(ids(out, split, lang))
+
+
+def read_text_lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").split("\n")[:-1]
+
+
+@pytest.fixture(scope="session")
+def multi30k_dir() -> Path:
+    """$MULTI30K_DIR; unset: skip locally, but fail on CI, which must provide the data."""
+    value = os.environ.get("MULTI30K_DIR")
+    if not value:
+        if os.environ.get("CI") == "true":
+            pytest.fail("MULTI30K_DIR is not set: CI must set MULTI30K_DIR to the Multi30k data directory")
+        pytest.skip("MULTI30K_DIR is not set (integration test on Multi30k)")
+    path = Path(value).resolve()  # Makefile default is relative; tests may chdir
+    if not (path / "train.de.gz").is_file():
+        pytest.fail(f"MULTI30K_DIR={value} does not hold train.de.gz")
+    return path
+
+
+def train_foreign_model(text: Path, prefix: Path, vocab_size: int = 100) -> Path:
+    """A SentencePiece model trained directly, with SentencePiece's default special ids
+    (unk=0, bos=1, eos=2, pad=-1), which nmt must refuse."""
+    spm.SentencePieceTrainer.train(
+        input=str(text), model_prefix=str(prefix), vocab_size=vocab_size, minloglevel=2, num_threads=1
+    )
+    return Path(f"{prefix}.model")

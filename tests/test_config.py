@@ -1,0 +1,194 @@
+"""The typed config: defaults, strict recipe loading, --set overrides (nmt_cli/config.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from nmt_cli import config
+from nmt_cli.config import Config, DataConfig
+from nmt_cli.errors import NmtError
+
+
+def load(tmp_path, text: str) -> Config:
+    path = tmp_path / "r.yaml"
+    path.write_text(text, encoding="utf-8")
+    return config.load_recipe(path)
+
+
+def load_error(tmp_path, text: str) -> str:
+    with pytest.raises(NmtError) as e:
+        load(tmp_path, text)
+    message = str(e.value)
+    assert message.startswith(f"{tmp_path / 'r.yaml'}") and "\n" not in message
+    return message
+
+
+def test_defaults():
+    d = Config().data
+    assert (d.src_lang, d.tgt_lang, d.train, d.valid, d.test) == ("", "", "", "", [])
+    assert (d.nfkc, d.whitespace, d.drop_empty, d.dedup) == (True, True, True, False)
+    assert (d.max_len, d.max_ratio, d.on_invalid_utf8) == (128, 3.0, "error")
+    assert (d.spm_type, d.joint, d.vocab_size, d.character_coverage, d.spm_sample) == ("unigram", True, 8000, 1.0, 1_000_000)
+    assert (d.spm_model, d.src_spm_model, d.tgt_spm_model, d.seed) == ("", "", "", 1)
+    Config().validate()
+    assert Config().data.test is not DataConfig().test  # no shared mutable default
+
+
+def test_recipe_sets_values(tmp_path):
+    cfg = load(tmp_path, "data:\n  vocab_size: 16000\n  joint: false\n  test: [a, b]\n  max_ratio: 2\n  spm_type: bpe\n")
+    assert (cfg.data.vocab_size, cfg.data.joint, cfg.data.test, cfg.data.spm_type) == (16000, False, ["a", "b"], "bpe")
+    assert cfg.data.max_ratio == 2.0 and isinstance(cfg.data.max_ratio, float)  # an int is a fine float
+    assert cfg.data.max_len == 128  # untouched keys keep their defaults
+
+
+@pytest.mark.parametrize("text", ["", "# nothing\n", "data: {}\n"])
+def test_empty_recipe_is_defaults(tmp_path, text):
+    assert load(tmp_path, text) == Config()
+
+
+def test_to_dict_from_dict_round_trip():
+    cfg = Config(DataConfig(src_lang="de", test=["x"], vocab_size=123))
+    values = config.to_dict(cfg)
+    assert values["data"]["vocab_size"] == 123 and values["data"]["test"] == ["x"]
+    assert config.from_dict(Config, values) == cfg
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("data:\n  vocab_szie: 1\n", "unknown key 'data.vocab_szie'; did you mean 'data.vocab_size'?"),
+        ("data:\n  dedupe: true\n", "unknown key 'data.dedupe'; did you mean 'data.dedup'?"),
+        ("dta:\n  vocab_size: 1\n", "unknown key 'dta'; did you mean 'data'?"),
+        ("datum:\n  vocab_size: 1\n", "unknown key 'datum'; did you mean 'data'?"),
+        ("data:\n  zzzzzz: 1\n", "unknown key 'data.zzzzzz'"),  # no close key, too many to list
+    ],
+)
+def test_unknown_key_suggests_closest(tmp_path, text, expected):
+    assert load_error(tmp_path, text).endswith(f": {expected}")
+
+
+def test_unknown_section_without_a_close_match_lists_the_sections(tmp_path):
+    message = load_error(tmp_path, "qqqqqq:\n  a: 1\n")
+    assert ": unknown key 'qqqqqq' (valid: " in message
+    assert "data" in message.split("(valid: ")[1]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("data:\n  vocab_size: big\n", "data.vocab_size must be an integer, got 'big'"),
+        ("data:\n  vocab_size: 8000.5\n", "data.vocab_size must be an integer, got 8000.5"),
+        ("data:\n  vocab_size: true\n", "data.vocab_size must be an integer, got True"),
+        ("data:\n  dedup: 1\n", "data.dedup must be a boolean (true/false), got 1"),
+        ("data:\n  max_ratio: x\n", "data.max_ratio must be a number, got 'x'"),
+        ("data:\n  src_lang: 5\n", "data.src_lang must be a string, got 5"),
+        ("data:\n  test: x\n", "data.test must be a list, got a string"),
+        ("data:\n  test: [a, 2]\n", "data.test[1] must be a string, got 2"),
+        ("data: 5\n", "data: expected a mapping of keys to values, got an integer"),
+        ("data: [1]\n", "data: expected a mapping of keys to values, got a list"),
+        ("- data\n", "recipe: expected a mapping of keys to values, got a list"),
+    ],
+)
+def test_wrong_type(tmp_path, text, expected):
+    assert load_error(tmp_path, text).endswith(f": {expected}")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("data:\n  spm_type: bep\n", "data.spm_type must be one of unigram, bpe; got 'bep'; did you mean 'bpe'?"),
+        ("data:\n  spm_type: word\n", "data.spm_type must be one of unigram, bpe; got 'word' (valid: unigram, bpe)"),
+        ("data:\n  on_invalid_utf8: replac\n", "data.on_invalid_utf8 must be one of error, replace; got 'replac'; did you mean 'replace'?"),
+    ],
+)
+def test_literal_choices(tmp_path, text, expected):
+    assert load_error(tmp_path, text).endswith(f": {expected}")
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ({"max_len": -1}, "data.max_len must be >= 0"),
+        ({"max_ratio": 0.5}, "data.max_ratio must be >= 1"),
+        ({"vocab_size": 7}, "data.vocab_size must be at least 8"),
+        ({"character_coverage": 0.0}, "data.character_coverage must be in (0, 1]"),
+        ({"character_coverage": 1.5}, "data.character_coverage must be in (0, 1]"),
+        ({"spm_sample": 0}, "data.spm_sample must be >= 1"),
+        ({"spm_model": "a", "src_spm_model": "b", "tgt_spm_model": "c"}, "exclude each other"),
+        ({"tgt_spm_model": "c"}, "give both or neither"),
+    ],
+)
+def test_validate_ranges(values, expected):
+    with pytest.raises(NmtError, match=expected.replace("(", r"\(").replace("]", r"\]")):
+        DataConfig(**values).validate()
+
+
+@pytest.mark.parametrize("values", [{"max_len": 0, "max_ratio": 0}, {"max_ratio": 1}, {"vocab_size": 8}, {"character_coverage": 1.0}])
+def test_validate_accepts_bounds(values):
+    DataConfig(**values).validate()
+
+
+def test_recipe_range_error_names_the_file(tmp_path):
+    assert load_error(tmp_path, "data:\n  max_len: -5\n").endswith(": data.max_len must be >= 0 (0 turns the filter off)")
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path):
+    message = load_error(tmp_path, "data:\n  vocab_size: 1\n  test: [a,\n")
+    assert message.startswith(f"{tmp_path / 'r.yaml'}:") and "not valid YAML" in message
+
+
+@pytest.mark.parametrize("make, expected", [(lambda p: p / "nope.yaml", "no such recipe file"), (lambda p: p, "cannot read recipe (IsADirectoryError)")])
+def test_unreadable_recipe(tmp_path, make, expected):
+    path = make(tmp_path)
+    with pytest.raises(NmtError, match=rf"^{path}: {expected.replace('(', '[(]').replace(')', '[)]')}$"):
+        config.load_recipe(path)
+
+
+# --------------------------------------------------------------------------- --set
+
+
+def test_apply_overrides_parses_yaml_values():
+    cfg = config.apply_overrides(
+        Config(), ["data.vocab_size=16000", "data.dedup=true", "data.test=[a, b]", "data.max_ratio=2", "data.src_lang=de", " data.seed =7"]
+    )
+    d = cfg.data
+    assert (d.vocab_size, d.dedup, d.test, d.max_ratio, d.src_lang, d.seed) == (16000, True, ["a", "b"], 2.0, "de", 7)
+
+
+def test_apply_overrides_later_wins_and_keeps_the_rest():
+    base = Config(DataConfig(vocab_size=100, joint=False))
+    cfg = config.apply_overrides(base, ["data.vocab_size=200", "data.vocab_size=300"])
+    assert (cfg.data.vocab_size, cfg.data.joint) == (300, False)
+    assert base.data.vocab_size == 100  # the input is not modified
+
+
+def test_apply_overrides_unparsable_yaml_is_a_string():
+    assert config.apply_overrides(Config(), ["data.train=[oops"]).data.train == "[oops"
+
+
+@pytest.mark.parametrize(
+    "assignment, expected",
+    [
+        ("data.vocab_size", "--set 'data.vocab_size': expected SECTION.KEY=VALUE"),
+        ("vocab_size=5", "--set 'vocab_size=5': expected SECTION.KEY=VALUE"),
+        ("dat.vocab_size=5", "--set: unknown section 'dat'; did you mean 'data'?"),
+        ("data.vocab_sise=5", "unknown key 'data.vocab_sise'; did you mean 'data.vocab_size'?"),
+        ("data.vocab_size=five", "data.vocab_size must be an integer, got 'five'"),
+        ("data.spm_type=bep", "did you mean 'bpe'?"),
+        ("data.max_len=-1", "data.max_len must be >= 0"),
+    ],
+)
+def test_apply_overrides_errors(assignment, expected):
+    with pytest.raises(NmtError) as e:
+        config.apply_overrides(Config(), [assignment])
+    assert expected in str(e.value)
+
+
+def test_with_values_ignores_none():
+    cfg = config.with_values(Config(DataConfig(vocab_size=100)), "data", {"vocab_size": None, "dedup": True, "test": None})
+    assert (cfg.data.vocab_size, cfg.data.dedup, cfg.data.test) == (100, True, [])
+
+
+def test_with_values_validates():
+    with pytest.raises(NmtError, match="data.vocab_size must be at least 8"):
+        config.with_values(Config(), "data", {"vocab_size": 4})
