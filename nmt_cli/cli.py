@@ -135,8 +135,8 @@ def _prep_summary(outcome: Any) -> str:
         parts.append(f"{name} {kept}" + (f" (dropped: {drops})" if drops else ""))
     vocab = m["vocab"]
     sizes = "/".join(str(n) for n in dict.fromkeys(vocab["size"].values()))
-    kind = "joint" if vocab["joint"] else "separate"
-    return f"nmt prep: {'; '.join(parts)}; vocab {sizes} ({kind} {m['options']['spm_type']}); wrote {out} in {outcome.seconds:.1f}s"
+    kind = ("joint" if vocab["joint"] else "separate") + (", reused" if vocab["reused"] else f" {m['options']['spm_type']}")
+    return f"nmt prep: {'; '.join(parts)}; vocab {sizes} ({kind}); wrote {out} in {outcome.seconds:.1f}s"
 
 
 def _not_yet(stage: str, issue: int) -> None:
@@ -146,10 +146,35 @@ def _not_yet(stage: str, issue: int) -> None:
 _PENDING = {"context_settings": {"allow_extra_args": True, "ignore_unknown_options": True}}
 
 
-@app.command(epilog=f"Example: {EXAMPLES['train']}", **_PENDING)
-def train(ctx: typer.Context) -> None:
-    """Train an attentional encoder-decoder from a YAML recipe (not implemented yet)."""
-    _not_yet("train", 3)
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@app.command(epilog=f"Example: {EXAMPLES['train']}")
+def train(
+    recipe: Path = typer.Argument(..., help="YAML recipe (data:, model:, train: sections)."),
+    data: Path = typer.Option(..., "--data", "-d", help="Prep directory written by `nmt prep`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model directory: checkpoints, metrics.jsonl, config.yaml."),
+    assignments: Optional[list[str]] = typer.Option(None, "--set", help="Override a recipe key: SECTION.KEY=VALUE (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
+    device: Device = typer.Option(Device.auto, "--device", help="Where to train."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: torch's default)."),
+) -> None:
+    """Train an attentional encoder-decoder from a YAML recipe."""
+    from nmt_cli import config
+    from nmt_cli.train.loop import train as run_training
+
+    cfg = config.apply_overrides(config.load_recipe(recipe), assignments or [])
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    progress = run_training(cfg, data, out, resume, device.value, log=lambda m: typer.echo(f"nmt train: {m}", err=True))
+    if progress.stop_reason.startswith("signal"):
+        typer.echo(f"nmt train: checkpoint written; continue with: nmt train {recipe} --data {data} --out {out} --resume", err=True)
+        raise typer.Exit(130)
 
 
 @app.command(epilog=f"Example: {EXAMPLES['translate']}", **_PENDING)

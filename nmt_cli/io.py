@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -98,7 +99,9 @@ def decode_line(raw: bytes, path: Path | str, lineno: int, on_invalid: str, hint
     ``"replace"`` (invalid bytes become U+FFFD).
     """
     if raw.endswith(b"\n"):
-        raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+        raw = raw[:-1]
+    if raw.endswith(b"\r"):  # CRLF, also on a last line without newline
+        raw = raw[:-1]
     try:
         text = raw.decode("utf-8")
         replaced = False
@@ -120,7 +123,7 @@ def read_lines(path: Path | str, on_invalid: str = "error", hint: str = "") -> I
         with _open_bytes(path) as f:
             for lineno, raw in enumerate(f, 1):
                 yield decode_line(raw, path, lineno, on_invalid, hint)[0]
-    except (OSError, EOFError) as e:  # truncated or corrupt .gz
+    except (OSError, EOFError, zlib.error) as e:  # truncated or corrupt .gz
         raise NmtError(f"{path}: cannot read: {e}") from None
 
 
@@ -146,7 +149,7 @@ def scan_file(path: Path | str, on_invalid: str = "error", hint: str = "") -> Fi
                     invalid += 1
                     if invalid <= 5:
                         warn(f"{path}:{lines}: invalid UTF-8 replaced with U+FFFD")
-    except (OSError, EOFError) as e:  # truncated or corrupt .gz
+    except (OSError, EOFError, zlib.error) as e:  # truncated or corrupt .gz
         raise NmtError(f"{path}: cannot read: {e}") from None
     if invalid > 5:
         warn(f"{path}: {invalid} lines in all had invalid UTF-8 replaced with U+FFFD")

@@ -11,7 +11,8 @@ Filters run on the training split only; validation and test splits keep every li
 3. ``empty``: a pair with an empty side;
 4. ``duplicate``: an exact repeat of an earlier (cleaned) pair, when ``dedup`` is on;
 5. ``too_long``: more than ``max_len`` subwords on either side;
-6. ``ratio``: longer side / shorter side (in subwords) above ``max_ratio``.
+6. ``ratio``: longer side / shorter side (in subwords) above ``max_ratio`` (pairs with an
+   empty side, kept by ``--keep-empty``, are not ratio-filtered).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class PairFilter:
             self.dropped["empty"] += 1
             return False
         if self.cfg.dedup:
-            key = hashlib.blake2b(f"{src}\t{tgt}".encode(), digest_size=16).digest()
+            key = hashlib.blake2b(f"{len(src)}:{src}{tgt}".encode(), digest_size=16).digest()
             if key in self._seen:
                 self.dropped["duplicate"] += 1
                 return False
@@ -80,7 +81,8 @@ class PairFilter:
         if self.cfg.max_len and max(src_len, tgt_len) > self.cfg.max_len:
             self.dropped["too_long"] += 1
             return False
-        if self.cfg.max_ratio and max(src_len, tgt_len) > self.cfg.max_ratio * max(1, min(src_len, tgt_len)):
+        shorter = min(src_len, tgt_len)  # 0 only for empty sides kept by --keep-empty
+        if self.cfg.max_ratio and shorter and max(src_len, tgt_len) > self.cfg.max_ratio * shorter:
             self.dropped["ratio"] += 1
             return False
         return True

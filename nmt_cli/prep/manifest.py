@@ -20,7 +20,8 @@ from nmt_cli.errors import NmtError
 
 NAME = "manifest.json"
 TOOL = "nmt prep"
-PATH_OPTIONS = ("train", "valid", "test")  # where inputs live does not change the output
+# Where inputs live does not change the output (their contents are hashed instead).
+PATH_OPTIONS = ("train", "valid", "test", "spm_model", "src_spm_model", "tgt_spm_model")
 
 
 def fingerprint(options: dict[str, Any], inputs: list[dict[str, Any]], reused_models: dict[str, str]) -> str:

@@ -17,6 +17,7 @@ SentencePiece training sample and, when ``dedup`` is on, 16 bytes per kept pair)
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import time
@@ -59,7 +60,7 @@ def prepare(cfg: DataConfig, out: Path | str, force: bool = False, reporter: Rep
     existing = check_out_dir(out)
     with reporter.session():
         inputs = scan_inputs(splits, cfg, reporter)
-        reused = {role: nio.sha256_file(path) for role, path in reused_model_paths(cfg).items()}
+        reused = {role: _sha256(subwords.read_model(path)) for role, path in reused_model_paths(cfg).items()}
         fingerprint = mf.fingerprint(to_dict(cfg), inputs, reused)
         if is_up_to_date(out, existing, fingerprint, force):
             return Outcome(out, existing, True, time.perf_counter() - start)
@@ -113,6 +114,8 @@ def check_out_dir(out: Path) -> dict[str, Any] | None:
 
     Refuses, before any work, a file or a directory that is not a prep directory.
     """
+    if out.resolve() == Path.cwd() or out.resolve() in Path.cwd().parents:
+        raise NmtError(f"--out {out}: is the current directory (or holds it); name a directory to create")
     if not out.exists():
         return None
     if not out.is_dir():
@@ -278,6 +281,10 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, size)):
         yield chunk
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _drops_text(read: int, filt: PairFilter) -> str:

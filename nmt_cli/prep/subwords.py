@@ -34,7 +34,7 @@ def train(inputs: list[Path], cfg: DataConfig, threads: int, what: str) -> bytes
     """Train a SentencePiece model on cleaned text files; returns the serialized model.
 
     Our own cleaning (``prep/filters.py``) already normalized the text, so SentencePiece
-    is told to apply no normalization of its own (``identity``): the same cleaning runs
+    is told to apply no normalization of its own (``identity``, whitespace kept as is): the same cleaning runs
     again on raw text at translation time, and the model sees what it was trained on.
     """
     spm.set_random_generator_seed(cfg.seed)
@@ -49,6 +49,7 @@ def train(inputs: list[Path], cfg: DataConfig, threads: int, what: str) -> bytes
             input_sentence_size=cfg.spm_sample,
             shuffle_input_sentence=True,
             normalization_rule_name="identity",
+            remove_extra_whitespaces=False,  # whitespace is the `whitespace` text step's job
             pad_id=PAD,
             unk_id=UNK,
             bos_id=SOS,
@@ -110,4 +111,4 @@ def from_bytes(proto: bytes, name: str) -> spm.SentencePieceProcessor:
 
 def vocab_text(sp: spm.SentencePieceProcessor) -> str:
     """The vocabulary as ``piece<TAB>score`` lines, id order (line n is id n-1)."""
-    return "".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.get_piece_size()))
+    return "".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i) + 0.0:g}\n" for i in range(sp.get_piece_size()))

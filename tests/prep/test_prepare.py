@@ -376,11 +376,6 @@ def test_reusing_models_gives_the_same_ids(tmp_path, corpus, joint):
             assert ids(out, split, lang) == ids(first, split, lang)
 
 
-@pytest.mark.xfail(
-    reason="BUG: cli._prep_summary names options['spm_type'] (the unused default 'unigram') "
-    "when --spm-model reuses a bpe model, so the summary says 'joint unigram'",
-    strict=True,
-)
 def test_summary_of_a_reused_model_does_not_claim_another_type(tmp_path, corpus):
     assert_ok(run_prep(tmp_path, "--spm-type", "bpe", "--out", tmp_path / "bpe"))
     result = run_prep(tmp_path, "--spm-model", tmp_path / "bpe" / "spm.model")
@@ -579,37 +574,18 @@ BAD_INPUTS = {
     ),
     "half-separate-models": (plain("--src-spm-model", "b.model"), ["go together"]),
 }
-BUG_UNCHECKED_MODEL = (
-    "BUG: prepare.prepare hashes a reused model with io.sha256_file before subwords.read_model checks it: "
-    "{} traceback, exit 1"
+BAD_INPUTS.update(
+    {
+        "missing-model": (plain("--spm-model", lambda t: t / "nope.model"), ["nope.model: no such SentencePiece model"]),
+        "model-is-dir": (plain("--spm-model", lambda t: t / "data"), ["is a directory"]),
+        "corrupt-gz": (_damaged_gz(corrupt=True), ["train.de.gz: cannot read"]),
+    }
 )
-BAD_INPUT_BUGS = {
-    "missing-model": (
-        plain("--spm-model", lambda t: t / "nope.model"),
-        ["nope.model: no such SentencePiece model"],
-        BUG_UNCHECKED_MODEL.format("FileNotFoundError"),
-    ),
-    "model-is-dir": (
-        plain("--spm-model", lambda t: t / "data"),
-        ["is a directory"],
-        BUG_UNCHECKED_MODEL.format("IsADirectoryError"),
-    ),
-    "corrupt-gz": (
-        _damaged_gz(corrupt=True),
-        ["train.de.gz: cannot read"],
-        "BUG: io.scan_file/read_lines catch only OSError and EOFError; a damaged deflate stream raises "
-        "zlib.error: traceback, exit 1",
-    ),
-}
 
 
 @pytest.mark.parametrize(
     "setup, fragments",
-    [pytest.param(*case, id=name) for name, case in BAD_INPUTS.items()]
-    + [
-        pytest.param(setup, fragments, id=name, marks=pytest.mark.xfail(reason=reason, strict=True))
-        for name, (setup, fragments, reason) in BAD_INPUT_BUGS.items()
-    ],
+    [pytest.param(*case, id=name) for name, case in BAD_INPUTS.items()],
 )
 def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path, setup, fragments):
     args = setup(tmp_path)
@@ -642,11 +618,6 @@ def test_out_that_is_a_file_is_refused(tmp_path, corpus):
     assert leftovers(out) == []
 
 
-@pytest.mark.xfail(
-    reason="BUG: io.atomic_dir renames --out itself: `--out .` (an empty current directory) fails with "
-    "OSError EBUSY, a traceback, exit 1, and leaves a '..*.old' directory behind",
-    strict=True,
-)
 def test_out_dot_in_an_empty_directory(tmp_path, monkeypatch):
     write_corpus(tmp_path)
     here = tmp_path / "here"
@@ -659,11 +630,6 @@ def test_out_dot_in_an_empty_directory(tmp_path, monkeypatch):
     assert not [p.name for p in here.iterdir() if p.name.startswith("..")]
 
 
-@pytest.mark.xfail(
-    reason="BUG: subwords.train leaves SentencePiece's remove_extra_whitespaces on, so with --no-whitespace "
-    "the ids still lose runs of spaces and the round trip does not give back the cleaned text",
-    strict=True,
-)
 def test_no_whitespace_round_trip_keeps_spaces(tmp_path):
     valid = make_pairs(VALID_PAIRS, 2)
     valid[0] = ("der  Mann läuft", "the man  runs")
