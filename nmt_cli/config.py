@@ -4,11 +4,16 @@ A recipe is a YAML file whose top-level sections mirror :class:`Config`::
 
     data:            # how `nmt prep` cleans text and builds subwords (DataConfig)
       vocab_size: 8000
-      joint: true
+    model:           # the encoder-decoder (ModelConfig)
+      cell: gru
+      attention: bahdanau
+    train:           # batching, optimizer, validation, stopping (TrainConfig)
+      batch_tokens: 4000
+      max_time: 20m
 
 Values flow in three layers, later ones winning: the dataclass defaults, the recipe, then
 the command line (``--set data.vocab_size=16000`` or a dedicated flag). The resolved
-config is written next to every output (``manifest.json`` today, checkpoints later), so a
+config is written next to every output (````manifest.json``, ``config.yaml`` and every checkpoint), so a
 result always says exactly how it was made.
 
 Loading is strict: an unknown key is an error that suggests the closest valid key, and a
@@ -70,10 +75,106 @@ class DataConfig:
 
 
 @dataclass
+class ModelConfig:
+    """``model:``: an attentional RNN encoder-decoder (see ``model/seq2seq.py``)."""
+
+    cell: Literal["gru", "lstm"] = "gru"
+    emb_size: int = 256
+    emb_dropout: float = 0.2
+    share_embeddings: bool = False  # one embedding table for source and target (joint vocab)
+    tie_output: bool = False  # output projection = target embedding (needs output_size == emb_size)
+    encoder_layers: int = 2
+    encoder_hidden: int = 256  # per direction
+    bidirectional: bool = True
+    decoder_layers: int = 1
+    decoder_hidden: int = 512
+    dropout: float = 0.2  # between recurrent layers and on the attentional state
+    attention: Literal["bahdanau", "luong_dot", "luong_general"] = "bahdanau"
+    attention_size: int = 256  # Bahdanau's MLP width
+    input_feeding: bool = True  # feed the previous attentional state into the decoder RNN
+    bridge: bool = True  # decoder's initial state from the encoder's final (else zeros)
+    output_size: int = 256  # size of the attentional state that predicts the word
+
+    def validate(self) -> None:
+        for key in ("emb_size", "encoder_layers", "encoder_hidden", "decoder_layers", "decoder_hidden", "attention_size", "output_size"):
+            _require(getattr(self, key) >= 1, f"model.{key}", "must be >= 1")
+        for key in ("emb_dropout", "dropout"):
+            _require(0 <= getattr(self, key) < 1, f"model.{key}", "must be in [0, 1)")
+        memory = self.encoder_hidden * (2 if self.bidirectional else 1)
+        if self.attention == "luong_dot" and memory != self.decoder_hidden:
+            raise NmtError(
+                f"model.attention luong_dot needs decoder_hidden ({self.decoder_hidden}) equal to the encoder "
+                f"output size ({memory} = encoder_hidden x directions); use luong_general or change the sizes"
+            )
+        if self.tie_output and self.output_size != self.emb_size:
+            raise NmtError(f"model.tie_output needs output_size ({self.output_size}) equal to emb_size ({self.emb_size})")
+
+
+@dataclass
+class TrainConfig:
+    """``train:``: batching, optimization, validation, stopping and checkpoints."""
+
+    seed: int = 1
+    batch_tokens: int = 4000  # per batch: sentences x padded (longest side + 1) length
+    accumulate: int = 1  # batches per optimizer step
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0  # sgd only
+    clip_norm: float = 1.0  # gradient clipping by global norm (0: off)
+    label_smoothing: float = 0.1
+    schedule: Literal["constant", "plateau", "inverse_sqrt"] = "plateau"
+    warmup_steps: int = 0  # linear warmup (inverse_sqrt: the peak step)
+    plateau_factor: float = 0.5  # plateau: lr *= factor after plateau_patience bad validations
+    plateau_patience: int = 2
+    min_lr: float = 1e-5
+    valid_every: int = 500  # steps
+    log_every: int = 50  # steps
+    patience: int = 8  # validations without BLEU improvement before stopping (0: never)
+    max_steps: int = 0  # 0: no limit
+    max_epochs: int = 0  # 0: no limit
+    max_time: str = ""  # wall-clock budget, e.g. 20m, 1h30m, 90s ("": no limit)
+    keep_last: int = 2  # step checkpoints kept besides best.pt
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    valid_max_len_a: float = 1.5  # greedy validation decodes at most a*src_len + b tokens
+    valid_max_len_b: int = 10
+    valid_batch_size: int = 200  # sentences per validation decoding batch
+
+    def validate(self) -> None:
+        for key in ("batch_tokens", "accumulate", "valid_every", "log_every", "valid_batch_size"):
+            _require(getattr(self, key) >= 1, f"train.{key}", "must be >= 1")
+        for key in ("patience", "max_steps", "max_epochs", "keep_last", "warmup_steps", "plateau_patience"):
+            _require(getattr(self, key) >= 0, f"train.{key}", "must be >= 0")
+        _require(self.lr > 0, "train.lr", "must be > 0")
+        _require(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
+        _require(0 < self.plateau_factor <= 1, "train.plateau_factor", "must be in (0, 1]")
+        _require(self.clip_norm >= 0, "train.clip_norm", "must be >= 0 (0 turns clipping off)")
+        parse_duration(self.max_time)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a wall-clock budget such as ``20m``, ``1h30m``, ``90s`` or ``45`` (seconds)."""
+    if not text:
+        return 0.0
+    units = {"h": 3600, "m": 60, "s": 1}
+    total, number = 0.0, ""
+    for char in text.strip().lower():
+        if char.isdigit() or char == ".":
+            number += char
+        elif char in units and number:
+            total, number = total + float(number) * units[char], ""
+        else:
+            raise NmtError(f"train.max_time {text!r} is not a duration like 20m, 1h30m or 90s")
+    return total + (float(number) if number else 0.0)
+
+
+@dataclass
 class Config:
-    """A whole recipe. Sections for ``model`` and ``train`` join this as those stages land."""
+    """A whole recipe: one section per stage."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
@@ -141,11 +242,19 @@ def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
         section, _, name = key.strip().partition(".")
         if section not in values:
             raise NmtError(f"--set: unknown section {section!r}{_suggest(section, list(values), '')}")
-        try:
-            values[section][name] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            values[section][name] = raw
+        values[section][name] = _parse_value(raw, getattr(Config, "__dataclass_fields__")[section], name)
     return _validated(values)
+
+
+def _parse_value(raw: str, section: dataclasses.Field, name: str) -> Any:
+    """A --set value as YAML (8000, true, [a, b]); text as is for string keys (so `no` stays "no")."""
+    hints = typing.get_type_hints(section.default_factory) if callable(section.default_factory) else {}
+    if hints.get(name) is str:
+        return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
 
 
 def with_values(cfg: Config, section: str, updates: dict[str, Any]) -> Config:

@@ -1,0 +1,127 @@
+"""The attentional decoder: one step predicts the next target word.
+
+With s the decoder RNN's top state, c the attention context, y the previous word's
+embedding and h̃ the attentional state that predicts the word:
+
+``bahdanau`` (Bahdanau et al. 2015): attend with the previous state, feed the context in::
+
+    c_t = attend(s_{t-1});  s_t = RNN([y_{t-1}; c_t; h̃_{t-1}], s_{t-1});  h̃_t = tanh(W_o [s_t; c_t])
+
+``luong_*`` (Luong et al. 2015): attend with the new RNN output::
+
+    s_t = RNN([y_{t-1}; h̃_{t-1}], s_{t-1});  c_t = attend(s_t);  h̃_t = tanh(W_c [s_t; c_t])
+
+``h̃_{t-1}`` in the RNN input is *input feeding* (``input_feeding``); without it, and with
+Luong attention, the RNN does not depend on attention at all, so the attention and
+output layers run once over all time steps after the recurrence.
+
+Then P(y_t) = softmax(W_out dropout(h̃_t)), W_out optionally tied to the target embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from nmt_cli.config import ModelConfig
+from nmt_cli.model.attention import Attention
+from nmt_cli.model.rnn import StackedCells
+
+
+@dataclass
+class Memory:
+    """What the decoder reads from the encoder, computed once per batch."""
+
+    states: Tensor  # (batch, src_len, memory) encoder outputs
+    keys: Tensor  # (batch, src_len, key) precomputed attention keys
+    mask: Tensor  # (batch, src_len) True at real tokens
+
+    def select(self, index: Tensor) -> "Memory":
+        """Rows ``index`` of the batch (beam search, finished sentences leaving)."""
+        return Memory(self.states.index_select(0, index), self.keys.index_select(0, index), self.mask.index_select(0, index))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig, embedding: nn.Embedding, memory_size: int, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = embedding
+        self.emb_dropout = nn.Dropout(cfg.emb_dropout)
+        self.bahdanau = cfg.attention == "bahdanau"
+        parts = {"emb": cfg.emb_size}
+        if self.bahdanau:
+            parts["context"] = memory_size
+        if cfg.input_feeding:
+            parts["feed"] = cfg.output_size
+        self.rnn = StackedCells(cfg.cell, parts, cfg.decoder_hidden, cfg.decoder_layers, cfg.dropout)
+        self.attention = Attention(cfg.attention, cfg.decoder_hidden, memory_size, cfg.attention_size)
+        self.pre_output = nn.Linear(cfg.decoder_hidden + memory_size, cfg.output_size)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.output = nn.Linear(cfg.output_size, vocab_size)
+        if cfg.tie_output:
+            self.output.weight = embedding.weight
+        bridge_in = memory_size * (2 if cfg.cell == "lstm" else 1)
+        self.bridge = nn.Linear(bridge_in, cfg.decoder_layers * self.rnn.state_size) if cfg.bridge else None
+
+    def init_state(self, final_h: Tensor, final_c: Tensor | None) -> tuple[list[Tensor], Tensor | None]:
+        """Initial RNN state per layer (batch, state) and the initial fed-back h̃ (zeros)."""
+        batch = final_h.size(0)
+        if self.bridge is not None:
+            source = final_h if final_c is None else torch.cat([final_h, final_c], dim=-1)
+            state = list(torch.tanh(self.bridge(source)).float().chunk(self.cfg.decoder_layers, dim=-1))
+        else:
+            state = [final_h.new_zeros(batch, self.rnn.state_size) for _ in range(self.cfg.decoder_layers)]
+        feed = final_h.new_zeros(batch, self.cfg.output_size) if self.cfg.input_feeding else None
+        return state, feed
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        """Layer 0's input product for target words: (...,) ids -> (..., gates*hidden)."""
+        return self.rnn.project("emb", self.emb_dropout(self.embedding(tokens)))
+
+    def step(self, emb_in: Tensor, state: list[Tensor], feed: Tensor | None, memory: Memory):
+        """One decoder step from the embedded previous word ``emb_in`` (batch, gates*hidden).
+
+        Returns h̃_t (batch, output), the new state, and the attention weights (batch, src_len).
+        """
+        gi = emb_in
+        if feed is not None:
+            gi = gi + self.rnn.project("feed", feed)
+        if self.bahdanau:
+            context, weights = self.attention(state[-1][:, None, : self.rnn.hidden], memory.keys, memory.states, memory.mask)
+            context = context.squeeze(1)
+            h, state = self.rnn(gi + self.rnn.project("context", context), state)
+        else:
+            h, state = self.rnn(gi, state)
+            context, weights = self.attention(h.unsqueeze(1), memory.keys, memory.states, memory.mask)
+            context = context.squeeze(1)
+        att = torch.tanh(self.pre_output(torch.cat([h, context.to(h.dtype)], dim=-1)))
+        return att, state, weights.squeeze(1)
+
+    def forward(self, tgt_in: Tensor, memory: Memory, state: list[Tensor], feed: Tensor | None) -> Tensor:
+        """Teacher forcing over a whole target: tgt_in (batch, tgt_len) -> h̃ (batch, tgt_len, output)."""
+        emb_in = self.embed(tgt_in)  # (batch, tgt_len, gates*hidden), all steps in one product
+        if not self.bahdanau and feed is None:
+            return self._forward_luong_no_feed(emb_in, memory, state)
+        outputs = []
+        for emb_t in emb_in.unbind(1):  # unbind: one backward op, not a full-size zero fill per step
+            att, state, _ = self.step(emb_t, state, feed, memory)
+            outputs.append(att)
+            if feed is not None:
+                feed = att
+        return torch.stack(outputs, dim=1)
+
+    def _forward_luong_no_feed(self, emb_in: Tensor, memory: Memory, state: list[Tensor]) -> Tensor:
+        """Recurrence alone step by step; attention and h̃ for all steps at once."""
+        tops = []
+        for emb_t in emb_in.unbind(1):
+            h, state = self.rnn(emb_t, state)
+            tops.append(h)
+        h = torch.stack(tops, dim=1)  # (batch, tgt_len, hidden)
+        context, _ = self.attention(h, memory.keys, memory.states, memory.mask)
+        return torch.tanh(self.pre_output(torch.cat([h, context.to(h.dtype)], dim=-1)))
+
+    def logits(self, att: Tensor) -> Tensor:
+        """(..., output) -> (..., vocab) unnormalized scores."""
+        return self.output(self.dropout(att))

@@ -1,0 +1,87 @@
+"""Recurrent cells written from linear layers, stacked, one time step at a time.
+
+The decoder runs step by step (attention needs each state), so its cells are plain
+``nn.Linear`` layers plus elementwise gates. That buys two things over ``nn.GRUCell``:
+the matrix products autocast to bf16 on CPU, and the first layer's input product is a
+sum of one product per input part (embedding, context, fed-back attentional state), so
+the parts known in advance (the target embeddings, under teacher forcing) are projected
+for all time steps in one matrix product: see :meth:`StackedCells.project`.
+
+GRU (Cho et al. 2014), with ``gi = W_i x + b_i`` and ``gh = W_h h + b_h`` split in three::
+
+    r = σ(gi_r + gh_r)        z = σ(gi_z + gh_z)
+    n = tanh(gi_n + r ⊙ gh_n)     h' = (1 - z) ⊙ n + z ⊙ h
+
+LSTM (Hochreiter & Schmidhuber 1997), gates split in four::
+
+    i, f, g, o = σ(·), σ(·), tanh(·), σ(·) of (W_i x + W_h h + b)
+    c' = f ⊙ c + i ⊙ g        h' = o ⊙ tanh(c')
+
+A layer's state is one tensor: ``h`` (batch, hidden) for a GRU, ``[h; c]`` (batch,
+2*hidden) for an LSTM, so a whole stack's state is a list that beam search can reorder
+with one ``index_select`` per layer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class StackedCells(nn.Module):
+    """``layers`` GRU or LSTM cells; layer 0's input comes in named parts.
+
+    ``inputs`` maps each part of layer 0's input to its size, e.g. ``{"emb": 256,
+    "context": 512}``; the first part carries the bias.
+    """
+
+    def __init__(self, cell: str, inputs: dict[str, int], hidden: int, layers: int, dropout: float):
+        super().__init__()
+        self.cell, self.hidden = cell, hidden
+        gates = 3 if cell == "gru" else 4
+        first = next(iter(inputs))
+        self.inputs = nn.ModuleDict({k: nn.Linear(n, gates * hidden, bias=k == first) for k, n in inputs.items()})
+        self.ih = nn.ModuleList(nn.Linear(hidden, gates * hidden) for _ in range(layers - 1))
+        self.hh = nn.ModuleList(nn.Linear(hidden, gates * hidden, bias=cell == "gru") for _ in range(layers))
+        self.dropout = nn.Dropout(dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = self.hidden**-0.5  # as torch's own RNNs
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    @property
+    def state_size(self) -> int:
+        return self.hidden if self.cell == "gru" else 2 * self.hidden
+
+    def project(self, part: str, x: Tensor) -> Tensor:
+        """Layer 0's input product for one part: (..., size) -> (..., gates*hidden)."""
+        return self.inputs[part](x)
+
+    def forward(self, gi: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """One step. ``gi`` is layer 0's summed input products (batch, gates*hidden).
+
+        Returns the top layer's output h (batch, hidden) and the new state of every layer.
+        """
+        new_state = []
+        for i, layer_state in enumerate(state):
+            if i > 0:
+                gi = self.ih[i - 1](self.dropout(h))
+            h, layer_state = self._cell(gi, self.hh[i](layer_state[:, : self.hidden]), layer_state)
+            new_state.append(layer_state)
+        return h, new_state
+
+    def _cell(self, gi: Tensor, gh: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        if self.cell == "gru":
+            i_r, i_z, i_n = gi.chunk(3, dim=-1)
+            h_r, h_z, h_n = gh.chunk(3, dim=-1)
+            r = torch.sigmoid(i_r + h_r)
+            z = torch.sigmoid(i_z + h_z)
+            n = torch.tanh(i_n + r * h_n)
+            h = n + z * (state - n)  # = (1 - z) * n + z * h_prev
+            return h, h
+        i, f, g, o = (gi + gh).chunk(4, dim=-1)
+        c = torch.sigmoid(f) * state[:, self.hidden :] + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, torch.cat([h, c], dim=-1)

@@ -1,0 +1,1 @@
+"""`nmt train`: batching, optimization, validation, checkpoints and the loop."""

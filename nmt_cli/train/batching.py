@@ -1,0 +1,90 @@
+"""Token-based, length-bucketed batches over memory-mapped ids.
+
+A batch holds as many sentence pairs as fit ``batch_tokens`` once padded: sentences x
+(longest side + 1 for SOS/EOS) <= batch_tokens. To keep padding low, each epoch:
+
+1. shuffles all pair indices with a generator seeded by (seed, epoch);
+2. cuts the shuffled order into pools of about 100 batches and sorts each pool by length
+   (target, then source), so neighbours have similar lengths;
+3. cuts each pool into batches and shuffles the batch order.
+
+The batch list of an epoch is a pure function of (seed, epoch), so a resumed run skips
+the batches it already did and sees exactly the batches an uninterrupted run would.
+Only the length arrays (8 bytes a sentence) live in memory; ids are read per batch from
+the memory-mapped store.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from nmt_cli.model.seq2seq import Batch
+from nmt_cli.prep.store import IdStore
+from nmt_cli.prep.subwords import EOS, PAD, SOS
+
+POOL_BATCHES = 100
+
+
+class PairData:
+    """The source and target id stores of one split, with their lengths (EOS/SOS included)."""
+
+    def __init__(self, src: IdStore, tgt: IdStore):
+        self.src, self.tgt = src, tgt
+        self.src_len = src.lengths() + 1
+        self.tgt_len = tgt.lengths() + 1
+        self.size = np.maximum(self.src_len, self.tgt_len)
+
+    def __len__(self) -> int:
+        return len(self.src_len)
+
+    def collate(self, indices: np.ndarray, max_len: int = 0) -> Batch:
+        """Padded tensors for the pairs ``indices`` (sources truncated to ``max_len`` if > 0)."""
+        n = len(indices)
+        src_lens = self.src_len[indices]
+        if max_len:
+            src_lens = np.minimum(src_lens, max_len)
+        tgt_lens = self.tgt_len[indices]
+        src = np.full((n, src_lens.max()), PAD, dtype=np.int64)
+        tgt_in = np.full((n, tgt_lens.max()), PAD, dtype=np.int64)
+        tgt_out = np.full((n, tgt_lens.max()), PAD, dtype=np.int64)
+        for row, i in enumerate(indices):
+            s, t = self.src[i][: src_lens[row] - 1], self.tgt[i]
+            src[row, : len(s)], src[row, len(s)] = s, EOS
+            tgt_in[row, 0], tgt_in[row, 1 : len(t) + 1] = SOS, t
+            tgt_out[row, : len(t)], tgt_out[row, len(t)] = t, EOS
+        return Batch(
+            torch.from_numpy(src),
+            torch.from_numpy(src_lens.astype(np.int64)),
+            torch.from_numpy(tgt_in),
+            torch.from_numpy(tgt_out),
+            int(tgt_lens.sum()),
+        )
+
+    def batches(self, batch_tokens: int, seed: int | None = None, epoch: int = 0) -> list[np.ndarray]:
+        """Index arrays of an epoch's batches: shuffled and pooled with a seed, else sorted."""
+        if seed is None:
+            return _cut(np.argsort(self.size, kind="stable"), self.size, batch_tokens)
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(self))
+        pool = max(1, int(POOL_BATCHES * batch_tokens / max(1.0, float(self.size.mean()))))
+        batches = []
+        for start in range(0, len(order), pool):
+            chunk = order[start : start + pool]
+            chunk = chunk[np.lexsort((self.src_len[chunk], self.tgt_len[chunk]))]
+            batches.extend(_cut(chunk, self.size, batch_tokens))
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _cut(order: np.ndarray, size: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
+    """Split ``order`` (sorted by length) so that count x longest <= batch_tokens."""
+    batches, start, longest = [], 0, 0
+    for end, i in enumerate(order):
+        longest_with = max(longest, int(size[i]))
+        if end > start and (end - start + 1) * longest_with > batch_tokens:
+            batches.append(order[start:end])
+            start, longest_with = end, int(size[i])
+        longest = longest_with
+    if len(order) > start:
+        batches.append(order[start:])
+    return batches

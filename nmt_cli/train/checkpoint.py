@@ -1,0 +1,78 @@
+"""Checkpoints: one file that holds everything to resume training or to translate.
+
+A checkpoint is a dict of tensors and plain data only (loaded with
+``torch.load(weights_only=True)``, so loading never runs pickled code)::
+
+    format        "nmt-checkpoint-1"
+    config        the full resolved Config as plain data
+    model         model.state_dict()
+    optimizer     optimizer.state_dict()
+    schedule      the learning-rate schedule's state (plain data)
+    rng           torch's CPU (and CUDA) generator states
+    progress      step, epoch, batches done in the epoch, elapsed seconds, best score...
+    vocab         languages, sizes, SentencePiece model bytes per side, special ids
+    data          the prep manifest's fingerprint
+
+Files are written under a temporary name and renamed, so a crash mid-write never leaves a
+truncated checkpoint under a real name. Step checkpoints are ``ckpt-STEP.pt``; the best by
+validation BLEU is also copied to ``best.pt``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nmt_cli import io as nio
+from nmt_cli.errors import NmtError
+
+FORMAT = "nmt-checkpoint-1"
+_STEP_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
+
+
+def save(path: Path, payload: dict[str, Any]) -> None:
+    with nio.atomic_file(path, "wb") as f:
+        torch.save({"format": FORMAT, **payload}, f)
+
+
+def load(path: Path | str, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint's dict; a one-line error for a missing, foreign or truncated file."""
+    path = Path(path)
+    if path.is_dir():
+        raise NmtError(f"{path}: is a directory; give a checkpoint file such as {path}/best.pt")
+    if not path.is_file():
+        raise NmtError(f"{path}: no such checkpoint")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        reason = str(e).splitlines()[0][:120] if str(e) else e.__class__.__name__
+        raise NmtError(f"{path}: not a readable nmt checkpoint (truncated or foreign file: {reason})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise NmtError(f"{path}: not an nmt checkpoint (no {FORMAT!r} marker)")
+    return payload
+
+
+def step_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every step checkpoint in ``directory``, oldest first."""
+    found = [(int(m[1]), p) for p in directory.glob("ckpt-*.pt") if (m := _STEP_NAME.match(p.name))]
+    return sorted(found)
+
+
+def latest(directory: Path) -> Path | None:
+    found = step_checkpoints(directory)
+    return found[-1][1] if found else None
+
+
+def step_path(directory: Path, step: int) -> Path:
+    return directory / f"ckpt-{step:07d}.pt"
+
+
+def prune(directory: Path, keep_last: int) -> None:
+    """Delete all but the newest ``keep_last`` step checkpoints (at least one is kept)."""
+    for _, path in step_checkpoints(directory)[: -max(1, keep_last)]:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,47 @@
+"""The prepared data a training run reads: id stores, references and vocabularies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nmt_cli import io as nio
+from nmt_cli.errors import NmtError
+from nmt_cli.prep import manifest as mf
+from nmt_cli.prep.store import IdStore
+from nmt_cli.train.batching import PairData
+
+
+@dataclass
+class Prepared:
+    manifest: dict[str, Any]
+    train: PairData
+    valid: PairData
+    valid_refs: list[str]  # raw target text of the validation split
+    vocab: dict[str, Any]  # what a checkpoint stores to translate alone
+
+
+def load(directory: Path | str) -> Prepared:
+    directory = Path(directory)
+    manifest = mf.load(directory)
+    if not mf.is_intact(directory, manifest):
+        raise NmtError(f"{directory}: files are missing or changed since prep; run `nmt prep --force` again")
+    src, tgt = manifest["src_lang"], manifest["tgt_lang"]
+    dtype = manifest["id_dtype"]
+
+    def pairs(split: str) -> PairData:
+        return PairData(IdStore(directory, split, src, dtype[src]), IdStore(directory, split, tgt, dtype[tgt]))
+
+    vocab = {
+        "src_lang": src,
+        "tgt_lang": tgt,
+        "src_size": manifest["vocab"]["size"][src],
+        "tgt_size": manifest["vocab"]["size"][tgt],
+        "joint": manifest["vocab"]["joint"],
+        "src_spm": (directory / manifest["vocab"]["model"][src]).read_bytes(),
+        "tgt_spm": (directory / manifest["vocab"]["model"][tgt]).read_bytes(),
+        "special_ids": manifest["special_ids"],
+    }
+    refs = list(nio.read_lines(directory / f"valid.{tgt}.txt"))
+    return Prepared(manifest, pairs("train"), pairs("valid"), refs, vocab)

@@ -1,0 +1,308 @@
+"""``nmt train``: the training loop.
+
+One optimizer step = ``accumulate`` token batches; every ``log_every`` steps a log event,
+every ``valid_every`` steps a validation (greedy BLEU), a step checkpoint and, if BLEU
+improved, ``best.pt``. Training stops at ``patience`` validations without improvement,
+``max_steps``, ``max_epochs``, ``max_time`` or SIGINT/SIGTERM (which first write a
+checkpoint). Every event goes to ``MODEL_DIR/metrics.jsonl``.
+
+Exact resume: the batch order of an epoch is a function of (seed, epoch), and a
+checkpoint stores the position in the epoch and the RNG states, so a resumed run takes
+the same steps as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from nmt_cli.config import Config, from_dict, parse_duration, to_dict
+from nmt_cli.errors import NmtError
+from nmt_cli.model.seq2seq import Seq2Seq, parameter_count
+from nmt_cli.prep import subwords
+from nmt_cli.train import checkpoint
+from nmt_cli.train import data as prepared_data
+from nmt_cli.train.optim import Schedule, make_optimizer
+from nmt_cli.train.validate import validate
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_done: int = 0  # batches of the current epoch already trained on
+    elapsed: float = 0.0  # training seconds, over all runs of this model
+    best_bleu: float = -1.0
+    best_step: int = 0
+    validated_step: int = -1
+    stop_reason: str = ""
+
+
+@dataclass
+class Run:
+    """Everything the loop touches, built by :func:`setup`."""
+
+    cfg: Config
+    out: Path
+    data: prepared_data.Prepared
+    model: Seq2Seq
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    progress: Progress
+    device: torch.device
+    autocast: Any
+    scaler: Any = None
+    log: Any = None
+    stop_signal: list = field(default_factory=list)
+
+
+def train(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str = "auto", log=None) -> Progress:
+    run = setup(cfg, Path(data_dir), Path(out), resume, device, log)
+    run.log(f"training {parameter_count(run.model):,} parameters on {run.device} ({run.cfg.train.precision}); "
+            f"{len(run.data.train):,} training pairs; writing {run.out}")
+    with _signals(run.stop_signal):
+        loop(run)
+    return run.progress
+
+
+def loop(run: Run) -> None:
+    cfg, p = run.cfg.train, run.progress
+    budget, started = parse_duration(cfg.max_time), time.perf_counter() - p.elapsed
+    window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "start": time.perf_counter()}
+    while not p.stop_reason:
+        batches = run.data.train.batches(cfg.batch_tokens, cfg.seed, p.epoch)
+        while p.batches_done < len(batches) and not p.stop_reason:
+            group = batches[p.batches_done : p.batches_done + cfg.accumulate]
+            loss, nll, tokens = train_step(run, [run.data.train.collate(b) for b in group])
+            p.step, p.batches_done = p.step + 1, p.batches_done + len(group)
+            p.elapsed = time.perf_counter() - started
+            window["loss"], window["nll"], window["tokens"] = window["loss"] + loss, window["nll"] + nll, window["tokens"] + tokens
+            if p.step % cfg.log_every == 0:
+                log_train(run, window)
+                window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "start": time.perf_counter()}
+            if p.step % cfg.valid_every == 0:
+                validate_and_save(run, scheduled=True)
+            p.stop_reason = stop_reason(run, budget)
+        if p.batches_done >= len(batches):
+            p.epoch, p.batches_done = p.epoch + 1, 0
+            if cfg.max_epochs and p.epoch >= cfg.max_epochs and not p.stop_reason:
+                p.stop_reason = f"max_epochs {cfg.max_epochs}"
+    if p.stop_reason.startswith("signal"):
+        save(run, best=False)
+    elif p.validated_step != p.step:
+        validate_and_save(run, scheduled=False)
+    run.log(f"stopped at step {p.step} ({p.stop_reason}); best BLEU {p.best_bleu:.2f} at step {p.best_step}")
+
+
+def train_step(run: Run, batches: list) -> tuple[float, float, int]:
+    """One optimizer step over ``batches``; loss averaged over all their target tokens."""
+    tokens = sum(b.tokens for b in batches)
+    loss_sum = nll_sum = 0.0
+    for batch in batches:
+        with run.autocast():
+            loss, nll = run.model.loss(batch.to(run.device), run.cfg.train.label_smoothing)
+        scaled = loss / tokens
+        (run.scaler.scale(scaled) if run.scaler else scaled).backward()
+        loss_sum, nll_sum = loss_sum + loss.item(), nll_sum + nll.item()
+    if run.scaler:
+        run.scaler.unscale_(run.optimizer)
+    if run.cfg.train.clip_norm:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.train.clip_norm)
+    run.schedule.apply(run.optimizer, run.progress.step + 1)
+    if run.scaler:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss_sum, nll_sum, tokens
+
+
+def validate_and_save(run: Run, scheduled: bool) -> None:
+    """Validate, log, checkpoint. Only ``scheduled`` validations (every ``valid_every``)
+    count for the plateau schedule and early stopping, so that the extra one at a stop
+    does not change the trajectory of a run resumed from there."""
+    p, cfg = run.progress, run.cfg.train
+    sp = subwords.from_bytes(run.data.vocab["tgt_spm"], "target model")
+    scores = validate(run.model, run.data.valid, run.data.valid_refs, sp, cfg, run.device, run.autocast)
+    hyps = scores.pop("hypotheses")
+    p.validated_step = p.step
+    if scheduled:
+        run.schedule.validated(scores["bleu"])
+    improved = scores["bleu"] > p.best_bleu
+    if improved:
+        p.best_bleu, p.best_step = scores["bleu"], p.step
+        (run.out / "valid.best.hyp").write_text("\n".join(hyps) + "\n", encoding="utf-8")
+    event(run, "valid", **scores, best_bleu=p.best_bleu, lr=run.optimizer.param_groups[0]["lr"])
+    run.log(f"step {p.step} valid: loss {scores['loss']:.3f} ppl {scores['ppl']:.2f} "
+            f"BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f}{' (best)' if improved else ''}")
+    save(run, best=improved)
+    if scheduled and cfg.patience and run.schedule.bad >= cfg.patience:
+        p.stop_reason = p.stop_reason or f"no BLEU improvement in {cfg.patience} validations"
+
+
+def stop_reason(run: Run, budget: float) -> str:
+    cfg, p = run.cfg.train, run.progress
+    if run.stop_signal:
+        return f"signal {run.stop_signal[0]}"
+    if cfg.max_steps and p.step >= cfg.max_steps:
+        return f"max_steps {cfg.max_steps}"
+    if budget and p.elapsed >= budget:
+        return f"max_time {cfg.max_time}"
+    return p.stop_reason
+
+
+def log_train(run: Run, window: dict) -> None:
+    seconds = time.perf_counter() - window["start"]
+    loss, nll = window["loss"] / window["tokens"], window["nll"] / window["tokens"]
+    p = run.progress
+    values = {"loss": loss, "ppl": math.exp(min(nll, 50.0)), "tokens_per_s": window["tokens"] / seconds,
+              "lr": run.optimizer.param_groups[0]["lr"]}
+    event(run, "train", **values)
+    budget = parse_duration(run.cfg.train.max_time)
+    eta = f" eta {_clock(budget - p.elapsed)}" if budget else ""
+    run.log(f"step {p.step} epoch {p.epoch + 1} loss {loss:.3f} ppl {values['ppl']:.2f} "
+            f"{values['tokens_per_s']:,.0f} tgt tok/s lr {values['lr']:.2e} elapsed {_clock(p.elapsed)}{eta}")
+
+
+def event(run: Run, kind: str, **values: Any) -> None:
+    p = run.progress
+    record = {"event": kind, "step": p.step, "epoch": p.epoch, "elapsed": round(p.elapsed, 2), **values}
+    with open(run.out / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def save(run: Run, best: bool) -> None:
+    payload = {
+        "config": to_dict(run.cfg),
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "schedule": run.schedule.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler else None,
+        "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if run.device.type == "cuda" else []},
+        "progress": asdict(run.progress),
+        "vocab": run.data.vocab,
+        "data": {"fingerprint": run.data.manifest["fingerprint"]},
+    }
+    path = checkpoint.step_path(run.out, run.progress.step)
+    checkpoint.save(path, payload)
+    if best:
+        checkpoint.save(run.out / "best.pt", payload)
+    checkpoint.prune(run.out, run.cfg.train.keep_last)
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str, log) -> Run:
+    data = prepared_data.load(data_dir)
+    resume_from = _check_out(out, resume)
+    if resume_from is not None:
+        state = checkpoint.load(resume_from)
+        cfg = _resumed_config(cfg, state, resume_from)
+        _check_same_data(state, data, resume_from)
+    _check_vocab(cfg, data)
+    dev = _device(device)
+    torch.manual_seed(cfg.train.seed)
+    model = Seq2Seq(cfg.model, data.vocab["src_size"], data.vocab["tgt_size"]).to(dev)
+    optimizer = make_optimizer(cfg.train, model.parameters())
+    schedule, progress = Schedule(cfg.train), Progress()
+    scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
+    if resume_from is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        if scaler and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        progress = Progress(**{**state["progress"], "stop_reason": ""})
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if dev.type == "cuda" and state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+    autocast = _autocast(dev, cfg.train.precision)
+    return Run(cfg, out, data, model, optimizer, schedule, progress, dev, autocast, scaler, log or (lambda m: None))
+
+
+def _check_out(out: Path, resume: bool) -> Path | None:
+    if out.exists() and not out.is_dir():
+        raise NmtError(f"{out}: exists and is not a directory")
+    newest = checkpoint.latest(out) if out.is_dir() else None
+    if resume:
+        if newest is None:
+            raise NmtError(f"{out}: no checkpoint to resume from (ckpt-*.pt)")
+        return newest
+    if out.is_dir() and any(out.iterdir()):
+        raise NmtError(f"{out}: not empty; add --resume to continue its training, or choose another --out")
+    return None
+
+
+def _resumed_config(cfg: Config, state: dict, path: Path) -> Config:
+    """The checkpoint's model; the given train section (so budgets can be extended)."""
+    saved = from_dict(Config, state["config"])
+    if saved.model != cfg.model:
+        changed = [k for k in asdict(cfg.model) if getattr(cfg.model, k) != getattr(saved.model, k)]
+        raise NmtError(f"{path}: was trained with other model settings ({', '.join('model.' + k for k in changed)})")
+    return Config(saved.data, saved.model, cfg.train)
+
+
+def _check_same_data(state: dict, data: prepared_data.Prepared, path: Path) -> None:
+    if state["data"]["fingerprint"] != data.manifest["fingerprint"]:
+        raise NmtError(f"{path}: was trained on other prepared data (manifest fingerprint differs)")
+
+
+def _check_vocab(cfg: Config, data: prepared_data.Prepared) -> None:
+    if data.vocab["special_ids"] != subwords.SPECIAL_IDS:
+        raise NmtError(f"prep directory has special ids {data.vocab['special_ids']}, expected {subwords.SPECIAL_IDS}")
+    if cfg.model.share_embeddings and not data.vocab["joint"]:
+        raise NmtError("model.share_embeddings needs a joint vocabulary (nmt prep --joint)")
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise NmtError("--device cuda: no CUDA device is available (this torch build or machine has none)")
+    return torch.device(name)
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext
+    if precision == "fp16" and device.type != "cuda":
+        raise NmtError("train.precision fp16 needs CUDA; use bf16 on CPU")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def _signals(flag: list):
+    """SIGINT/SIGTERM ask the loop to stop after the current step (a second SIGINT kills)."""
+    def handler(signum, frame):
+        if flag and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag.append(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,65 @@
+"""Optimizers and learning-rate schedules.
+
+The schedule sets the learning rate before every optimizer step, as a function of the
+step and (for ``plateau``) of the validation history; its state is plain data, saved in
+checkpoints:
+
+* ``constant``: lr, after an optional linear warmup of ``warmup_steps``;
+* ``plateau``: lr x factor^k, where k grows by one each time ``plateau_patience``
+  validations in a row fail to improve BLEU (never below ``min_lr``);
+* ``inverse_sqrt``: linear warmup to lr at ``warmup_steps``, then lr * sqrt(warmup / step).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from nmt_cli.config import TrainConfig
+
+
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return kind(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)  # one kernel for all parameters
+
+
+class Schedule:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.scale = 1.0  # plateau reductions so far, as a factor
+        self.best = -math.inf
+        self.bad = 0
+
+    def lr(self, step: int) -> float:
+        """Learning rate for optimizer step ``step`` (1-based)."""
+        cfg, warm = self.cfg, self.cfg.warmup_steps
+        if cfg.schedule == "inverse_sqrt":
+            return cfg.lr * (step / warm if warm and step < warm else math.sqrt(warm / step) if warm else 1.0)
+        warmup = min(1.0, step / warm) if warm else 1.0
+        return max(cfg.lr * self.scale, cfg.min_lr if self.scale < 1 else 0.0) * warmup
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        lr = self.lr(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def validated(self, score: float) -> None:
+        """Plateau bookkeeping after a validation (higher score is better)."""
+        if score > self.best:
+            self.best, self.bad = score, 0
+            return
+        self.bad += 1
+        patience = self.cfg.plateau_patience
+        if self.cfg.schedule == "plateau" and patience and self.bad % patience == 0:
+            self.scale *= self.cfg.plateau_factor
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scale": self.scale, "best": self.best, "bad": self.bad}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scale, self.best, self.bad = state["scale"], state["best"], state["bad"]

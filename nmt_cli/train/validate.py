@@ -1,0 +1,48 @@
+"""Validation: loss and perplexity under teacher forcing, BLEU and chrF of greedy output.
+
+BLEU and chrF are sacreBLEU's, on detokenized text against the raw references, as the
+field reports them; so validation BLEU is comparable with `nmt score` on the same split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+import sacrebleu
+import sentencepiece as spm
+import torch
+
+from nmt_cli.config import TrainConfig
+from nmt_cli.decode.greedy import greedy
+from nmt_cli.model.seq2seq import Seq2Seq
+from nmt_cli.train.batching import PairData
+
+
+@torch.no_grad()
+def validate(model: Seq2Seq, data: PairData, refs: list[str], sp: spm.SentencePieceProcessor,
+             cfg: TrainConfig, device: torch.device, autocast=contextlib.nullcontext) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    order = np.argsort(data.src_len, kind="stable")
+    hyps = [""] * len(data)
+    nll = tokens = 0.0
+    for start in range(0, len(order), cfg.valid_batch_size):
+        indices = order[start : start + cfg.valid_batch_size]
+        batch = data.collate(indices).to(device)
+        with autocast():
+            nll += model.loss(batch, 0.0)[1].item()
+            ids = greedy(model, batch.src, batch.src_lengths, cfg.valid_max_len_a, cfg.valid_max_len_b)
+        tokens += batch.tokens
+        for i, sentence in zip(indices, ids):
+            hyps[i] = sp.decode(sentence)
+    model.train(was_training)
+    loss = nll / max(1.0, tokens)
+    return {
+        "loss": loss,
+        "ppl": math.exp(min(loss, 50.0)),
+        "bleu": sacrebleu.corpus_bleu(hyps, [refs]).score,
+        "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
+        "hypotheses": hyps,
+    }
