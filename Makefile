@@ -13,7 +13,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export MULTI30K_DIR
 
-.PHONY: install test demo data bench bench-prep clean help
+.PHONY: install test demo data bench bench-prep bench-train clean help
 
 help:
 	@echo "make test | demo | data | bench | bench-prep | clean   (see README.md)"
@@ -45,10 +45,18 @@ demo: $(STAMP)
 	@echo "demo: prepared data is in $(WORK)/prep (manifest.json says what it holds)." >&2
 	@echo "demo: train, translate and score are not implemented yet (issues #3, #4, #5)." >&2
 
-bench: bench-prep
+bench: bench-prep bench-train
 
 bench-prep: $(STAMP)
 	$(BIN)/python bench/bench_prep.py --multi30k "$(MULTI30K_DIR)" --work $(WORK)/bench
+
+bench-train: $(WORK)/prep-de-en/manifest.json
+	$(BIN)/python bench/bench_train.py --prep $(WORK)/prep-de-en
+
+# Multi30k de-en prepared with the de-en recipe (re-running prep is a no-op when up to date).
+$(WORK)/prep-de-en/manifest.json: $(STAMP) recipes/multi30k_de_en.yaml
+	@D=$$($(DATASETS) --print-dir) && $(BIN)/nmt prep --recipe recipes/multi30k_de_en.yaml \
+	    --train $$D/train --valid $$D/val --test $$D/test_2016_flickr --out $(WORK)/prep-de-en
 
 clean:
 	rm -rf $(WORK) .pytest_cache

@@ -164,6 +164,7 @@ def train(
 ) -> None:
     """Train an attentional encoder-decoder from a YAML recipe."""
     from nmt_cli import config
+    from nmt_cli.progress import TrainDisplay
     from nmt_cli.train.loop import train as run_training
 
     cfg = config.apply_overrides(config.load_recipe(recipe), assignments or [])
@@ -171,7 +172,8 @@ def train(
         import torch
 
         torch.set_num_threads(threads)
-    progress = run_training(cfg, data, out, resume, device.value, log=lambda m: typer.echo(f"nmt train: {m}", err=True))
+    with TrainDisplay() as display:
+        progress = run_training(cfg, data, out, resume, device.value, display)
     if progress.stop_reason.startswith("signal"):
         typer.echo(f"nmt train: checkpoint written; continue with: nmt train {recipe} --data {data} --out {out} --resume", err=True)
         raise typer.Exit(130)

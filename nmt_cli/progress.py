@@ -52,3 +52,33 @@ class Reporter:
                 self._progress.update(task, completed=n)
         self._progress.remove_task(task)
 
+
+
+class TrainDisplay:
+    """Training output on stderr: permanent lines, plus a live status line on a terminal."""
+
+    def __init__(self, enabled: bool | None = None):
+        self.enabled = stderr.is_terminal if enabled is None else enabled
+        self._live = None
+
+    def __enter__(self) -> "TrainDisplay":
+        if self.enabled:
+            from rich.live import Live
+
+            self._live = Live(console=stderr, transient=True, refresh_per_second=4)
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def line(self, text: str) -> None:
+        stderr.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def status(self, text: str) -> None:
+        if self._live is not None:
+            from rich.text import Text
+
+            self._live.update(Text(text, style="bold"))

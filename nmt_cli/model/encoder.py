@@ -1,17 +1,72 @@
-"""The encoder: embeddings, then a (bidirectional) GRU or LSTM over the source.
+"""The encoder: embeddings, then a stack of (bidirectional) GRU or LSTM layers.
 
-Sequences are packed (``pack_padded_sequence``), so the recurrence never runs over
-padding: a sentence's states are the same whatever it is batched with, and the backward
-direction starts at each sentence's own last token.
+Written from matrix products rather than ``nn.GRU`` so that it autocasts to bf16 on CPU
+(the fused CPU RNN kernels stay in fp32) and so that both directions share each step:
+
+* a layer's input products ``W_i x + b_i`` for every position and both directions are
+  one matrix product over the whole batch;
+* the backward direction reads each sentence reversed *within its own length*
+  (padding stays at the end), so both directions step forward in time together and
+  their recurrent products are one batched product (``baddbmm``) per step;
+* rows are sorted by length, and step t updates only the rows still inside their
+  sentence: as with packed sequences, padding costs no time and never reaches a state.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt_cli.config import ModelConfig
+from nmt_cli.model.rnn import cell_step
+
+
+class RecurrentLayer(nn.Module):
+    """One layer, ``dirs`` directions, over whole sequences sorted by length (longest first)."""
+
+    def __init__(self, cell: str, input_size: int, hidden: int, dirs: int):
+        super().__init__()
+        self.cell, self.hidden, self.dirs = cell, hidden, dirs
+        gates = (3 if cell == "gru" else 4) * hidden
+        self.ih = nn.Linear(input_size, dirs * gates)
+        self.hh_weight = nn.Parameter(torch.empty(dirs, hidden, gates))
+        self.hh_bias = nn.Parameter(torch.empty(dirs, 1, gates)) if cell == "gru" else None
+        bound = hidden**-0.5  # as torch's own RNNs
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def forward(self, x: Tensor, reverse: Tensor, active: list[int]) -> tuple[Tensor, Tensor]:
+        """x (batch, src_len, input), rows sorted by length; ``reverse`` (batch, src_len)
+        reverses each row within its length; ``active[t]`` rows are inside their sentence at t.
+
+        Returns outputs (batch, src_len, dirs*hidden), zero at padding, and the final
+        state (dirs, batch, state) of each row.
+        """
+        batch, length, _ = x.shape
+        gi = self.ih(x).view(batch, length, self.dirs, -1).transpose(0, 2)  # (dirs, src_len, batch, gates)
+        if self.dirs == 2:
+            gi = torch.stack([gi[0], _gather_time(gi[1], reverse)])
+        state_size = self.hidden if self.cell == "gru" else 2 * self.hidden
+        state = x.new_zeros(self.dirs, batch, state_size, dtype=gi.dtype)
+        steps = []
+        for t, n in enumerate(active):
+            h = state[:, :n, : self.hidden]
+            gh = torch.bmm(h, self.hh_weight) if self.hh_bias is None else torch.baddbmm(self.hh_bias, h, self.hh_weight)
+            out, new = cell_step(self.cell, gi[:, t, :n], gh, state[:, :n])
+            state = torch.cat([new.to(state.dtype), state[:, n:]], dim=1) if n < batch else new.to(state.dtype)
+            steps.append(nn.functional.pad(out, (0, 0, 0, batch - n)))
+        outputs = torch.stack(steps, dim=2)  # (dirs, batch, src_len, hidden)
+        if length > len(active):
+            outputs = nn.functional.pad(outputs, (0, 0, 0, length - len(active)))
+        if self.dirs == 2:
+            outputs = torch.stack([outputs[0], _gather_time(outputs[1].transpose(0, 1), reverse).transpose(0, 1)])
+        return torch.cat(list(outputs), dim=-1), state
+
+
+def _gather_time(values: Tensor, index: Tensor) -> Tensor:
+    """values (src_len, batch, d) reordered in time per row: out[t, b] = values[index[b, t], b]."""
+    idx = index.t().unsqueeze(-1).expand(-1, -1, values.size(-1))
+    return values.gather(0, idx)
 
 
 class Encoder(nn.Module):
@@ -19,33 +74,36 @@ class Encoder(nn.Module):
         super().__init__()
         self.embedding = embedding
         self.emb_dropout = nn.Dropout(cfg.emb_dropout)
-        rnn = nn.GRU if cfg.cell == "gru" else nn.LSTM
-        self.rnn = rnn(
-            cfg.emb_size,
-            cfg.encoder_hidden,
-            num_layers=cfg.encoder_layers,
-            batch_first=True,
-            bidirectional=cfg.bidirectional,
-            dropout=cfg.dropout if cfg.encoder_layers > 1 else 0.0,
-        )
-        self.directions = 2 if cfg.bidirectional else 1
-        self.output_size = cfg.encoder_hidden * self.directions
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.cell, self.hidden = cfg.cell, cfg.encoder_hidden
+        self.dirs = 2 if cfg.bidirectional else 1
+        self.output_size = cfg.encoder_hidden * self.dirs
+        sizes = [cfg.emb_size] + [self.output_size] * (cfg.encoder_layers - 1)
+        self.layers = nn.ModuleList(RecurrentLayer(cfg.cell, size, cfg.encoder_hidden, self.dirs) for size in sizes)
 
     def forward(self, src: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """src (batch, src_len) ids, lengths (batch,) on CPU.
+        """src (batch, src_len) ids, lengths (batch,).
 
         Returns the states (batch, src_len, dirs*hidden), zero at padding, and the last
         layer's final hidden (and, for an LSTM, cell) state, directions concatenated:
-        (batch, dirs*hidden).
+        (batch, dirs*hidden). For the backward direction "final" is at the first word.
         """
-        embedded = self.emb_dropout(self.embedding(src))  # (batch, src_len, emb)
-        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        outputs, final = self.rnn(packed)
-        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=src.size(1))
-        h, c = final if isinstance(final, tuple) else (final, None)
-        return outputs, self._last_layer(h), None if c is None else self._last_layer(c)
+        lengths = lengths.to(src.device)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        unorder = torch.argsort(order)
+        lens = lengths[order]
+        positions = torch.arange(src.size(1), device=src.device)
+        # position t of row b read backwards: lens[b]-1-t inside the sentence, t in the padding
+        reverse = torch.where(positions < lens[:, None], lens[:, None] - 1 - positions, positions)
+        counts = torch.bincount(lens, minlength=src.size(1) + 1)
+        active = (lens.numel() - counts.cumsum(0))[: int(lens.max())].tolist()  # rows with len > t
 
-    def _last_layer(self, state: Tensor) -> Tensor:
-        # (layers*dirs, batch, hidden) -> (batch, dirs*hidden) for the top layer
-        top = state[-self.directions :]
-        return torch.cat(list(top), dim=-1)
+        x = self.emb_dropout(self.embedding(src.index_select(0, order)))  # (batch, src_len, emb)
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                x = self.dropout(x)
+            x, state = layer(x, reverse, active)
+        final = state.index_select(1, unorder)  # (dirs, batch, state)
+        h = torch.cat(list(final[..., : self.hidden]), dim=-1)
+        c = torch.cat(list(final[..., self.hidden :]), dim=-1) if self.cell == "lstm" else None
+        return x.index_select(0, unorder), h, c

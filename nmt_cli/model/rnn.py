@@ -68,20 +68,28 @@ class StackedCells(nn.Module):
         for i, layer_state in enumerate(state):
             if i > 0:
                 gi = self.ih[i - 1](self.dropout(h))
-            h, layer_state = self._cell(gi, self.hh[i](layer_state[:, : self.hidden]), layer_state)
+            h, layer_state = cell_step(self.cell, gi, self.hh[i](layer_state[..., : self.hidden]), layer_state)
             new_state.append(layer_state)
         return h, new_state
 
-    def _cell(self, gi: Tensor, gh: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-        if self.cell == "gru":
-            i_r, i_z, i_n = gi.chunk(3, dim=-1)
-            h_r, h_z, h_n = gh.chunk(3, dim=-1)
-            r = torch.sigmoid(i_r + h_r)
-            z = torch.sigmoid(i_z + h_z)
-            n = torch.tanh(i_n + r * h_n)
-            h = n + z * (state - n)  # = (1 - z) * n + z * h_prev
-            return h, h
-        i, f, g, o = (gi + gh).chunk(4, dim=-1)
-        c = torch.sigmoid(f) * state[:, self.hidden :] + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return h, torch.cat([h, c], dim=-1)
+
+def cell_step(cell: str, gi: Tensor, gh: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+    """Gate arithmetic of one GRU/LSTM step; any leading shape, gates on the last dim.
+
+    gi, gh: (..., gates*hidden) input and recurrent products (biases included);
+    state: (..., hidden) for a GRU, (..., 2*hidden) = [h; c] for an LSTM.
+    Returns the output h (..., hidden) and the new state.
+    """
+    if cell == "gru":
+        i_r, i_z, i_n = gi.chunk(3, dim=-1)
+        h_r, h_z, h_n = gh.chunk(3, dim=-1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        h = n + z * (state - n)  # = (1 - z) * n + z * h_prev
+        return h, h
+    i, f, g, o = (gi + gh).chunk(4, dim=-1)
+    hidden = gi.size(-1) // 4
+    c = torch.sigmoid(f) * state[..., hidden:] + torch.sigmoid(i) * torch.tanh(g)
+    h = torch.sigmoid(o) * torch.tanh(c)
+    return h, torch.cat([h, c], dim=-1)

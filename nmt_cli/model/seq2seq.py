@@ -7,6 +7,7 @@ target tokens (padding ignored):
     loss = (1 - ε) · (-log p(y_t)) + ε · mean_v(-log p(v))
 
 The unsmoothed part, -log p(y_t), is returned too: its mean is the log-perplexity.
+Both are sums; the training loop divides by the number of target tokens.
 """
 
 from __future__ import annotations
@@ -66,19 +67,48 @@ class Seq2Seq(nn.Module):
 def token_losses(logits: Tensor, target: Tensor, label_smoothing: float) -> tuple[Tensor, Tensor]:
     """(smoothed loss sum, negative log-likelihood sum) over non-PAD targets.
 
-    With log p(v) = z_v - logsumexp(z), no (tokens, vocab) table of log-probabilities is
-    built: -log p(y) = lse - z_y and mean_v(-log p(v)) = lse - mean_v(z).
+    logits (..., vocab), target (...). See :class:`SmoothedCrossEntropy`.
     """
-    target = target.reshape(-1)
-    real = target != PAD
-    logits = logits.flatten(0, -2)[real].float()  # (real tokens, vocab)
-    target = target[real]
-    lse = torch.logsumexp(logits, dim=-1)
-    nll = lse - logits.gather(1, target.unsqueeze(1)).squeeze(1)
-    if label_smoothing == 0:
-        return nll.sum(), nll.detach().sum()
-    smoothed = (1 - label_smoothing) * nll + label_smoothing * (lse - logits.mean(dim=-1))
-    return smoothed.sum(), nll.detach().sum()
+    flat = logits.reshape(-1, logits.size(-1))
+    return SmoothedCrossEntropy.apply(flat, target.reshape(-1), label_smoothing)
+
+
+class SmoothedCrossEntropy(torch.autograd.Function):
+    """Label-smoothed cross-entropy with a hand-written backward pass.
+
+    With z the scores of one token, lse = logsumexp(z), p = softmax(z), V the vocabulary
+    and y the reference:
+
+        loss = (1 - ε) (lse - z_y) + ε (lse - mean(z))
+        ∂loss/∂z = p - (1 - ε) onehot(y) - ε / V
+
+    so the backward pass is one exp over the (tokens, vocab) table plus in-place updates,
+    where autograd's chain (log_softmax, gather, mean) would fill and add several such
+    tables. PAD targets get zero loss and zero gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, target: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+        z = logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits  # (tokens, vocab)
+        lse = torch.logsumexp(z, dim=-1)
+        nll = lse - z.gather(1, target.unsqueeze(1)).squeeze(1)
+        loss = (1 - eps) * nll + eps * (lse - z.mean(dim=-1)) if eps else nll
+        real = (target != PAD).to(z.dtype)
+        ctx.save_for_backward(z, lse, target, real)
+        ctx.eps, ctx.in_dtype = eps, logits.dtype
+        ctx.mark_non_differentiable(nll)
+        return (loss * real).sum(), (nll * real).sum()
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor, _grad_nll: Tensor):
+        z, lse, target, real = ctx.saved_tensors
+        weight = (grad_loss * real).unsqueeze(1)  # (tokens, 1)
+        grad = torch.exp(z - lse.unsqueeze(1))
+        if ctx.eps:
+            grad.sub_(ctx.eps / z.size(1))
+        grad.scatter_add_(1, target.unsqueeze(1), torch.full_like(weight, ctx.eps - 1.0))
+        grad.mul_(weight)
+        return grad.to(ctx.in_dtype), None, None
 
 
 def _embedding(vocab: int, size: int) -> nn.Embedding:

@@ -68,9 +68,10 @@ class Run:
     stop_signal: list = field(default_factory=list)
 
 
-def train(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str = "auto", log=None) -> Progress:
-    run = setup(cfg, Path(data_dir), Path(out), resume, device, log)
-    run.log(f"training {parameter_count(run.model):,} parameters on {run.device} ({run.cfg.train.precision}); "
+def train(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str = "auto", display=None) -> Progress:
+    """Train (or resume) a model; ``display`` has ``line(text)`` and ``status(text)``."""
+    run = setup(cfg, Path(data_dir), Path(out), resume, device, display or _Quiet())
+    run.log.line(f"training {parameter_count(run.model):,} parameters on {run.device} ({run.cfg.train.precision}); "
             f"{len(run.data.train):,} training pairs; writing {run.out}")
     with _signals(run.stop_signal):
         loop(run)
@@ -89,6 +90,7 @@ def loop(run: Run) -> None:
             p.step, p.batches_done = p.step + 1, p.batches_done + len(group)
             p.elapsed = time.perf_counter() - started
             window["loss"], window["nll"], window["tokens"] = window["loss"] + loss, window["nll"] + nll, window["tokens"] + tokens
+            run.log.status(_status(run, window, budget))
             if p.step % cfg.log_every == 0:
                 log_train(run, window)
                 window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "start": time.perf_counter()}
@@ -103,7 +105,7 @@ def loop(run: Run) -> None:
         save(run, best=False)
     elif p.validated_step != p.step:
         validate_and_save(run, scheduled=False)
-    run.log(f"stopped at step {p.step} ({p.stop_reason}); best BLEU {p.best_bleu:.2f} at step {p.best_step}")
+    run.log.line(f"stopped at step {p.step} ({p.stop_reason}); best BLEU {p.best_bleu:.2f} at step {p.best_step}")
 
 
 def train_step(run: Run, batches: list) -> tuple[float, float, int]:
@@ -146,7 +148,7 @@ def validate_and_save(run: Run, scheduled: bool) -> None:
         p.best_bleu, p.best_step = scores["bleu"], p.step
         (run.out / "valid.best.hyp").write_text("\n".join(hyps) + "\n", encoding="utf-8")
     event(run, "valid", **scores, best_bleu=p.best_bleu, lr=run.optimizer.param_groups[0]["lr"])
-    run.log(f"step {p.step} valid: loss {scores['loss']:.3f} ppl {scores['ppl']:.2f} "
+    run.log.line(f"step {p.step} valid: loss {scores['loss']:.3f} ppl {scores['ppl']:.2f} "
             f"BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f}{' (best)' if improved else ''}")
     save(run, best=improved)
     if scheduled and cfg.patience and run.schedule.bad >= cfg.patience:
@@ -171,10 +173,20 @@ def log_train(run: Run, window: dict) -> None:
     values = {"loss": loss, "ppl": math.exp(min(nll, 50.0)), "tokens_per_s": window["tokens"] / seconds,
               "lr": run.optimizer.param_groups[0]["lr"]}
     event(run, "train", **values)
-    budget = parse_duration(run.cfg.train.max_time)
-    eta = f" eta {_clock(budget - p.elapsed)}" if budget else ""
-    run.log(f"step {p.step} epoch {p.epoch + 1} loss {loss:.3f} ppl {values['ppl']:.2f} "
-            f"{values['tokens_per_s']:,.0f} tgt tok/s lr {values['lr']:.2e} elapsed {_clock(p.elapsed)}{eta}")
+    run.log.line(_status(run, window, parse_duration(run.cfg.train.max_time)))
+
+
+def _status(run: Run, window: dict, budget: float) -> str:
+    """step, epoch, loss, ppl, target tokens/s, lr, elapsed and ETA (by max_time or max_steps)."""
+    p, cfg = run.progress, run.cfg.train
+    loss, nll = window["loss"] / max(1, window["tokens"]), window["nll"] / max(1, window["tokens"])
+    speed = window["tokens"] / max(1e-9, time.perf_counter() - window["start"])
+    left = [budget - p.elapsed] if budget else []
+    if cfg.max_steps and p.step:
+        left.append(p.elapsed / p.step * (cfg.max_steps - p.step))
+    eta = f" | eta {_clock(min(left))}" if left else ""
+    return (f"step {p.step} | epoch {p.epoch + 1} | loss {loss:.3f} | ppl {math.exp(min(nll, 50.0)):.2f} | "
+            f"{speed:,.0f} tgt tok/s | lr {run.optimizer.param_groups[0]['lr']:.2e} | {_clock(p.elapsed)}{eta}")
 
 
 def event(run: Run, kind: str, **values: Any) -> None:
@@ -233,7 +245,7 @@ def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str, log
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
     autocast = _autocast(dev, cfg.train.precision)
-    return Run(cfg, out, data, model, optimizer, schedule, progress, dev, autocast, scaler, log or (lambda m: None))
+    return Run(cfg, out, data, model, optimizer, schedule, progress, dev, autocast, scaler, log)
 
 
 def _check_out(out: Path, resume: bool) -> Path | None:
@@ -301,6 +313,14 @@ def _signals(flag: list):
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+class _Quiet:
+    def line(self, text: str) -> None:
+        pass
+
+    def status(self, text: str) -> None:
+        pass
 
 
 def _clock(seconds: float) -> str:
