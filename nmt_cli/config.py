@@ -149,6 +149,8 @@ class TrainConfig:
         _require(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
         _require(0 < self.plateau_factor <= 1, "train.plateau_factor", "must be in (0, 1]")
         _require(self.clip_norm >= 0, "train.clip_norm", "must be >= 0 (0 turns clipping off)")
+        if self.schedule == "inverse_sqrt":
+            _require(self.warmup_steps > 0, "train.warmup_steps", "must be > 0 for schedule inverse_sqrt")
         parse_duration(self.max_time)
 
 
@@ -161,11 +163,14 @@ def parse_duration(text: str) -> float:
     for char in text.strip().lower():
         if char.isdigit() or char == ".":
             number += char
-        elif char in units and number:
+        elif char in units and number and number.count(".") <= 1:
             total, number = total + float(number) * units[char], ""
         else:
             raise NmtError(f"train.max_time {text!r} is not a duration like 20m, 1h30m or 90s")
-    return total + (float(number) if number else 0.0)
+    try:
+        return total + (float(number) if number else 0.0)
+    except ValueError:
+        raise NmtError(f"train.max_time {text!r} is not a duration like 20m, 1h30m or 90s") from None
 
 
 @dataclass
@@ -294,6 +299,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 5e-3 (no dot) as text
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif hint is str:
         if isinstance(value, str):
             return value

@@ -167,3 +167,151 @@ def train_foreign_model(text: Path, prefix: Path, vocab_size: int = 100) -> Path
         input=str(text), model_prefix=str(prefix), vocab_size=vocab_size, minloglevel=2, num_threads=1
     )
     return Path(f"{prefix}.model")
+
+
+# --------------------------------------------------------------------------- nmt train
+# Shared by tests/model, tests/train and tests/decode: id batches as the trainer builds
+# them, tiny model configs, a prepared tiny corpus and a trained tiny model.
+
+TINY_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "tiny.yaml"
+PAD_ID, UNK_ID, SOS_ID, EOS_ID = 0, 1, 2, 3  # fixed in every nmt vocabulary
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny models: thread hand-offs cost more than they save, and on a busy 2-core
+    machine torch's spinning worker threads make a second of training take minutes."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_batch(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]] | None = None):
+    """A ``Batch`` as ``train/batching.py`` builds it: src = ids + EOS, tgt_in = SOS + ids,
+    tgt_out = ids + EOS, PAD-padded; ``targets`` defaults to ``sources`` (copy task)."""
+    import torch
+
+    from nmt_cli.model.seq2seq import Batch
+
+    targets = sources if targets is None else targets
+    n = len(sources)
+    src = torch.full((n, max(len(s) for s in sources) + 1), PAD_ID, dtype=torch.long)
+    tgt_in = torch.full((n, max(len(t) for t in targets) + 1), PAD_ID, dtype=torch.long)
+    tgt_out = tgt_in.clone()
+    for row, (s, t) in enumerate(zip(sources, targets)):
+        src[row, : len(s) + 1] = torch.tensor([*s, EOS_ID])
+        tgt_in[row, : len(t) + 1] = torch.tensor([SOS_ID, *t])
+        tgt_out[row, : len(t) + 1] = torch.tensor([*t, EOS_ID])
+    lengths = torch.tensor([len(s) + 1 for s in sources], dtype=torch.long)
+    return Batch(src, lengths, tgt_in, tgt_out, sum(len(t) + 1 for t in targets))
+
+
+def random_sequences(n: int, vocab: int, min_len: int, max_len: int, generator) -> list[list[int]]:
+    """``n`` lists of word ids (never a special id) of min_len..max_len words."""
+    import torch
+
+    lengths = torch.randint(min_len, max_len + 1, (n,), generator=generator).tolist()
+    return [torch.randint(4, vocab, (k,), generator=generator).tolist() for k in lengths]
+
+
+def tiny_model_config(**overrides):
+    """A ModelConfig small enough for hundreds of forward passes a second, with distinct
+    sizes everywhere (so a mixed-up dimension fails loudly); dropout off unless given."""
+    from nmt_cli.config import ModelConfig
+
+    values = dict(
+        emb_size=16, encoder_hidden=12, encoder_layers=1, bidirectional=True, decoder_hidden=20,
+        decoder_layers=1, attention_size=10, output_size=14, emb_dropout=0.0, dropout=0.0,
+    )
+    values.update(overrides)
+    if values.get("attention") == "luong_dot" and "decoder_hidden" not in overrides:
+        values["decoder_hidden"] = values["encoder_hidden"] * (2 if values["bidirectional"] else 1)
+    if values.get("tie_output") and "output_size" not in overrides:
+        values["output_size"] = values["emb_size"]
+    cfg = ModelConfig(**values)
+    cfg.validate()
+    return cfg
+
+
+COPY_VOCAB, COPY_MIN, COPY_MAX = 20, 3, 8
+
+
+@pytest.fixture(scope="session")
+def copy_model():
+    """A tiny GRU + Bahdanau model trained with Adam to copy random id sequences
+    (vocab 20, 3-8 words): 300 steps of 32 sentences, a few seconds on one CPU thread.
+
+    Returns (model in eval mode, final training-batch loss per token)."""
+    import torch
+
+    from nmt_cli.model.seq2seq import Seq2Seq
+
+    torch.manual_seed(0)
+    cfg = tiny_model_config(emb_size=32, encoder_hidden=32, decoder_hidden=64, attention_size=32, output_size=32)
+    model = Seq2Seq(cfg, COPY_VOCAB, COPY_VOCAB)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    data = torch.Generator().manual_seed(1)
+    steps = 300
+    for step in range(steps):
+        if step == 3 * steps // 4:  # a lower rate for the last quarter settles the loss
+            for group in optimizer.param_groups:
+                group["lr"] = 0.002
+        batch = make_batch(random_sequences(32, COPY_VOCAB, COPY_MIN, COPY_MAX, data))
+        loss, _ = model.loss(batch, 0.0)
+        (loss / batch.tokens).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    return model, loss.item() / batch.tokens
+
+
+def run_train(prep: Path, out: Path, *args, recipe: Path = TINY_RECIPE):
+    """``nmt train RECIPE --data PREP --out OUT --device cpu ARGS`` through CliRunner."""
+    argv = ["train", str(recipe), "--data", str(prep), "--out", str(out), "--device", "cpu", *map(str, args)]
+    return CliRunner().invoke(app, argv)
+
+
+def sets(*assignments: str) -> list[str]:
+    """``--set A --set B ...``"""
+    return [x for a in assignments for x in ("--set", a)]
+
+
+@pytest.fixture(scope="session")
+def prepped(tmp_path_factory) -> Path:
+    """The tiny corpus prepared with a joint vocabulary (read-only: copy before changing)."""
+    root = tmp_path_factory.mktemp("prepped")
+    write_corpus(root)
+    assert_ok(run_prep(root))
+    return root / "out"
+
+
+@pytest.fixture(scope="session")
+def prepped_separate(tmp_path_factory) -> Path:
+    """The tiny corpus prepared with one vocabulary per language (read-only)."""
+    root = tmp_path_factory.mktemp("prepped_separate")
+    write_corpus(root)
+    assert_ok(run_prep(root, "--separate"))
+    return root / "out"
+
+
+# One uninterrupted tiny training run, shared read-only by the checkpoint, metrics and
+# resume tests: dropout on (so resuming must restore the RNG), validation every 10 steps,
+# a log line every 5, 30 steps (over an epoch boundary), the 2 newest step checkpoints kept.
+TRAINED_STEPS = 30
+TRAINED_SETS = (
+    "model.dropout=0.2", "model.emb_dropout=0.2", "train.valid_every=10", "train.log_every=5",
+    "train.keep_last=2",
+)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, prepped) -> Path:
+    """The model directory of `nmt train recipes/tiny.yaml` for TRAINED_STEPS steps."""
+    out = tmp_path_factory.mktemp("trained") / "model"
+    result = run_train(prepped, out, *sets(*TRAINED_SETS, f"train.max_steps={TRAINED_STEPS}"))
+    assert_ok(result)
+    return out

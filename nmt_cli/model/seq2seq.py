@@ -41,6 +41,8 @@ class Seq2Seq(nn.Module):
     def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int):
         super().__init__()
         self.cfg = cfg
+        if cfg.share_embeddings and src_vocab != tgt_vocab:
+            raise ValueError(f"share_embeddings needs one vocabulary, got sizes {src_vocab} and {tgt_vocab}")
         src_embedding = _embedding(src_vocab, cfg.emb_size)
         tgt_embedding = src_embedding if cfg.share_embeddings else _embedding(tgt_vocab, cfg.emb_size)
         self.encoder = Encoder(cfg, src_embedding)
@@ -96,8 +98,9 @@ class SmoothedCrossEntropy(torch.autograd.Function):
         real = (target != PAD).to(z.dtype)
         ctx.save_for_backward(z, lse, target, real)
         ctx.eps, ctx.in_dtype = eps, logits.dtype
-        ctx.mark_non_differentiable(nll)
-        return (loss * real).sum(), (nll * real).sum()
+        nll_sum = (nll * real).sum()
+        ctx.mark_non_differentiable(nll_sum)  # a measurement (perplexity), not a training signal
+        return (loss * real).sum(), nll_sum
 
     @staticmethod
     def backward(ctx, grad_loss: Tensor, _grad_nll: Tensor):

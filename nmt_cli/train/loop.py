@@ -82,25 +82,23 @@ def loop(run: Run) -> None:
     cfg, p = run.cfg.train, run.progress
     budget, started = parse_duration(cfg.max_time), time.perf_counter() - p.elapsed
     window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "start": time.perf_counter()}
-    while not p.stop_reason:
-        batches = run.data.train.batches(cfg.batch_tokens, cfg.seed, p.epoch)
-        while p.batches_done < len(batches) and not p.stop_reason:
-            group = batches[p.batches_done : p.batches_done + cfg.accumulate]
-            loss, nll, tokens = train_step(run, [run.data.train.collate(b) for b in group])
-            p.step, p.batches_done = p.step + 1, p.batches_done + len(group)
-            p.elapsed = time.perf_counter() - started
-            window["loss"], window["nll"], window["tokens"] = window["loss"] + loss, window["nll"] + nll, window["tokens"] + tokens
-            run.log.status(_status(run, window, budget))
-            if p.step % cfg.log_every == 0:
-                log_train(run, window)
-                window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "start": time.perf_counter()}
-            if p.step % cfg.valid_every == 0:
-                validate_and_save(run, scheduled=True)
-            p.stop_reason = stop_reason(run, budget)
+    batches, batches_epoch = [], -1
+    while not check_stop(run, budget):
+        if batches_epoch != p.epoch:
+            batches, batches_epoch = run.data.train.batches(cfg.batch_tokens, cfg.seed, p.epoch), p.epoch
+        group = batches[p.batches_done : p.batches_done + cfg.accumulate]
+        loss, nll, tokens = train_step(run, [run.data.train.collate(b) for b in group])
+        p.step, p.batches_done = p.step + 1, p.batches_done + len(group)
+        p.elapsed = time.perf_counter() - started
+        window["loss"], window["nll"], window["tokens"] = window["loss"] + loss, window["nll"] + nll, window["tokens"] + tokens
+        run.log.status(_status(run, window, budget))
+        if p.step % cfg.log_every == 0:
+            log_train(run, window)
+            window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "start": time.perf_counter()}
+        if p.step % cfg.valid_every == 0:
+            validate_and_save(run, scheduled=True)
         if p.batches_done >= len(batches):
             p.epoch, p.batches_done = p.epoch + 1, 0
-            if cfg.max_epochs and p.epoch >= cfg.max_epochs and not p.stop_reason:
-                p.stop_reason = f"max_epochs {cfg.max_epochs}"
     if p.stop_reason.startswith("signal"):
         save(run, best=False)
     elif p.validated_step != p.step:
@@ -151,19 +149,28 @@ def validate_and_save(run: Run, scheduled: bool) -> None:
     run.log.line(f"step {p.step} valid: loss {scores['loss']:.3f} ppl {scores['ppl']:.2f} "
             f"BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f}{' (best)' if improved else ''}")
     save(run, best=improved)
-    if scheduled and cfg.patience and run.schedule.bad >= cfg.patience:
-        p.stop_reason = p.stop_reason or f"no BLEU improvement in {cfg.patience} validations"
+
+
+def check_stop(run: Run, budget: float) -> bool:
+    """Whether training must stop before its next step; the reason goes to progress."""
+    run.progress.stop_reason = stop_reason(run, budget)
+    return bool(run.progress.stop_reason)
 
 
 def stop_reason(run: Run, budget: float) -> str:
+    """Why training must stop before its next step ("" to go on)."""
     cfg, p = run.cfg.train, run.progress
     if run.stop_signal:
         return f"signal {run.stop_signal[0]}"
     if cfg.max_steps and p.step >= cfg.max_steps:
         return f"max_steps {cfg.max_steps}"
+    if cfg.max_epochs and p.epoch >= cfg.max_epochs:
+        return f"max_epochs {cfg.max_epochs}"
     if budget and p.elapsed >= budget:
         return f"max_time {cfg.max_time}"
-    return p.stop_reason
+    if cfg.patience and run.schedule.bad >= cfg.patience:
+        return f"patience {cfg.patience}: no BLEU improvement in {run.schedule.bad} validations"
+    return ""
 
 
 def log_train(run: Run, window: dict) -> None:
@@ -227,6 +234,7 @@ def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str, log
         _check_same_data(state, data, resume_from)
     _check_vocab(cfg, data)
     dev = _device(device)
+    autocast = _autocast(dev, cfg.train.precision)  # refuses fp16 on CPU before anything is written
     torch.manual_seed(cfg.train.seed)
     model = Seq2Seq(cfg.model, data.vocab["src_size"], data.vocab["tgt_size"]).to(dev)
     optimizer = make_optimizer(cfg.train, model.parameters())
@@ -244,7 +252,6 @@ def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str, log
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
-    autocast = _autocast(dev, cfg.train.precision)
     return Run(cfg, out, data, model, optimizer, schedule, progress, dev, autocast, scaler, log)
 
 

@@ -40,7 +40,8 @@ class Schedule:
         if cfg.schedule == "inverse_sqrt":
             return cfg.lr * (step / warm if warm and step < warm else math.sqrt(warm / step) if warm else 1.0)
         warmup = min(1.0, step / warm) if warm else 1.0
-        return max(cfg.lr * self.scale, cfg.min_lr if self.scale < 1 else 0.0) * warmup
+        floor = min(cfg.min_lr, cfg.lr) if self.scale < 1 else 0.0  # reductions never raise the lr
+        return max(cfg.lr * self.scale, floor) * warmup
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
         lr = self.lr(step)

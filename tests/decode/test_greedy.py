@@ -1,0 +1,93 @@
+"""Greedy decoding: reproduces what a trained model learned, agrees with the teacher-forced
+scores, does not depend on batching, and respects EOS and the length limit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import COPY_MAX, COPY_MIN, COPY_VOCAB, EOS_ID, SOS_ID, make_batch, random_sequences, tiny_model_config
+from nmt_cli.decode.greedy import greedy
+from nmt_cli.model.seq2seq import Seq2Seq
+
+VOCAB = 25
+
+
+def untrained(seed: int = 0, **overrides) -> Seq2Seq:
+    torch.manual_seed(seed)
+    return Seq2Seq(tiny_model_config(**overrides), VOCAB, VOCAB).eval()
+
+
+def sources(n: int = 6, seed: int = 3, vocab: int = VOCAB, low: int = 1, high: int = 9):
+    return random_sequences(n, vocab, low, high, torch.Generator().manual_seed(seed))
+
+
+def test_greedy_reproduces_the_copy_task(copy_model):
+    model, _ = copy_model
+    seqs = random_sequences(200, COPY_VOCAB, COPY_MIN, COPY_MAX, torch.Generator().manual_seed(7))
+    batch = make_batch(seqs)
+    out = greedy(model, batch.src, batch.src_lengths, 1.5, 10)
+    assert len(out) == len(seqs)
+    exact = sum(o == s for o, s in zip(out, seqs))
+    assert exact >= 196, f"only {exact}/200 copied exactly"
+    assert seqs[:5] == out[:5]
+
+
+def test_batched_greedy_equals_one_sentence_at_a_time(copy_model):
+    """Sentences of different lengths finish at different steps; each one's output is
+    what it gets alone."""
+    model, _ = copy_model
+    seqs = sources(12, seed=11, vocab=COPY_VOCAB, low=1, high=COPY_MAX + 2)
+    batch = make_batch(seqs)
+    together = greedy(model, batch.src, batch.src_lengths, 1.5, 10)
+    for seq, out in zip(seqs, together):
+        alone = make_batch([seq])
+        assert greedy(model, alone.src, alone.src_lengths, 1.5, 10) == [out]
+
+
+@pytest.mark.parametrize("feeding", [True, False], ids=["feed", "nofeed"])
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("attention", ["bahdanau", "luong_dot", "luong_general"])
+def test_greedy_picks_the_argmax_of_the_teacher_forced_scores(attention, cell, feeding):
+    """Fed back as the target prefix, greedy's words are the argmax at every position:
+    step-by-step decoding and teacher forcing compute the same model."""
+    model = untrained(attention=attention, cell=cell, input_feeding=feeding, decoder_layers=2)
+    seqs = sources()
+    batch = make_batch(seqs)
+    out = greedy(model, batch.src, batch.src_lengths, 1.0, 3)
+    for row, ids in enumerate(out):
+        single = make_batch([seqs[row]])
+        tgt_in = torch.tensor([[SOS_ID, *ids]])
+        with torch.no_grad():
+            best = model(single.src, single.src_lengths, tgt_in)[0].argmax(-1).tolist()
+        assert best[: len(ids)] == ids
+        limit = int(len(seqs[row]) + 1 + 3)
+        if len(ids) < limit:  # stopped early: by EOS
+            assert best[len(ids)] == EOS_ID
+
+
+@pytest.mark.parametrize("a, b", [(1.5, 2), (0.0, 1), (2.0, 0), (1.0, 5)])
+def test_length_limit_per_sentence(a, b):
+    model = untrained()
+    with torch.no_grad():
+        model.decoder.output.bias[EOS_ID] = -1e4  # never ends by itself
+    seqs = sources()
+    batch = make_batch(seqs)
+    out = greedy(model, batch.src, batch.src_lengths, a, b)
+    want = [max(1, int((len(s) + 1) * a + b)) for s in seqs]  # source length counts its EOS
+    assert [len(o) for o in out] == want
+
+
+def test_eos_first_gives_empty_outputs_and_eos_is_never_returned():
+    model = untrained()
+    with torch.no_grad():
+        model.decoder.output.bias[EOS_ID] = 1e4
+    batch = make_batch(sources())
+    assert greedy(model, batch.src, batch.src_lengths, 1.5, 10) == [[] for _ in range(6)]
+
+
+def test_outputs_stop_at_eos_and_hold_no_special_ids(copy_model):
+    model, _ = copy_model
+    batch = make_batch(sources(20, seed=5, vocab=COPY_VOCAB, low=COPY_MIN, high=COPY_MAX))
+    for ids in greedy(model, batch.src, batch.src_lengths, 3.0, 10):
+        assert EOS_ID not in ids and SOS_ID not in ids

@@ -1,0 +1,177 @@
+"""The whole encoder-decoder: every architecture option trains (finite loss, a gradient
+for every parameter), the loss is cross-entropy, and a tiny model learns to copy."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import COPY_MAX, COPY_MIN, COPY_VOCAB, PAD_ID, make_batch, random_sequences, tiny_model_config
+from nmt_cli.model.seq2seq import Seq2Seq, parameter_count, token_losses
+
+VOCAB = 27  # one (joint) vocabulary for both sides, so sharing embeddings is possible
+ARCHITECTURES = [
+    pytest.param(
+        dict(attention=attention, cell=cell, input_feeding=feeding, bidirectional=bi,
+             encoder_layers=layers, decoder_layers=layers, bridge=bridge),
+        id=f"{attention}-{cell}-{'feed' if feeding else 'nofeed'}-{'bi' if bi else 'uni'}-{layers}l-{'bridge' if bridge else 'zeros'}",
+    )
+    for attention in ("bahdanau", "luong_dot", "luong_general")
+    for cell in ("gru", "lstm")
+    for feeding in (True, False)
+    for bi in (True, False)
+    for layers in (1, 2)
+    for bridge in (True, False)
+]
+VARIANTS = {  # sharing and tying, and encoder/decoder depths that differ
+    "share": dict(share_embeddings=True),
+    "tie": dict(tie_output=True),
+    "share+tie": dict(share_embeddings=True, tie_output=True),
+    "enc2-dec1": dict(encoder_layers=2, decoder_layers=1),
+    "enc1-dec2": dict(encoder_layers=1, decoder_layers=2),
+}
+SHARING = [
+    pytest.param(dict(attention=attention, cell=cell, **extra), id=f"{attention}-{cell}-{name}")
+    for attention in ("bahdanau", "luong_dot", "luong_general")
+    for cell in ("gru", "lstm")
+    for name, extra in VARIANTS.items()
+]
+
+
+def training_batch(seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    src = random_sequences(5, VOCAB, 1, 9, g)
+    tgt = random_sequences(5, VOCAB, 1, 9, g)
+    return make_batch(src, tgt)
+
+
+def check_one_training_step(overrides: dict) -> None:
+    torch.manual_seed(0)
+    cfg = tiny_model_config(dropout=0.1, emb_dropout=0.1, **overrides)
+    model = Seq2Seq(cfg, VOCAB, VOCAB).train()
+    batch = training_batch()
+    loss, nll = model.loss(batch, label_smoothing=0.1)
+    assert loss.dim() == 0 and math.isfinite(loss.item()) and loss.item() > 0
+    assert math.isfinite(nll.item()) and nll.item() > 0
+    (loss / batch.tokens).backward()
+    params = dict(model.named_parameters())  # each shared tensor once
+    assert params
+    for name, p in params.items():
+        assert p.grad is not None, f"{name} got no gradient"
+        assert bool(torch.isfinite(p.grad).all()), f"{name} has a non-finite gradient"
+        assert p.grad.abs().sum() > 0, f"{name} has an all-zero gradient (not connected to the loss?)"
+    # the PAD embedding row learns nothing as an input (tied, it is also the PAD output row)
+    if not cfg.tie_output:
+        for embedding in {id(e): e for e in (model.encoder.embedding, model.decoder.embedding)}.values():
+            assert bool((embedding.weight.grad[PAD_ID] == 0).all())
+
+
+@pytest.mark.parametrize("overrides", ARCHITECTURES)
+def test_every_architecture_trains(overrides):
+    check_one_training_step(overrides)
+
+
+@pytest.mark.parametrize("overrides", SHARING)
+def test_shared_tied_and_mixed_depth_models_train(overrides):
+    check_one_training_step(overrides)
+
+
+def test_parameter_count_counts_shared_tensors_once():
+    torch.manual_seed(0)
+    separate = Seq2Seq(tiny_model_config(), VOCAB, VOCAB)
+    shared = Seq2Seq(tiny_model_config(share_embeddings=True), VOCAB, VOCAB)
+    table = VOCAB * 16
+    assert parameter_count(separate) == sum(p.numel() for p in separate.parameters())
+    assert parameter_count(separate) - parameter_count(shared) == table
+
+
+# ----------------------------------------------------------------------------- the loss
+
+
+def random_logits_and_targets(seed: int = 0, vocab: int = 11):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(4, 7, vocab, generator=g) * 3
+    target = torch.randint(1, vocab, (4, 7), generator=g)
+    for row, n in enumerate([7, 3, 5, 1]):  # PAD after each row's real tokens
+        target[row, n:] = PAD_ID
+    return logits, target
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
+def test_token_losses_is_cross_entropy(eps):
+    logits, target = random_logits_and_targets()
+    loss, nll = token_losses(logits, target, eps)
+    flat_logits, flat_target = logits.reshape(-1, logits.size(-1)), target.reshape(-1)
+    want = F.cross_entropy(flat_logits, flat_target, ignore_index=PAD_ID, label_smoothing=eps, reduction="sum")
+    want_nll = F.cross_entropy(flat_logits, flat_target, ignore_index=PAD_ID, reduction="sum")
+    assert torch.allclose(loss, want, rtol=1e-5), (loss, want)
+    assert torch.allclose(nll, want_nll, rtol=1e-5), (nll, want_nll)
+    # and its gradient is cross-entropy's
+    a = logits.clone().requires_grad_()
+    token_losses(a, target, eps)[0].backward()
+    b = logits.clone().requires_grad_()
+    F.cross_entropy(b.reshape(-1, b.size(-1)), flat_target, ignore_index=PAD_ID, label_smoothing=eps, reduction="sum").backward()
+    assert torch.allclose(a.grad, b.grad, atol=1e-6)
+
+
+def test_the_nll_sum_is_detached_or_differentiates_correctly():
+    logits, target = random_logits_and_targets()
+    a = logits.clone().requires_grad_()
+    _, nll = token_losses(a, target, 0.1)
+    if not nll.requires_grad:
+        return
+    nll.backward()
+    b = logits.clone().requires_grad_()
+    F.cross_entropy(b.reshape(-1, b.size(-1)), target.reshape(-1), ignore_index=PAD_ID, reduction="sum").backward()
+    assert torch.allclose(a.grad, b.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_padding_positions_contribute_nothing(eps):
+    logits, target = random_logits_and_targets()
+    pad = target == PAD_ID
+    garbage = logits.clone()
+    garbage[pad] = torch.randn(int(pad.sum()), logits.size(-1)) * 1e4
+    loss, nll = token_losses(logits, target, eps)
+    loss2, nll2 = token_losses(garbage.requires_grad_(), target, eps)
+    assert torch.allclose(loss, loss2) and torch.allclose(nll, nll2)
+    loss2.backward()
+    assert bool((garbage.grad[pad] == 0).all())
+    assert bool((garbage.grad[~pad].abs().sum(-1) > 0).all())
+    # all-PAD targets: zero loss
+    zero, zero_nll = token_losses(logits, torch.full_like(target, PAD_ID), eps)
+    assert zero.item() == 0 and zero_nll.item() == 0
+
+
+def test_half_precision_logits_are_scored_in_fp32():
+    logits, target = random_logits_and_targets()
+    loss, nll = token_losses(logits.to(torch.bfloat16), target, 0.1)
+    assert loss.dtype == torch.float32 and nll.dtype == torch.float32
+    want = token_losses(logits.to(torch.bfloat16).float(), target, 0.1)[0]
+    assert torch.allclose(loss, want)
+
+
+def test_model_loss_is_token_losses_of_its_logits():
+    torch.manual_seed(0)
+    model = Seq2Seq(tiny_model_config(), VOCAB, VOCAB).eval()
+    batch = training_batch()
+    with torch.no_grad():
+        loss, nll = model.loss(batch, 0.2)
+        want = token_losses(model(batch.src, batch.src_lengths, batch.tgt_in), batch.tgt_out, 0.2)
+    assert torch.allclose(loss, want[0]) and torch.allclose(nll, want[1])
+    assert batch.tokens == int((batch.tgt_out != PAD_ID).sum())
+
+
+# ----------------------------------------------------------------------------- learning
+
+
+def test_a_tiny_model_learns_to_copy(copy_model):
+    model, final_train_loss = copy_model
+    assert final_train_loss < 0.1
+    held_out = make_batch(random_sequences(200, COPY_VOCAB, COPY_MIN, COPY_MAX, torch.Generator().manual_seed(99)))
+    with torch.no_grad():
+        nll = model.loss(held_out, 0.0)[1].item() / held_out.tokens
+    assert nll < 0.1, nll
