@@ -70,9 +70,9 @@ class Decoder(nn.Module):
         batch = final_h.size(0)
         if self.bridge is not None:
             source = final_h if final_c is None else torch.cat([final_h, final_c], dim=-1)
-            state = list(torch.tanh(self.bridge(source)).chunk(self.cfg.decoder_layers, dim=-1))
+            state = list(torch.tanh(self.bridge(source)).float().chunk(self.cfg.decoder_layers, dim=-1))
         else:
-            state = [final_h.new_zeros(batch, self.rnn.state_size) for _ in range(self.cfg.decoder_layers)]
+            state = [final_h.new_zeros(batch, self.rnn.state_size, dtype=torch.float32) for _ in range(self.cfg.decoder_layers)]
         feed = final_h.new_zeros(batch, self.cfg.output_size) if self.cfg.input_feeding else None
         return state, feed
 

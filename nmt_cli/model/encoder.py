@@ -47,7 +47,7 @@ class RecurrentLayer(nn.Module):
         if self.dirs == 2:
             gi = torch.stack([gi[0], _gather_time(gi[1], reverse)])
         state_size = self.hidden if self.cell == "gru" else 2 * self.hidden
-        state = x.new_zeros(self.dirs, batch, state_size, dtype=gi.dtype)
+        state = x.new_zeros(self.dirs, batch, state_size, dtype=torch.float32)  # gates run in fp32 (rnn.cell_step)
         steps = []
         for t, n in enumerate(active):
             h = state[:, :n, : self.hidden]

@@ -78,8 +78,11 @@ def cell_step(cell: str, gi: Tensor, gh: Tensor, state: Tensor) -> tuple[Tensor,
 
     gi, gh: (..., gates*hidden) input and recurrent products (biases included);
     state: (..., hidden) for a GRU, (..., 2*hidden) = [h; c] for an LSTM.
-    Returns the output h (..., hidden) and the new state.
+    Returns the output h (..., hidden) and the new state. The gate arithmetic runs in the
+    state's dtype (fp32), also when the products come from bf16/fp16 autocast, so that small
+    updates of a remembered state are not rounded away.
     """
+    gi, gh = gi.to(state.dtype), gh.to(state.dtype)
     if cell == "gru":
         i_r, i_z, i_n = gi.chunk(3, dim=-1)
         h_r, h_z, h_n = gh.chunk(3, dim=-1)

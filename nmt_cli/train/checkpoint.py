@@ -74,3 +74,15 @@ def prune(directory: Path, keep_last: int) -> None:
     """Delete all but the newest ``keep_last`` step checkpoints (at least one is kept)."""
     for _, path in step_checkpoints(directory)[: -max(1, keep_last)]:
         path.unlink(missing_ok=True)
+
+
+def load_model(payload: dict[str, Any], device: str | torch.device = "cpu"):
+    """The Seq2Seq model a checkpoint holds, in eval mode, with its config."""
+    from nmt_cli.config import Config, from_dict
+    from nmt_cli.model.seq2seq import Seq2Seq
+
+    cfg = from_dict(Config, payload["config"])
+    vocab = payload["vocab"]
+    model = Seq2Seq(cfg.model, vocab["src_size"], vocab["tgt_size"])
+    model.load_state_dict(payload["model"])
+    return model.to(device).eval(), cfg

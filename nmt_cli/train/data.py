@@ -22,6 +22,18 @@ class Prepared:
     vocab: dict[str, Any]  # what a checkpoint stores to translate alone
 
 
+def load_split(directory: Path | str, split: str) -> tuple[PairData, list[str]]:
+    """A valid/test split's ids and its raw target text (the references)."""
+    directory = Path(directory)
+    manifest = mf.load(directory)
+    if manifest["splits"].get(split, {}).get("role") not in ("valid", "test"):
+        tests = [n for n, s in manifest["splits"].items() if s["role"] in ("valid", "test")]
+        raise NmtError(f"{directory}: no valid/test split named {split!r} (there are: {', '.join(tests)})")
+    src, tgt, dtype = manifest["src_lang"], manifest["tgt_lang"], manifest["id_dtype"]
+    pairs = PairData(IdStore(directory, split, src, dtype[src]), IdStore(directory, split, tgt, dtype[tgt]))
+    return pairs, list(nio.read_lines(directory / f"{split}.{tgt}.txt"))
+
+
 def load(directory: Path | str) -> Prepared:
     directory = Path(directory)
     manifest = mf.load(directory)

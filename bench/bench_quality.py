@@ -1,0 +1,61 @@
+"""Quality of a training run: validation BLEU against minutes, and test BLEU at budgets.
+
+For each wall-clock budget (minutes of training), takes the checkpoint a run with
+``max_time`` = budget would have kept as best.pt (the best validation BLEU among the
+validations within the budget; the run must keep enough step checkpoints, e.g.
+``--set train.keep_last=1000``), decodes the test split greedily and scores it with
+sacreBLEU (cased, detokenized, against the raw references).
+
+    python bench/bench_quality.py --model work/runs/de-en --prep work/prep-de-en --minutes 20,60
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from nmt_cli.prep import subwords
+from nmt_cli.train import checkpoint
+from nmt_cli.train import data as prepared
+from nmt_cli.train.validate import validate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--prep", type=Path, required=True)
+    parser.add_argument("--split", default="test_2016_flickr")
+    parser.add_argument("--minutes", default="20,60")
+    args = parser.parse_args()
+
+    events = [json.loads(line) for line in (args.model / "metrics.jsonl").read_text().splitlines()]
+    valid = [e for e in events if e["event"] == "valid"]
+    print("validation curve: minutes, step, BLEU, chrF, ppl")
+    for e in valid:
+        print(f"  {e['elapsed'] / 60:6.1f}  {e['step']:6d}  {e['bleu']:6.2f}  {e['chrf']:6.2f}  {e['ppl']:7.2f}")
+    pairs, refs = prepared.load_split(args.prep, args.split)
+    print(f"\n| budget | step | valid BLEU | {args.split} BLEU (greedy) | chrF |")
+    print("|---|---|---|---|---|")
+    for minutes in (float(m) for m in args.minutes.split(",")):
+        within = [e for e in valid if e["elapsed"] <= minutes * 60 + 30]
+        if not within:
+            print(f"| {minutes:g} min | - | no validation within the budget | | |")
+            continue
+        best = max(within, key=lambda e: e["bleu"])
+        path = checkpoint.step_path(args.model, best["step"])
+        if not path.exists():
+            print(f"| {minutes:g} min | {best['step']} | {best['bleu']:.2f} | {path.name} was pruned | |", file=sys.stdout)
+            continue
+        payload = checkpoint.load(path)
+        model, cfg = checkpoint.load_model(payload)
+        sp = subwords.from_bytes(payload["vocab"]["tgt_spm"], "target model")
+        scores = validate(model, pairs, refs, sp, cfg.train, torch.device("cpu"))
+        print(f"| {minutes:g} min | {best['step']} | {best['bleu']:.2f} | {scores['bleu']:.2f} | {scores['chrf']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
