@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import yaml
 
-from nmt_cli.config import Config, from_dict, parse_duration, to_dict
+from nmt_cli.config import Config, DataConfig, from_dict, parse_duration, to_dict
 from nmt_cli.errors import NmtError
 from nmt_cli.model.seq2seq import Seq2Seq, parameter_count
 from nmt_cli.prep import subwords
@@ -227,6 +227,9 @@ def save(run: Run, best: bool) -> None:
 
 def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str, log) -> Run:
     data = prepared_data.load(data_dir)
+    # The data section that counts is the one the prep directory was made with: it is what
+    # a checkpoint must carry (text normalization at translation time, languages).
+    cfg = Config(from_dict(DataConfig, data.manifest["options"]), cfg.model, cfg.train)
     resume_from = _check_out(out, resume)
     if resume_from is not None:
         state = checkpoint.load(resume_from)

@@ -3,6 +3,8 @@ run stops (max_steps, max_epochs, max_time, patience, a signal)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import os
@@ -182,10 +184,13 @@ def test_metrics_jsonl_events(trained):
     assert train_events[-1]["loss"] < train_events[0]["loss"]
 
 
-def test_config_yaml_loads_back_equal(trained):
+def test_config_yaml_loads_back_equal(trained, prepped):
     written = load_recipe(trained / "config.yaml")
-    assert written == tiny_config(*TRAINED_SETS, f"train.max_steps={TRAINED_STEPS}")
+    expected = tiny_config(*TRAINED_SETS, f"train.max_steps={TRAINED_STEPS}")
+    assert (written.model, written.train) == (expected.model, expected.train)
     assert written.model.dropout == 0.2 and written.train.valid_every == 10
+    # the data section is the one the prep directory was made with, not the recipe's
+    assert dataclasses.asdict(written.data) == json.loads((prepped / "manifest.json").read_text())["options"]
 
 
 def test_best_hypotheses_are_written(trained, prepped):
