@@ -87,22 +87,14 @@ def test_unknown_section_without_a_close_match_lists_the_sections(tmp_path):
         ("data: 5\n", "data: expected a mapping of keys to values, got an integer"),
         ("data: [1]\n", "data: expected a mapping of keys to values, got a list"),
         ("- data\n", "recipe: expected a mapping of keys to values, got a list"),
-    ],
-)
-def test_wrong_type(tmp_path, text, expected):
-    assert load_error(tmp_path, text).endswith(f": {expected}")
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
         ("data:\n  spm_type: bep\n", "data.spm_type must be one of unigram, bpe; got 'bep'; did you mean 'bpe'?"),
         ("data:\n  spm_type: word\n", "data.spm_type must be one of unigram, bpe; got 'word' (valid: unigram, bpe)"),
         ("data:\n  on_invalid_utf8: replac\n", "data.on_invalid_utf8 must be one of error, replace; got 'replac'; did you mean 'replace'?"),
     ],
 )
-def test_literal_choices(tmp_path, text, expected):
+def test_wrong_type(tmp_path, text, expected):
     assert load_error(tmp_path, text).endswith(f": {expected}")
+
 
 
 @pytest.mark.parametrize(
