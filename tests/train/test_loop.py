@@ -4,7 +4,6 @@ run stops (max_steps, max_epochs, max_time, patience, a signal)."""
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import math
 import os
