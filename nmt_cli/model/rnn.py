@@ -64,11 +64,10 @@ class StackedCells(nn.Module):
 
         Returns the top layer's output h (batch, hidden) and the new state of every layer.
         """
-        new_state = []
+        new_state, h = [], gi
         for i, layer_state in enumerate(state):
-            if i > 0:
-                gi = self.ih[i - 1](self.dropout(h))
-            h, layer_state = cell_step(self.cell, gi, self.hh[i](layer_state[..., : self.hidden]), layer_state)
+            inputs = gi if i == 0 else self.ih[i - 1](self.dropout(h))  # layer i reads layer i-1's h
+            h, layer_state = cell_step(self.cell, inputs, self.hh[i](layer_state[..., : self.hidden]), layer_state)
             new_state.append(layer_state)
         return h, new_state
 

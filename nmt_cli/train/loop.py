@@ -176,7 +176,6 @@ def stop_reason(run: Run, budget: float) -> str:
 def log_train(run: Run, window: dict) -> None:
     seconds = time.perf_counter() - window["start"]
     loss, nll = window["loss"] / window["tokens"], window["nll"] / window["tokens"]
-    p = run.progress
     values = {"loss": loss, "ppl": math.exp(min(nll, 50.0)), "tokens_per_s": window["tokens"] / seconds,
               "lr": run.optimizer.param_groups[0]["lr"]}
     event(run, "train", **values)
