@@ -43,7 +43,7 @@ DEMO_TIME  ?= 10m
 
 demo: $(DEMO_MODEL)/best.pt
 	@echo "demo: prepared data in $(WORK)/prep-de-en, model in $(DEMO_MODEL) (best.pt, metrics.jsonl)." >&2
-	@$(BIN)/python -c 'import json,sys; v=[json.loads(l) for l in open(sys.argv[1]) if "\"valid\"" in l]; b=max(v,key=lambda e:e["bleu"]); print(f"demo: best validation BLEU {b[\"bleu\"]:.2f} chrF {b[\"chrf\"]:.2f} at step {b[\"step\"]} ({b[\"elapsed\"]/60:.1f} min of training)", file=sys.stderr)' $(DEMO_MODEL)/metrics.jsonl
+	@printf 'demo: ' >&2; $(BIN)/python -m nmt_cli.train.metrics $(DEMO_MODEL)
 	@echo "demo: translate and score are not implemented yet (issues #4, #5)." >&2
 
 $(DEMO_MODEL)/best.pt: $(WORK)/prep-de-en/manifest.json recipes/multi30k_de_en.yaml
