@@ -17,10 +17,17 @@ from nmt_cli.prep.subwords import EOS, SOS
 @torch.no_grad()
 def greedy(model: Seq2Seq, src: Tensor, lengths: Tensor, max_len_a: float, max_len_b: int) -> list[list[int]]:
     """Best-first word ids per sentence (without SOS/EOS); src (batch, src_len)."""
-    memory, state, feed = model.encode(src, lengths)
+    return greedy_encoded(model, model.encode(src, lengths), lengths, max_len_a, max_len_b)
+
+
+@torch.no_grad()
+def greedy_encoded(model: Seq2Seq, encoded: tuple, lengths: Tensor, max_len_a: float, max_len_b: int) -> list[list[int]]:
+    """:func:`greedy` from the output of ``model.encode`` (when the caller has it already)."""
+    memory, state, feed = encoded
+    batch, device = memory.mask.size(0), memory.mask.device
     limits = (lengths.float() * max_len_a + max_len_b).long().clamp(min=1).tolist()
-    prev = torch.full((src.size(0),), SOS, dtype=torch.long, device=src.device)
-    finished = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
+    prev = torch.full((batch,), SOS, dtype=torch.long, device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
     steps = []
     for _ in range(max(limits)):
         att, state, _ = model.decoder.step(model.decoder.embed(prev), state, feed, memory)

@@ -9,6 +9,7 @@ from typing import Any
 from nmt_cli import io as nio
 from nmt_cli.errors import NmtError
 from nmt_cli.prep import manifest as mf
+from nmt_cli.prep import subwords
 from nmt_cli.prep.store import IdStore
 from nmt_cli.train.batching import PairData
 
@@ -20,6 +21,7 @@ class Prepared:
     valid: PairData
     valid_refs: list[str]  # raw target text of the validation split
     vocab: dict[str, Any]  # what a checkpoint stores to translate alone
+    tgt_spm: Any  # SentencePiece processor that detokenizes validation output
 
 
 def load_split(directory: Path | str, split: str) -> tuple[PairData, list[str]]:
@@ -56,4 +58,4 @@ def load(directory: Path | str) -> Prepared:
         "special_ids": manifest["special_ids"],
     }
     refs = list(nio.read_lines(directory / f"valid.{tgt}.txt"))
-    return Prepared(manifest, pairs("train"), pairs("valid"), refs, vocab)
+    return Prepared(manifest, pairs("train"), pairs("valid"), refs, vocab, subwords.from_bytes(vocab["tgt_spm"], "target model"))

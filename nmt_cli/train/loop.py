@@ -135,8 +135,7 @@ def validate_and_save(run: Run, scheduled: bool) -> None:
     count for the plateau schedule and early stopping, so that the extra one at a stop
     does not change the trajectory of a run resumed from there."""
     p, cfg = run.progress, run.cfg.train
-    sp = subwords.from_bytes(run.data.vocab["tgt_spm"], "target model")
-    scores = validate(run.model, run.data.valid, run.data.valid_refs, sp, cfg, run.device, run.autocast)
+    scores = validate(run.model, run.data.valid, run.data.valid_refs, run.data.tgt_spm, cfg, run.device, run.autocast)
     hyps = scores.pop("hypotheses")
     p.validated_step = p.step
     if scheduled:

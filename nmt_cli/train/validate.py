@@ -15,8 +15,8 @@ import sentencepiece as spm
 import torch
 
 from nmt_cli.config import TrainConfig
-from nmt_cli.decode.greedy import greedy
-from nmt_cli.model.seq2seq import Seq2Seq
+from nmt_cli.decode.greedy import greedy_encoded
+from nmt_cli.model.seq2seq import Seq2Seq, token_losses
 from nmt_cli.train.batching import PairData
 
 
@@ -32,8 +32,10 @@ def validate(model: Seq2Seq, data: PairData, refs: list[str], sp: spm.SentencePi
         indices = order[start : start + cfg.valid_batch_size]
         batch = data.collate(indices).to(device)
         with autocast():
-            nll += model.loss(batch, 0.0)[1].item()
-            ids = greedy(model, batch.src, batch.src_lengths, cfg.valid_max_len_a, cfg.valid_max_len_b)
+            encoded = model.encode(batch.src, batch.src_lengths)  # once, for the loss and for decoding
+            logits = model.decoder.logits(model.decoder(batch.tgt_in, *encoded))
+            nll += token_losses(logits, batch.tgt_out, 0.0)[1].item()
+            ids = greedy_encoded(model, encoded, batch.src_lengths, cfg.valid_max_len_a, cfg.valid_max_len_b)
         tokens += batch.tokens
         for i, sentence in zip(indices, ids):
             hyps[i] = sp.decode(sentence)
