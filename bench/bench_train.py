@@ -36,6 +36,12 @@ def run(args: list[str]) -> tuple[float, int]:
     return time.perf_counter() - start, usage.ru_maxrss * 1024
 
 
+def torch_device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prep", type=Path, default=Path("work/prep-de-en"))
@@ -44,6 +50,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
 
     rows = []
@@ -55,7 +62,7 @@ def main() -> None:
                 sys.executable, "-m", "nmt_cli", "train", args.recipe, "--data", str(args.prep), "--out", str(out),
                 "--set", f"train.precision={precision}", "--set", f"train.max_steps={args.steps}",
                 "--set", f"train.log_every={args.log_every}", "--set", f"train.valid_every={10 * args.steps}",
-                "--set", "train.max_time=", *extra,
+                "--set", "train.max_time=", "--device", args.device, *extra,
             ])
             events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
             speeds = [e["tokens_per_s"] for e in events if e["event"] == "train"][1:]
@@ -63,13 +70,14 @@ def main() -> None:
                          "peak_rss_gb": peak / 2**30, "seconds": seconds, "steps": args.steps})
             print(f"{name} {precision}: {rows[-1]['tokens_per_s']:,.0f} tgt tok/s, peak RSS {rows[-1]['peak_rss_gb']:.2f} GB",
                   file=sys.stderr)
-    print(f"nmt train, {args.recipe}, {args.steps} steps, median of logged windows after warm-up, {os.cpu_count()} CPUs")
+    where = f"{os.cpu_count()} CPUs" if args.device == "cpu" else torch_device_name()
+    print(f"nmt train, {args.recipe}, {args.steps} steps, median of logged windows after warm-up, {where}")
     print("| model | precision | target tokens/s | peak RSS |")
     print("|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['precision']} | {r['tokens_per_s']:,.0f} | {r['peak_rss_gb']:.2f} GB |")
     Path("bench/results").mkdir(parents=True, exist_ok=True)
-    Path("bench/results/train.json").write_text(json.dumps(rows, indent=2) + "\n")
+    Path(f"bench/results/train-{args.device}.json").write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":
