@@ -8,6 +8,7 @@ here; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from enum import Enum
 from pathlib import Path
@@ -179,10 +180,73 @@ def train(
         raise typer.Exit(130)
 
 
-@app.command(epilog=f"Example: {EXAMPLES['translate']}", **_PENDING)
-def translate(ctx: typer.Context) -> None:
-    """Translate raw text with greedy or beam search (not implemented yet)."""
-    _not_yet("translate", 4)
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Quantize(str, Enum):
+    none = "none"
+    int8 = "int8"
+
+
+@app.command(epilog=f"Example: {EXAMPLES['translate']}")
+def translate(
+    input: str = typer.Argument("-", help="Raw source text, one sentence a line (plain or .gz); - for stdin."),
+    model: Path = typer.Option(..., "--model", "-m", help="Checkpoint written by `nmt train` (e.g. MODEL_DIR/best.pt)."),
+    output: str = typer.Option("-", "--output", "-o", help="Translations, one line per input line; - for stdout."),
+    beam: Optional[int] = typer.Option(None, "--beam", "-b", help="Beam size; 1 is greedy search [recipe's decode.beam, 5]."),
+    nbest: Optional[int] = typer.Option(None, "--nbest", help="Write this many hypotheses per line as TSV: line index, rank, score, text [1]."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="GNMT length penalty exponent; 0: off [0.6]."),
+    beta: Optional[float] = typer.Option(None, "--beta", help="GNMT coverage penalty weight; 0: off [0]."),
+    max_len_a: Optional[float] = typer.Option(None, "--max-len-a", help="Output at most A*source_length + B subwords [1.5]."),
+    max_len_b: Optional[int] = typer.Option(None, "--max-len-b", help="See --max-len-a [10]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sentences per batch [128]."),
+    batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", help="Source subwords per batch, padding included; 0: no limit [0]."),
+    replace_unk: Optional[bool] = typer.Option(None, "--replace-unk/--no-replace-unk", help="Replace UNK by the source subword with the most attention."),
+    precision: Optional[Precision] = typer.Option(None, "--precision", help="Compute precision (fp16: CUDA only) [fp32]."),
+    quantize: Optional[Quantize] = typer.Option(None, "--quantize", help="Dynamic int8 quantization of the linear layers (CPU) [none]."),
+    scores: bool = typer.Option(False, "--scores", help="Append each translation's log-probability after a tab."),
+    alignments: Optional[Path] = typer.Option(None, "--alignments", help="Write hard word alignments (Pharaoh i-j) per line to this file."),
+    attention_plot: Optional[Path] = typer.Option(None, "--attention-plot", help="Write a PNG attention heatmap per sentence into this directory (needs matplotlib)."),
+    plot_max: int = typer.Option(10, "--plot-max", min=0, help="Sentences plotted or shown at most."),
+    show_attention: bool = typer.Option(False, "--show-attention", help="Print each sentence's attention grid on stderr."),
+    device: Device = typer.Option(Device.auto, "--device", help="Where to decode."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: torch's default)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary line on stderr."),
+) -> None:
+    """Translate raw text with greedy or beam search, streaming: one output line per input line."""
+    flags = {k: v.value if isinstance(v, Enum) else v for k, v in locals().items()
+             if k in ("beam", "nbest", "alpha", "beta", "max_len_a", "max_len_b", "batch_size", "batch_tokens",
+                      "replace_unk", "precision", "quantize")}
+    import torch
+
+    from nmt_cli import io as nio
+    from nmt_cli.decode import alignment as attention_out
+    from nmt_cli.decode.translate import Outputs, Translator, run
+    from nmt_cli.device import resolve
+
+    if threads:
+        torch.set_num_threads(threads)
+    if attention_plot is not None:
+        attention_out.check_matplotlib()
+        if attention_plot.exists() and not attention_plot.is_dir():
+            raise NmtError(f"--attention-plot {attention_plot}: exists and is not a directory")
+        attention_plot.mkdir(parents=True, exist_ok=True)
+    wants_attention = bool(alignments or attention_plot or show_attention)
+    translator = Translator(model, flags, resolve(device.value), keep_attention=wants_attention)
+    with contextlib.ExitStack() as stack:
+        out = sys.stdout if output == "-" else stack.enter_context(nio.atomic_file(output))
+        align = stack.enter_context(nio.atomic_file(alignments)) if alignments else None
+        outputs = Outputs(scores, align, attention_plot, plot_max, show_attention)
+        counts = run(translator, input, out, outputs)
+    if not quiet:
+        d = translator.decode
+        search = "greedy" if d.beam == 1 else f"beam {d.beam}"
+        rate = counts["lines"] / max(counts["seconds"], 1e-9)
+        typer.echo(f"nmt translate: {counts['lines']:,} lines, {counts['tokens']:,} target tokens in {counts['seconds']:.1f}s "
+                   f"({rate:,.0f} lines/s; {search}, {d.precision}{', int8' if d.quantize == 'int8' else ''})", err=True)
 
 
 @app.command(epilog=f"Example: {EXAMPLES['score']}", **_PENDING)

@@ -10,6 +10,8 @@ A recipe is a YAML file whose top-level sections mirror :class:`Config`::
     train:           # batching, optimizer, validation, stopping (TrainConfig)
       batch_tokens: 4000
       max_time: 20m
+    decode:          # search defaults of `nmt translate` (DecodeConfig)
+      beam: 5
 
 Values flow in three layers, later ones winning: the dataclass defaults, the recipe, then
 the command line (``--set data.vocab_size=16000`` or a dedicated flag). The resolved
@@ -174,12 +176,41 @@ def parse_duration(text: str) -> float:
 
 
 @dataclass
+class DecodeConfig:
+    """``decode:``: how ``nmt translate`` searches; each key is also a flag (``--beam 5``).
+
+    A recipe's values travel in the checkpoint and are the defaults of ``nmt translate``.
+    """
+
+    beam: int = 5  # beam size; 1 is greedy search
+    nbest: int = 1  # hypotheses written per input line (at most beam)
+    alpha: float = 0.6  # GNMT length penalty ((5+|Y|)/6)**alpha (0: off)
+    beta: float = 0.0  # GNMT coverage penalty weight (0: off)
+    max_len_a: float = 1.5  # output at most a*src_len + b subwords
+    max_len_b: int = 10
+    batch_size: int = 128  # sentences per batch
+    batch_tokens: int = 0  # source subwords per batch, padding included (0: no limit)
+    replace_unk: bool = False  # replace UNK by the source subword with the most attention
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype (fp16: CUDA only)
+    quantize: Literal["none", "int8"] = "none"  # dynamic int8 quantization (CPU only)
+
+    def validate(self) -> None:
+        for key in ("beam", "nbest", "batch_size"):
+            _require(getattr(self, key) >= 1, f"--{key.replace('_', '-')} (decode.{key})", "must be >= 1")
+        for key in ("alpha", "beta", "max_len_a", "max_len_b", "batch_tokens"):
+            _require(getattr(self, key) >= 0, f"--{key.replace('_', '-')} (decode.{key})", "must be >= 0")
+        _require(self.nbest <= self.beam, "--nbest (decode.nbest)", f"must be at most the beam size ({self.beam})")
+        _require(self.max_len_a > 0 or self.max_len_b > 0, "--max-len-a/--max-len-b", "cannot both be 0")
+
+
+@dataclass
 class Config:
     """A whole recipe: one section per stage."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):

@@ -12,7 +12,10 @@ import contextlib
 import gzip
 import hashlib
 import os
+import select
 import shutil
+import stat
+import sys
 import tempfile
 import zlib
 from dataclasses import dataclass
@@ -125,6 +128,55 @@ def read_lines(path: Path | str, on_invalid: str = "error", hint: str = "") -> I
                 yield decode_line(raw, path, lineno, on_invalid, hint)[0]
     except (OSError, EOFError, zlib.error) as e:  # truncated or corrupt .gz
         raise NmtError(f"{path}: cannot read: {e}") from None
+
+
+@contextlib.contextmanager
+def open_input(path: str | Path | None) -> Iterator[tuple[BinaryIO, str, bool]]:
+    """``(stream, name, interactive)`` for a text input: a plain or gzipped file, or stdin
+    for ``-``/``None``. ``interactive`` is true for pipes and terminals, whose writer may be
+    waiting for our output before it sends more (see :func:`line_chunks`)."""
+    if path in (None, "-"):
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+        interactive = not stat.S_ISREG(mode)  # unbuffered then, so that select() sees all there is
+        yield sys.stdin.buffer.raw if interactive else sys.stdin.buffer, "<stdin>", interactive
+        return
+    with _open_bytes(Path(path)) as f:
+        yield f, str(path), False
+
+
+def line_chunks(stream: BinaryIO, max_lines: int, interactive: bool) -> Iterator[list[bytes]]:
+    """Raw lines (newline removed) in lists of at most ``max_lines``.
+
+    Memory stays bounded by the chunk size. When ``interactive``, a chunk is also handed
+    out as soon as no more input is waiting, so a process that writes a line and waits for
+    its translation before writing the next is answered at once instead of stalling.
+    """
+    read = getattr(stream, "read1", stream.read)
+    pending, lines = b"", []
+    while True:
+        if interactive and lines and not _waiting(stream):
+            yield lines
+            lines = []
+        data = read(1 << 16)
+        if not data:
+            break
+        *complete, pending = (pending + data).split(b"\n")
+        lines.extend(complete)
+        while len(lines) >= max_lines:
+            yield lines[:max_lines]
+            lines = lines[max_lines:]
+    if pending:
+        lines.append(pending)
+    if lines:
+        yield lines
+
+
+def _waiting(stream: BinaryIO) -> bool:
+    """Whether reading ``stream`` (unbuffered) would return at once."""
+    try:
+        return bool(select.select([stream], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
 
 
 @dataclass

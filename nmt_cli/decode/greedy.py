@@ -1,8 +1,8 @@
 """Greedy decoding: at each step take the single most probable word.
 
-Batched: all sentences step together; a sentence that has produced EOS is finished and
-its later outputs are ignored; decoding stops when every sentence is finished or at the
-length limit ``max_len_a * src_len + max_len_b`` (per sentence).
+Batched: all sentences step together; a sentence leaves the batch as soon as it has
+produced EOS or reached its length limit ``max_len_a * src_len + max_len_b``, so the work
+per step shrinks as sentences finish and padding rows cost nothing.
 """
 
 from __future__ import annotations
@@ -10,37 +10,58 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from nmt_cli.decode.hypothesis import Hypothesis
 from nmt_cli.model.seq2seq import Seq2Seq
-from nmt_cli.prep.subwords import EOS, SOS
+from nmt_cli.prep.subwords import EOS, PAD, SOS
 
 
 @torch.no_grad()
-def greedy(model: Seq2Seq, src: Tensor, lengths: Tensor, max_len_a: float, max_len_b: int) -> list[list[int]]:
-    """Best-first word ids per sentence (without SOS/EOS); src (batch, src_len)."""
-    return greedy_encoded(model, model.encode(src, lengths), lengths, max_len_a, max_len_b)
+def greedy(model: Seq2Seq, src: Tensor, lengths: Tensor, max_len_a: float, max_len_b: int,
+           keep_attention: bool = False) -> list[Hypothesis]:
+    """The greedy translation of each sentence; src (batch, src_len)."""
+    return greedy_encoded(model, model.encode(src, lengths), lengths, max_len_a, max_len_b, keep_attention)
 
 
 @torch.no_grad()
-def greedy_encoded(model: Seq2Seq, encoded: tuple, lengths: Tensor, max_len_a: float, max_len_b: int) -> list[list[int]]:
+def greedy_encoded(model: Seq2Seq, encoded: tuple, lengths: Tensor, max_len_a: float, max_len_b: int,
+                   keep_attention: bool = False) -> list[Hypothesis]:
     """:func:`greedy` from the output of ``model.encode`` (when the caller has it already)."""
     memory, state, feed = encoded
-    batch, device = memory.mask.size(0), memory.mask.device
-    limits = (lengths.float() * max_len_a + max_len_b).long().clamp(min=1).tolist()
+    batch, src_len, device = memory.mask.size(0), memory.mask.size(1), memory.mask.device
+    limits = (lengths.float() * max_len_a + max_len_b).long().clamp(min=1).to(device)  # (batch,)
+    steps = int(limits.max())
+    tokens = torch.full((batch, steps), PAD, dtype=torch.long, device=device)
+    logprobs = torch.zeros(batch, steps, device=device)
+    attention = torch.zeros(batch, steps, src_len, device=device) if keep_attention else None
+    alive = torch.arange(batch, device=device)  # original index of each row still decoding
     prev = torch.full((batch,), SOS, dtype=torch.long, device=device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    steps = []
-    for _ in range(max(limits)):
-        att, state, _ = model.decoder.step(model.decoder.embed(prev), state, feed, memory)
+    for t in range(steps):
+        att, state, weights = model.decoder.step(model.decoder.embed(prev), state, feed, memory)
         if feed is not None:
             feed = att
-        prev = model.decoder.logits(att).argmax(dim=-1)  # (batch,)
-        steps.append(prev)
-        finished |= prev == EOS
-        if bool(finished.all()):
-            break
-    rows = torch.stack(steps, dim=1).tolist()  # (batch, steps)
-    return [_until_eos(row[:limit]) for row, limit in zip(rows, limits)]
+        logits = model.decoder.logits(att).float()  # (rows, vocab)
+        normalizer = torch.logsumexp(logits, dim=-1)
+        logits[:, PAD] = logits[:, SOS] = float("-inf")
+        best, prev = logits.max(dim=-1)  # (rows,)
+        tokens[alive, t] = prev
+        logprobs[alive, t] = best - normalizer
+        if attention is not None:
+            attention[alive, t] = weights.float()
+        going = (prev != EOS) & (limits[alive] > t + 1)
+        if not bool(going.all()):
+            if not bool(going.any()):
+                break
+            keep = going.nonzero().squeeze(1)
+            alive, prev = alive[keep], prev[keep]
+            memory, state = memory.select(keep), [s.index_select(0, keep) for s in state]
+            feed = feed.index_select(0, keep) if feed is not None else None
+    return [_hypothesis(row, lp, att) for row, lp, att in
+            zip(tokens.tolist(), logprobs.cpu(), attention.cpu() if attention is not None else [None] * batch)]
 
 
-def _until_eos(ids: list[int]) -> list[int]:
-    return ids[: ids.index(EOS)] if EOS in ids else ids
+def _hypothesis(row: list[int], logprobs: Tensor, attention: Tensor | None) -> Hypothesis:
+    """One sentence's output row (PAD after its last step) as a hypothesis."""
+    steps = row.index(EOS) + 1 if EOS in row else (row.index(PAD) if PAD in row else len(row))
+    logprob = float(logprobs[:steps].sum())
+    words = row[: steps - 1] if steps and row[steps - 1] == EOS else row[:steps]
+    return Hypothesis(words, logprob, logprob, attention[:steps] if attention is not None else None)

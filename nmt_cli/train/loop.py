@@ -14,7 +14,6 @@ the same steps as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import signal
@@ -27,6 +26,7 @@ import torch
 import yaml
 
 from nmt_cli.config import Config, DataConfig, from_dict, parse_duration, to_dict
+from nmt_cli import device as devices
 from nmt_cli.errors import NmtError
 from nmt_cli.model.seq2seq import Seq2Seq, parameter_count
 from nmt_cli.prep import subwords
@@ -234,8 +234,8 @@ def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str, log
         cfg = _resumed_config(cfg, state, resume_from)
         _check_same_data(state, data, resume_from)
     _check_vocab(cfg, data)
-    dev = _device(device)
-    autocast = _autocast(dev, cfg.train.precision)  # refuses fp16 on CPU before anything is written
+    dev = devices.resolve(device)
+    autocast = devices.autocast(dev, cfg.train.precision, "train.precision")  # refuses fp16 on CPU before anything is written
     torch.manual_seed(cfg.train.seed)
     model = Seq2Seq(cfg.model, data.vocab["src_size"], data.vocab["tgt_size"]).to(dev)
     optimizer = make_optimizer(cfg.train, model.parameters())
@@ -288,23 +288,6 @@ def _check_vocab(cfg: Config, data: prepared_data.Prepared) -> None:
         raise NmtError(f"prep directory has special ids {data.vocab['special_ids']}, expected {subwords.SPECIAL_IDS}")
     if cfg.model.share_embeddings and not data.vocab["joint"]:
         raise NmtError("model.share_embeddings needs a joint vocabulary (nmt prep --joint)")
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise NmtError("--device cuda: no CUDA device is available (this torch build or machine has none)")
-    return torch.device(name)
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext
-    if precision == "fp16" and device.type != "cuda":
-        raise NmtError("train.precision fp16 needs CUDA; use bf16 on CPU")
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,10 @@ from nmt_cli.model.seq2seq import Seq2Seq
 VOCAB = 25
 
 
+def greedy_ids(*args) -> list[list[int]]:
+    return [h.tokens for h in greedy(*args)]
+
+
 def untrained(seed: int = 0, **overrides) -> Seq2Seq:
     torch.manual_seed(seed)
     return Seq2Seq(tiny_model_config(**overrides), VOCAB, VOCAB).eval()
@@ -26,7 +30,7 @@ def test_greedy_reproduces_the_copy_task(copy_model):
     model, _ = copy_model
     seqs = random_sequences(200, COPY_VOCAB, COPY_MIN, COPY_MAX, torch.Generator().manual_seed(7))
     batch = make_batch(seqs)
-    out = greedy(model, batch.src, batch.src_lengths, 1.5, 10)
+    out = greedy_ids(model, batch.src, batch.src_lengths, 1.5, 10)
     assert len(out) == len(seqs)
     exact = sum(o == s for o, s in zip(out, seqs))
     assert exact >= 196, f"only {exact}/200 copied exactly"
@@ -39,27 +43,30 @@ def test_batched_greedy_equals_one_sentence_at_a_time(copy_model):
     model, _ = copy_model
     seqs = sources(12, seed=11, vocab=COPY_VOCAB, low=1, high=COPY_MAX + 2)
     batch = make_batch(seqs)
-    together = greedy(model, batch.src, batch.src_lengths, 1.5, 10)
+    together = greedy_ids(model, batch.src, batch.src_lengths, 1.5, 10)
     for seq, out in zip(seqs, together):
         alone = make_batch([seq])
-        assert greedy(model, alone.src, alone.src_lengths, 1.5, 10) == [out]
+        assert greedy_ids(model, alone.src, alone.src_lengths, 1.5, 10) == [out]
 
 
 @pytest.mark.parametrize("feeding", [True, False], ids=["feed", "nofeed"])
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 @pytest.mark.parametrize("attention", ["bahdanau", "luong_dot", "luong_general"])
 def test_greedy_picks_the_argmax_of_the_teacher_forced_scores(attention, cell, feeding):
-    """Fed back as the target prefix, greedy's words are the argmax at every position:
+    """Fed back as the target prefix, greedy's words are the argmax (over words other than
+    PAD and SOS) at every position:
     step-by-step decoding and teacher forcing compute the same model."""
     model = untrained(attention=attention, cell=cell, input_feeding=feeding, decoder_layers=2)
     seqs = sources()
     batch = make_batch(seqs)
-    out = greedy(model, batch.src, batch.src_lengths, 1.0, 3)
+    out = greedy_ids(model, batch.src, batch.src_lengths, 1.0, 3)
     for row, ids in enumerate(out):
         single = make_batch([seqs[row]])
         tgt_in = torch.tensor([[SOS_ID, *ids]])
         with torch.no_grad():
-            best = model(single.src, single.src_lengths, tgt_in)[0].argmax(-1).tolist()
+            scores = model(single.src, single.src_lengths, tgt_in)[0]
+        scores[:, [0, SOS_ID]] = float("-inf")  # greedy never produces PAD or SOS
+        best = scores.argmax(-1).tolist()
         assert best[: len(ids)] == ids
         limit = int(len(seqs[row]) + 1 + 3)
         if len(ids) < limit:  # stopped early: by EOS
@@ -73,7 +80,7 @@ def test_length_limit_per_sentence(a, b):
         model.decoder.output.bias[EOS_ID] = -1e4  # never ends by itself
     seqs = sources()
     batch = make_batch(seqs)
-    out = greedy(model, batch.src, batch.src_lengths, a, b)
+    out = greedy_ids(model, batch.src, batch.src_lengths, a, b)
     want = [max(1, int((len(s) + 1) * a + b)) for s in seqs]  # source length counts its EOS
     assert [len(o) for o in out] == want
 
@@ -83,11 +90,11 @@ def test_eos_first_gives_empty_outputs_and_eos_is_never_returned():
     with torch.no_grad():
         model.decoder.output.bias[EOS_ID] = 1e4
     batch = make_batch(sources())
-    assert greedy(model, batch.src, batch.src_lengths, 1.5, 10) == [[] for _ in range(6)]
+    assert greedy_ids(model, batch.src, batch.src_lengths, 1.5, 10) == [[] for _ in range(6)]
 
 
 def test_outputs_stop_at_eos_and_hold_no_special_ids(copy_model):
     model, _ = copy_model
     batch = make_batch(sources(20, seed=5, vocab=COPY_VOCAB, low=COPY_MIN, high=COPY_MAX))
-    for ids in greedy(model, batch.src, batch.src_lengths, 3.0, 10):
+    for ids in greedy_ids(model, batch.src, batch.src_lengths, 3.0, 10):
         assert EOS_ID not in ids and SOS_ID not in ids

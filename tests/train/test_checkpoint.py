@@ -104,7 +104,7 @@ def test_a_checkpoint_translates_alone(trained, tmp_path):
     src = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
     for row, x in enumerate(ids):
         src[row, : len(x)] = torch.tensor(x)
-    out = greedy(model, src, torch.tensor([len(x) for x in ids]), 1.5, 10)
+    out = [h.tokens for h in greedy(model, src, torch.tensor([len(x) for x in ids]), 1.5, 10)]
     texts = [tgt_sp.decode(o) for o in out]
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
     assert all(len(o) <= 1.5 * len(x) + 10 for o, x in zip(out, ids))

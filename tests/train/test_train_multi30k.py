@@ -41,6 +41,6 @@ def test_prep_train_translate_on_a_multi30k_slice(tmp_path, multi30k_dir):
     with gzip.open(multi30k_dir / "val.de.gz", "rt", encoding="utf-8") as f:
         sentence = f.readline().strip()
     src = torch.tensor([sp.encode(sentence) + [EOS]])
-    (ids,) = greedy(model, src, torch.tensor([src.size(1)]), 1.5, 10)
+    ids = greedy(model, src, torch.tensor([src.size(1)]), 1.5, 10)[0].tokens
     text = subwords.from_bytes(payload["vocab"]["tgt_spm"], "target").decode(ids)
     assert isinstance(text, str) and EOS not in ids

@@ -1,0 +1,218 @@
+"""Streaming translation of raw text: one output line per input line, in order, always.
+
+Input is read in chunks of at most ``CHUNK_BATCHES`` batches of lines (so memory does not
+grow with the input and output starts before the input ends). Inside a chunk each line is
+normalized as at prep time, split into subwords with the checkpoint's own SentencePiece
+model, truncated to the model's length limit, sorted by length into batches, searched
+(greedy for beam 1, else beam search), detokenized and written back in input order.
+Empty lines give empty lines without touching the model.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, TextIO
+
+import torch
+
+from nmt_cli import device as devices
+from nmt_cli import io as nio
+from nmt_cli.config import Config, DecodeConfig
+from nmt_cli.decode import alignment
+from nmt_cli.decode.beam import beam_search
+from nmt_cli.decode.greedy import greedy_encoded
+from nmt_cli.decode.hypothesis import Hypothesis
+from nmt_cli.errors import NmtError, warn
+from nmt_cli.prep import filters, subwords
+from nmt_cli.prep.subwords import EOS, PAD, UNK
+from nmt_cli.train import checkpoint
+
+CHUNK_BATCHES = 8  # a chunk of input holds this many batches' worth of lines
+NO_LIMIT = 1024  # source subwords kept when the checkpoint sets no max_len
+
+
+@dataclass
+class Line:
+    """One input line and what became of it."""
+
+    index: int  # 0-based line number
+    text: str
+    ids: list[int] = field(default_factory=list)  # source subword ids (truncated), EOS not included
+    hyps: list[Hypothesis] = field(default_factory=list)  # best first; empty for an empty line
+
+
+class Translator:
+    """A checkpoint ready to decode: model, subword models and search settings."""
+
+    def __init__(self, path: Path | str, overrides: dict, device: torch.device, keep_attention: bool = False):
+        payload = checkpoint.load(path, device="cpu")
+        model, cfg = checkpoint.load_model(payload)
+        from nmt_cli.config import with_values
+
+        self.cfg: Config = with_values(cfg, "decode", overrides)
+        self.decode: DecodeConfig = self.cfg.decode
+        vocab = payload["vocab"]
+        self.src_sp = subwords.from_bytes(vocab["src_spm"], f"{path} (source)")
+        self.tgt_sp = subwords.from_bytes(vocab["tgt_spm"], f"{path} (target)")
+        self.limit = self.cfg.data.max_len or NO_LIMIT
+        self.device = device
+        self.keep_attention = keep_attention or self.decode.replace_unk
+        self.model = _prepare(model, self.decode, device)
+        self.autocast = devices.autocast(device, self.decode.precision, "--precision")
+
+    def encode(self, line: Line, name: str) -> None:
+        """Normalize and split one line into subword ids, truncated with a warning."""
+        line.text = filters.normalize(line.text, self.cfg.data)
+        ids = self.src_sp.encode(line.text) if line.text else []
+        if len(ids) > self.limit:
+            warn(f"{name}:{line.index + 1}: {len(ids)} subwords, truncated to the model's limit of {self.limit}")
+            ids = ids[: self.limit]
+        line.ids = ids
+
+    @torch.no_grad()
+    def translate(self, lines: list[Line]) -> None:
+        """Fill ``line.hyps`` for every non-empty line; batches are sorted by length."""
+        todo = sorted((line for line in lines if line.ids), key=lambda line: -len(line.ids))
+        for batch in _batches(todo, self.decode.batch_size, self.decode.batch_tokens):
+            lengths = torch.tensor([len(line.ids) + 1 for line in batch])
+            src = torch.full((len(batch), int(lengths[0])), PAD, dtype=torch.long)
+            for row, line in enumerate(batch):
+                src[row, : len(line.ids) + 1] = torch.tensor(line.ids + [EOS])
+            with self.autocast():
+                encoded = self.model.encode(src.to(self.device), lengths)
+                results = self._search(encoded, lengths)
+            for line, hyps in zip(batch, results):
+                line.hyps = hyps
+
+    def _search(self, encoded: tuple, lengths: torch.Tensor) -> list[list[Hypothesis]]:
+        d = self.decode
+        if d.beam == 1:
+            return [[h] for h in greedy_encoded(self.model, encoded, lengths, d.max_len_a, d.max_len_b, self.keep_attention)]
+        return beam_search(self.model, encoded, lengths, d.beam, d.max_len_a, d.max_len_b, d.alpha, d.beta,
+                           d.nbest, self.keep_attention)
+
+    def source_pieces(self, line: Line) -> list[str]:
+        return [self.src_sp.id_to_piece(i) for i in line.ids]
+
+    def target_pieces(self, line: Line, hyp: Hypothesis) -> list[str]:
+        """The hypothesis' subwords; with ``replace_unk``, each UNK becomes the source
+        subword it attends to most."""
+        pieces = [self.tgt_sp.id_to_piece(i) for i in hyp.tokens]
+        if self.decode.replace_unk and hyp.attention is not None:
+            src = self.source_pieces(line)
+            for step, token in enumerate(hyp.tokens):
+                if token == UNK and src:
+                    pieces[step] = src[alignment.most_attended(hyp.attention, step, len(src))]
+        return pieces
+
+    def detokenize(self, line: Line, hyp: Hypothesis) -> str:
+        if self.decode.replace_unk and UNK in hyp.tokens:
+            return self.tgt_sp.decode_pieces(self.target_pieces(line, hyp))
+        return self.tgt_sp.decode(hyp.tokens)
+
+
+def _batches(lines: list[Line], batch_size: int, batch_tokens: int) -> Iterator[list[Line]]:
+    """Consecutive runs of (length-sorted) lines within the sentence and token limits."""
+    batch: list[Line] = []
+    for line in lines:
+        longest = len(batch[0].ids) + 1 if batch else len(line.ids) + 1
+        if batch and (len(batch) >= batch_size or (batch_tokens and longest * (len(batch) + 1) > batch_tokens)):
+            yield batch
+            batch = []
+        batch.append(line)
+    if batch:
+        yield batch
+
+
+def _prepare(model: torch.nn.Module, decode: DecodeConfig, device: torch.device) -> torch.nn.Module:
+    """The model on ``device``, int8-quantized when asked (CPU only)."""
+    if decode.quantize == "int8":
+        if device.type != "cpu":
+            raise NmtError("--quantize int8 is for CPU decoding; on CUDA use --precision fp16 or bf16")
+        with warnings.catch_warnings():  # torch.ao.quantization warns that it is deprecated
+            warnings.simplefilter("ignore")
+            from torch.ao.quantization import quantize_dynamic
+
+            return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model.to(device)
+
+
+@dataclass
+class Outputs:
+    """Where results go besides the translations themselves."""
+
+    scores: bool = False
+    alignments: TextIO | None = None
+    plot_dir: Path | None = None
+    plot_max: int = 10
+    show_attention: bool = False
+    shown: int = 0
+
+
+def format_line(translator: Translator, line: Line, outputs: Outputs) -> str:
+    """The text written for one input line: its translation, or its n-best rows."""
+    if translator.decode.nbest > 1:
+        hyps = line.hyps or [Hypothesis([], 0.0, 0.0)]
+        rows = []
+        for rank, hyp in enumerate(hyps, 1):
+            cols = [str(line.index), str(rank), f"{hyp.score:.4f}"]
+            if outputs.scores:
+                cols.append(f"{hyp.logprob:.4f}")
+            rows.append("\t".join(cols + [translator.detokenize(line, hyp)]))
+        return "\n".join(rows)
+    if not line.hyps:
+        return "\t0.0000" if outputs.scores else ""
+    best = line.hyps[0]
+    text = translator.detokenize(line, best)
+    return f"{text}\t{best.logprob:.4f}" if outputs.scores else text
+
+
+def write_attention(translator: Translator, line: Line, outputs: Outputs) -> None:
+    """Alignments, heatmap and terminal grid of one line's best hypothesis."""
+    if outputs.alignments is None and outputs.plot_dir is None and not outputs.show_attention:
+        return
+    best = line.hyps[0] if line.hyps else None
+    src = translator.source_pieces(line)
+    tgt = translator.target_pieces(line, best) if best else []
+    if outputs.alignments is not None:
+        outputs.alignments.write((alignment.hard_alignment(best.attention, src, tgt) if best else "") + "\n")
+    if best is None or outputs.shown >= outputs.plot_max:
+        return
+    outputs.shown += 1
+    title = f"line {line.index + 1}: {line.text[:60]}"
+    if outputs.plot_dir is not None:
+        alignment.plot_heatmap(best.attention, src, tgt, outputs.plot_dir / f"line-{line.index + 1:06d}.png", title)
+    if outputs.show_attention:
+        from rich.console import Console
+
+        table = alignment.attention_table(best.attention, src, tgt, title)
+        Console(stderr=True, width=10_000).print(table)  # never squeeze columns: let the terminal wrap
+
+
+def run(translator: Translator, source: str | None, out: TextIO, outputs: Outputs) -> dict:
+    """Translate ``source`` (a path, or stdin for ``None``/``-``) into ``out``; returns counts."""
+    start, count, tokens = time.perf_counter(), 0, 0
+    chunk = translator.decode.batch_size * CHUNK_BATCHES
+    with nio.open_input(source) as (stream, name, interactive):
+        for raw_lines in nio.line_chunks(stream, chunk, interactive):
+            lines = []
+            for raw in raw_lines:
+                text, replaced = nio.decode_line(raw, name, count + 1, "replace")
+                if replaced:
+                    warn(f"{name}:{count + 1}: invalid UTF-8 replaced with U+FFFD")
+                line = Line(count, text)
+                translator.encode(line, name)
+                lines.append(line)
+                count += 1
+            translator.translate(lines)
+            for line in lines:
+                out.write(format_line(translator, line, outputs) + "\n")
+                write_attention(translator, line, outputs)
+                tokens += len(line.hyps[0].tokens) + 1 if line.hyps else 0
+            out.flush()
+            if outputs.alignments is not None:
+                outputs.alignments.flush()
+    return {"lines": count, "tokens": tokens, "seconds": time.perf_counter() - start}
