@@ -224,6 +224,7 @@ def translate(
 
     from nmt_cli import io as nio
     from nmt_cli.decode import alignment as attention_out
+    from nmt_cli.decode.inference import Inference
     from nmt_cli.decode.translate import Outputs, Translator, run
     from nmt_cli.device import resolve
 
@@ -235,7 +236,7 @@ def translate(
             raise NmtError(f"--attention-plot {attention_plot}: exists and is not a directory")
         attention_plot.mkdir(parents=True, exist_ok=True)
     wants_attention = bool(alignments or attention_plot or show_attention)
-    translator = Translator(model, flags, resolve(device.value), keep_attention=wants_attention)
+    translator = Translator(Inference.load(model, flags, resolve(device.value)), keep_attention=wants_attention)
     with contextlib.ExitStack() as stack:
         out = sys.stdout if output == "-" else stack.enter_context(nio.atomic_file(output))
         align = stack.enter_context(nio.atomic_file(alignments)) if alignments else None
@@ -249,10 +250,125 @@ def translate(
                    f"({rate:,.0f} lines/s; {search}, {d.precision}{', int8' if d.quantize == 'int8' else ''})", err=True)
 
 
-@app.command(epilog=f"Example: {EXAMPLES['score']}", **_PENDING)
-def score(ctx: typer.Context) -> None:
-    """Score translations with BLEU, chrF and TER (not implemented yet)."""
-    _not_yet("score", 5)
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+    tsv = "tsv"
+
+
+@app.command(epilog=f"Example: {EXAMPLES['score']}")
+def score(
+    hypotheses: Optional[list[str]] = typer.Argument(None, help="Hypothesis files (plain or .gz), one system each; - or none: stdin."),
+    references: list[str] = typer.Option(..., "--reference", "-r", help="Reference file (repeat for several references)."),
+    metrics: str = typer.Option("bleu,chrf", "--metrics", "-m", help="Comma-separated: bleu, chrf, ter."),
+    tokenize: Optional[str] = typer.Option(None, "--tokenize", help="sacrebleu tokenizer for BLEU [13a]: none, zh, 13a, intl, char, ..."),
+    lowercase: bool = typer.Option(False, "--lowercase", "-lc", help="Case-insensitive scores."),
+    chrf_word_order: int = typer.Option(0, "--chrf-word-order", min=0, help="chrF word n-gram order; 2 gives chrF++."),
+    fmt: Format = typer.Option(Format.text, "--format", "-f", help="text: a table; json: one object; tsv: rows."),
+    confidence: bool = typer.Option(False, "--confidence", help="95% confidence intervals by bootstrap resampling."),
+    paired_bs: bool = typer.Option(False, "--paired-bs", help="Paired bootstrap resampling: each system against the first."),
+    paired_ar: bool = typer.Option(False, "--paired-ar", help="Paired approximate randomization: each system against the first."),
+    samples: int = typer.Option(0, "--samples", min=0, help="Resamples (bootstrap) or trials (randomization); 0: sacrebleu's 1000 / 10000."),
+    sentence: bool = typer.Option(False, "--sentence", help="Per-line sentence BLEU and chrF (TSV, or JSON lines)."),
+    worst: int = typer.Option(0, "--worst", min=0, help="List the K lines with the lowest sentence BLEU."),
+    src: Optional[str] = typer.Option(None, "--src", help="Source text: shown by --worst; read by --model."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Score the references under this checkpoint (forced decoding); needs --src."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="--model: sentences per batch."),
+    device: Device = typer.Option(Device.auto, "--device", help="--model: where to run."),
+) -> None:
+    """Score translations with sacrebleu (BLEU, chrF, TER), test significance, or score references under a model."""
+    if model is not None:
+        return _score_model(model, src, references, fmt, batch_size, device)
+    from nmt_cli import score as scoring
+
+    if paired_bs and paired_ar:
+        raise NmtError("--paired-bs and --paired-ar: choose one test")
+    if tokenize is not None:
+        from sacrebleu.metrics import BLEU
+
+        if tokenize not in BLEU.TOKENIZERS:
+            raise NmtError(f"--tokenize {tokenize!r}: choose from {', '.join(BLEU.TOKENIZERS)}")
+    opts = scoring.Options(scoring.parse_metrics(metrics), tokenize, lowercase, chrf_word_order, confidence,
+                           "bs" if paired_bs else "ar" if paired_ar else None, samples)
+    refs, systems = scoring.load(references, hypotheses or ["-"])
+    if sentence or worst:
+        if len(systems) != 1:
+            raise NmtError("--sentence/--worst score one hypothesis file at a time")
+        return _score_sentences(scoring, refs, systems[0][1], opts, fmt, worst, src)
+    results, signatures = scoring.corpus_scores(refs, systems, opts)
+    if fmt is Format.json:
+        typer.echo(scoring.as_json(results, signatures))
+    elif fmt is Format.tsv:
+        typer.echo(scoring.as_tsv(results, signatures))
+    else:
+        from rich.console import Console
+
+        Console().print(scoring.as_table(results, signatures, opts))
+        for line in scoring.signature_lines(signatures, opts):
+            typer.echo(line)
+
+
+def _score_sentences(scoring: Any, refs: list, hyps: list[str], opts: Any, fmt: Format, worst: int, src: Optional[str]) -> None:
+    import json
+
+    rows = scoring.sentence_scores(refs, hyps, opts)
+    if not worst:
+        for row in rows:
+            typer.echo(json.dumps(row) if fmt is Format.json else f"{row['line']}\t{row['bleu']:.2f}\t{row['chrf']:.2f}")
+        return
+    sources = scoring.read_text(src, "source") if src else None
+    if sources is not None and len(sources) != len(hyps):
+        raise NmtError(f"--src {src} has {len(sources)} lines but the hypotheses have {len(hyps)}")
+    picked = sorted(rows, key=lambda r: (r["bleu"], r["chrf"]))[:worst]
+    for row in picked:
+        i = row["line"] - 1
+        row.update({"hypothesis": hyps[i], "reference": refs[0][i], **({"source": sources[i]} if sources else {})})
+    if fmt is Format.json:
+        typer.echo(json.dumps(picked, indent=2, ensure_ascii=False))
+    elif fmt is Format.tsv:
+        keys = ["line", "bleu", "chrf"] + (["source"] if sources else []) + ["hypothesis", "reference"]
+        typer.echo("\t".join(keys))
+        for row in picked:
+            typer.echo("\t".join(f"{row[k]:.2f}" if isinstance(row[k], float) else str(row[k]) for k in keys))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"the {len(picked)} lowest sentence-BLEU lines", show_lines=True)
+        for name in ["line", "BLEU", "chrF"] + (["source"] if sources else []) + ["hypothesis", "reference"]:
+            table.add_column(name, overflow="fold", justify="right" if name in ("line", "BLEU", "chrF") else "left")
+        for row in picked:
+            table.add_row(str(row["line"]), f"{row['bleu']:.1f}", f"{row['chrf']:.1f}",
+                          *([row["source"]] if sources else []), row["hypothesis"], row["reference"])
+        Console().print(table)
+
+
+def _score_model(model: Path, src: Optional[str], references: list[str], fmt: Format, batch_size: int, device: Device) -> None:
+    """Forced decoding: per-line log-probability of each reference under the model."""
+    import json
+
+    from nmt_cli import io as nio
+    from nmt_cli.decode import forced
+    from nmt_cli.decode.inference import Inference
+    from nmt_cli.device import resolve
+
+    if src is None:
+        raise NmtError("--model needs --src SOURCE: the references are scored as translations of it")
+    if len(references) != 1:
+        raise NmtError("--model scores one reference file at a time")
+    inference = Inference.load(model, {}, resolve(device.value))
+    logprob, tokens, lines = 0.0, 0, 0
+    if fmt is not Format.json:
+        typer.echo("line\tlogprob\ttokens\tavg_logprob")
+    for chunk in forced.read_pairs(inference, nio.paired_lines(src, references[0]), (src, references[0])):
+        forced.score_pairs(inference, chunk, batch_size)
+        for p in chunk:
+            row = {"line": p.index + 1, "logprob": round(p.logprob, 4), "tokens": p.tokens,
+                   "avg_logprob": round(p.logprob / p.tokens, 4)}
+            typer.echo(json.dumps(row) if fmt is Format.json else "\t".join(str(v) for v in row.values()))
+            logprob, tokens, lines = logprob + p.logprob, tokens + p.tokens, lines + 1
+    typer.echo(f"nmt score: {lines:,} lines, {tokens:,} target tokens; log-probability {logprob:.2f}, "
+               f"{logprob / max(tokens, 1):.4f} per token; perplexity {forced.perplexity(logprob, tokens):.3f}", err=True)
 
 
 def main() -> None:

@@ -179,6 +179,22 @@ def _waiting(stream: BinaryIO) -> bool:
         return True
 
 
+def paired_lines(src: str | Path, tgt: str | Path) -> Iterator[tuple[str, str]]:
+    """Lines of two parallel files, streamed together; a length mismatch names both counts."""
+    left, right = read_lines(src), read_lines(tgt)
+    count = 0
+    while True:
+        a, b = next(left, None), next(right, None)
+        if a is None or b is None:
+            break
+        yield a, b
+        count += 1
+    rest_left = (a is not None) + sum(1 for _ in left)
+    rest_right = (b is not None) + sum(1 for _ in right)
+    if rest_left or rest_right:
+        raise NmtError(f"{src} has {count + rest_left} lines but {tgt} has {count + rest_right}")
+
+
 @dataclass
 class FileInfo:
     """What :func:`scan_file` learns about an input in one streaming pass."""

@@ -61,14 +61,13 @@ def beam_search(model: Seq2Seq, encoded: tuple, lengths: Tensor, beam: int, max_
     alive = list(range(batch))  # original index of each sentence still searching
 
     rows = torch.arange(batch, device=device).repeat_interleave(beam)  # (batch*beam,)
-    memory = memory.select(rows)
-    state = [s.index_select(0, rows) for s in state]
+    state = [s.index_select(0, rows) for s in state]  # the memory stays one row per sentence
     feed = feed.index_select(0, rows) if feed is not None else None
     scores = torch.zeros(batch, beam, device=device)  # log P of each open hypothesis
     scores[:, 1:] = float("-inf")  # at first all beams are the same SOS: keep one
     prev = torch.full((batch * beam,), SOS, dtype=torch.long, device=device)
     history = torch.empty(batch * beam, 0, dtype=torch.long, device=device)  # (rows, steps)
-    attention = memory.mask.new_zeros(batch * beam, 0, memory.mask.size(1), dtype=torch.float32)  # (rows, steps, src_len)
+    attention = torch.zeros(batch * beam, 0, memory.mask.size(1), device=device)  # (rows, steps, src_len)
     coverage = torch.zeros(batch * beam, memory.mask.size(1), device=device)  # (rows, src_len)
     track_attention = keep_attention or beta > 0
 
@@ -77,14 +76,17 @@ def beam_search(model: Seq2Seq, encoded: tuple, lengths: Tensor, beam: int, max_
         att, state, weights = model.decoder.step(model.decoder.embed(prev), state, feed, memory)
         logp = torch.log_softmax(model.decoder.logits(att).float(), dim=-1)  # (n*beam, vocab)
         logp[:, PAD] = logp[:, SOS] = float("-inf")
-        vocab = logp.size(-1)
         weights = weights.float()
         if track_attention:
             coverage = coverage + weights
 
-        candidates = (scores.view(-1, 1) + logp).view(n, beam * vocab)
+        # The sentence's best 2*beam extensions are among each hypothesis' own best 2*beam
+        # words, so the (beam × vocab) table is never built: (n, beam * 2*beam) candidates.
+        word_logp, words = logp.topk(2 * beam, dim=-1)  # (n*beam, 2*beam)
+        candidates = (scores.view(-1, 1) + word_logp).view(n, -1)
         top_scores, top = candidates.topk(2 * beam, dim=-1)  # (n, 2*beam), best first
-        parent, word = top // vocab, top % vocab
+        parent = top // (2 * beam)
+        word = words.view(n, -1).gather(1, top)
         is_eos = word == EOS
         keep = ~is_eos & ((~is_eos).cumsum(dim=-1) <= beam)  # the best `beam` other extensions
         parent_rows = (parent + torch.arange(n, device=device).unsqueeze(1) * beam)  # (n, 2*beam)
@@ -93,7 +95,7 @@ def beam_search(model: Seq2Seq, encoded: tuple, lengths: Tensor, beam: int, max_
             row = int(parent_rows[i, j])
             tokens = history[row].tolist() + ([] if ended else [int(word[i, j])])
             att_rows = torch.cat([attention[row], weights[row].unsqueeze(0)]) if keep_attention else None
-            cp = coverage_penalty(coverage[row], memory.mask[row], beta)
+            cp = coverage_penalty(coverage[row], memory.mask[i], beta)
             logprob = float(top_scores[i, j])
             return Hypothesis(tokens, ranking_score(logprob, t + 1, alpha, cp), logprob,
                               att_rows.cpu() if att_rows is not None else None)
@@ -120,8 +122,7 @@ def beam_search(model: Seq2Seq, encoded: tuple, lengths: Tensor, beam: int, max_
 
         rows = next_rows[still].flatten()  # (len(still)*beam,) parent row of each new open hypothesis
         if len(still) < n:
-            keep_sentences = torch.tensor(still, device=device)
-            memory = memory.select((keep_sentences.unsqueeze(1) * beam + torch.arange(beam, device=device)).flatten())
+            memory = memory.select(torch.tensor(still, device=device))
             alive = [alive[i] for i in still]
         state = [s.index_select(0, rows) for s in state]
         feed = att.index_select(0, rows) if feed is not None else None

@@ -11,27 +11,22 @@ Empty lines give empty lines without touching the model.
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 import torch
 
-from nmt_cli import device as devices
 from nmt_cli import io as nio
-from nmt_cli.config import Config, DecodeConfig
 from nmt_cli.decode import alignment
 from nmt_cli.decode.beam import beam_search
 from nmt_cli.decode.greedy import greedy_encoded
 from nmt_cli.decode.hypothesis import Hypothesis
-from nmt_cli.errors import NmtError, warn
-from nmt_cli.prep import filters, subwords
-from nmt_cli.prep.subwords import EOS, PAD, UNK
-from nmt_cli.train import checkpoint
+from nmt_cli.decode.inference import Inference, batches
+from nmt_cli.errors import warn
+from nmt_cli.prep.subwords import UNK
 
 CHUNK_BATCHES = 8  # a chunk of input holds this many batches' worth of lines
-NO_LIMIT = 1024  # source subwords kept when the checkpoint sets no max_len
 
 
 @dataclass
@@ -45,62 +40,44 @@ class Line:
 
 
 class Translator:
-    """A checkpoint ready to decode: model, subword models and search settings."""
+    """Search over an :class:`Inference` model, line by line."""
 
-    def __init__(self, path: Path | str, overrides: dict, device: torch.device, keep_attention: bool = False):
-        payload = checkpoint.load(path, device="cpu")
-        model, cfg = checkpoint.load_model(payload)
-        from nmt_cli.config import with_values
-
-        self.cfg: Config = with_values(cfg, "decode", overrides)
-        self.decode: DecodeConfig = self.cfg.decode
-        vocab = payload["vocab"]
-        self.src_sp = subwords.from_bytes(vocab["src_spm"], f"{path} (source)")
-        self.tgt_sp = subwords.from_bytes(vocab["tgt_spm"], f"{path} (target)")
-        self.limit = self.cfg.data.max_len or NO_LIMIT
-        self.device = device
+    def __init__(self, inference: Inference, keep_attention: bool = False):
+        self.inference = inference
+        self.decode = inference.decode
         self.keep_attention = keep_attention or self.decode.replace_unk
-        self.model = _prepare(model, self.decode, device)
-        self.autocast = devices.autocast(device, self.decode.precision, "--precision")
 
     def encode(self, line: Line, name: str) -> None:
         """Normalize and split one line into subword ids, truncated with a warning."""
-        line.text = filters.normalize(line.text, self.cfg.data)
-        ids = self.src_sp.encode(line.text) if line.text else []
-        if len(ids) > self.limit:
-            warn(f"{name}:{line.index + 1}: {len(ids)} subwords, truncated to the model's limit of {self.limit}")
-            ids = ids[: self.limit]
-        line.ids = ids
+        line.text = self.inference.normalize(line.text)
+        line.ids = self.inference.split(line.text, self.inference.src_sp, f"{name}:{line.index + 1}")
 
     @torch.no_grad()
     def translate(self, lines: list[Line]) -> None:
         """Fill ``line.hyps`` for every non-empty line; batches are sorted by length."""
         todo = sorted((line for line in lines if line.ids), key=lambda line: -len(line.ids))
-        for batch in _batches(todo, self.decode.batch_size, self.decode.batch_tokens):
-            lengths = torch.tensor([len(line.ids) + 1 for line in batch])
-            src = torch.full((len(batch), int(lengths[0])), PAD, dtype=torch.long)
-            for row, line in enumerate(batch):
-                src[row, : len(line.ids) + 1] = torch.tensor(line.ids + [EOS])
-            with self.autocast():
-                encoded = self.model.encode(src.to(self.device), lengths)
+        for batch in batches(todo, lambda line: len(line.ids) + 1, self.decode.batch_size, self.decode.batch_tokens):
+            src, lengths = self.inference.source_tensor([line.ids for line in batch])
+            with self.inference.autocast():
+                encoded = self.inference.model.encode(src, lengths)
                 results = self._search(encoded, lengths)
             for line, hyps in zip(batch, results):
                 line.hyps = hyps
 
     def _search(self, encoded: tuple, lengths: torch.Tensor) -> list[list[Hypothesis]]:
-        d = self.decode
+        d, model = self.decode, self.inference.model
         if d.beam == 1:
-            return [[h] for h in greedy_encoded(self.model, encoded, lengths, d.max_len_a, d.max_len_b, self.keep_attention)]
-        return beam_search(self.model, encoded, lengths, d.beam, d.max_len_a, d.max_len_b, d.alpha, d.beta,
+            return [[h] for h in greedy_encoded(model, encoded, lengths, d.max_len_a, d.max_len_b, self.keep_attention)]
+        return beam_search(model, encoded, lengths, d.beam, d.max_len_a, d.max_len_b, d.alpha, d.beta,
                            d.nbest, self.keep_attention)
 
     def source_pieces(self, line: Line) -> list[str]:
-        return [self.src_sp.id_to_piece(i) for i in line.ids]
+        return [self.inference.src_sp.id_to_piece(i) for i in line.ids]
 
     def target_pieces(self, line: Line, hyp: Hypothesis) -> list[str]:
         """The hypothesis' subwords; with ``replace_unk``, each UNK becomes the source
         subword it attends to most."""
-        pieces = [self.tgt_sp.id_to_piece(i) for i in hyp.tokens]
+        pieces = [self.inference.tgt_sp.id_to_piece(i) for i in hyp.tokens]
         if self.decode.replace_unk and hyp.attention is not None:
             src = self.source_pieces(line)
             for step, token in enumerate(hyp.tokens):
@@ -110,34 +87,8 @@ class Translator:
 
     def detokenize(self, line: Line, hyp: Hypothesis) -> str:
         if self.decode.replace_unk and UNK in hyp.tokens:
-            return self.tgt_sp.decode_pieces(self.target_pieces(line, hyp))
-        return self.tgt_sp.decode(hyp.tokens)
-
-
-def _batches(lines: list[Line], batch_size: int, batch_tokens: int) -> Iterator[list[Line]]:
-    """Consecutive runs of (length-sorted) lines within the sentence and token limits."""
-    batch: list[Line] = []
-    for line in lines:
-        longest = len(batch[0].ids) + 1 if batch else len(line.ids) + 1
-        if batch and (len(batch) >= batch_size or (batch_tokens and longest * (len(batch) + 1) > batch_tokens)):
-            yield batch
-            batch = []
-        batch.append(line)
-    if batch:
-        yield batch
-
-
-def _prepare(model: torch.nn.Module, decode: DecodeConfig, device: torch.device) -> torch.nn.Module:
-    """The model on ``device``, int8-quantized when asked (CPU only)."""
-    if decode.quantize == "int8":
-        if device.type != "cpu":
-            raise NmtError("--quantize int8 is for CPU decoding; on CUDA use --precision fp16 or bf16")
-        with warnings.catch_warnings():  # torch.ao.quantization warns that it is deprecated
-            warnings.simplefilter("ignore")
-            from torch.ao.quantization import quantize_dynamic
-
-            return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    return model.to(device)
+            return self.inference.tgt_sp.decode_pieces(self.target_pieces(line, hyp))
+        return self.inference.tgt_sp.decode(hyp.tokens)
 
 
 @dataclass

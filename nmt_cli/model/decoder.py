@@ -81,23 +81,33 @@ class Decoder(nn.Module):
         return self.rnn.project("emb", self.emb_dropout(self.embedding(tokens)))
 
     def step(self, emb_in: Tensor, state: list[Tensor], feed: Tensor | None, memory: Memory):
-        """One decoder step from the embedded previous word ``emb_in`` (batch, gates*hidden).
+        """One decoder step from the embedded previous word ``emb_in`` (rows, gates*hidden).
 
-        Returns h̃_t (batch, output), the new state, and the attention weights (batch, src_len).
+        ``rows`` is the memory's batch or a multiple of it (see :meth:`_attend`). Returns
+        h̃_t (rows, output), the new state, and the attention weights (rows, src_len).
         """
         gi = emb_in
         if feed is not None:
             gi = gi + self.rnn.project("feed", feed)
         if self.bahdanau:
-            context, weights = self.attention(state[-1][:, None, : self.rnn.hidden], memory.keys, memory.states, memory.mask)
-            context = context.squeeze(1)
+            context, weights = self._attend(state[-1][:, : self.rnn.hidden], memory)
             h, state = self.rnn(gi + self.rnn.project("context", context), state)
         else:
             h, state = self.rnn(gi, state)
-            context, weights = self.attention(h.unsqueeze(1), memory.keys, memory.states, memory.mask)
-            context = context.squeeze(1)
+            context, weights = self._attend(h, memory)
         att = torch.tanh(self.pre_output(torch.cat([h, context.to(h.dtype)], dim=-1)))
-        return att, state, weights.squeeze(1)
+        return att, state, weights
+
+    def _attend(self, query: Tensor, memory: Memory) -> tuple[Tensor, Tensor]:
+        """Attention for queries (rows, hidden) over a memory of ``rows / group`` sentences.
+
+        Rows come in groups of consecutive rows that share a sentence (the hypotheses of a
+        beam), so the memory is never copied per hypothesis: a group is attention's
+        "steps" dimension. Returns context (rows, memory) and weights (rows, src_len).
+        """
+        rows, sentences = query.size(0), memory.mask.size(0)
+        context, weights = self.attention(query.view(sentences, rows // sentences, -1), memory.keys, memory.states, memory.mask)
+        return context.reshape(rows, -1), weights.reshape(rows, -1)
 
     def forward(self, tgt_in: Tensor, memory: Memory, state: list[Tensor], feed: Tensor | None) -> Tensor:
         """Teacher forcing over a whole target: tgt_in (batch, tgt_len) -> h̃ (batch, tgt_len, output)."""

@@ -38,15 +38,19 @@ def save(path: Path, payload: dict[str, Any]) -> None:
         torch.save({"format": FORMAT, **payload}, f)
 
 
-def load(path: Path | str, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """A checkpoint's dict; a one-line error for a missing, foreign or truncated file."""
+def load(path: Path | str, device: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint's dict; a one-line error for a missing, foreign or truncated file.
+
+    With ``mmap`` the tensors are mapped from the file rather than read: a translator
+    touches only the model's weights, never the optimizer's state (CPU only).
+    """
     path = Path(path)
     if path.is_dir():
         raise NmtError(f"{path}: is a directory; give a checkpoint file such as {path}/best.pt")
     if not path.is_file():
         raise NmtError(f"{path}: no such checkpoint")
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+        payload = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - any unreadable file: torch raises many kinds
         reason = str(e).splitlines()[0][:120] if str(e) else e.__class__.__name__
         raise NmtError(f"{path}: not a readable nmt checkpoint (truncated or foreign file: {reason})") from None
@@ -83,6 +87,9 @@ def load_model(payload: dict[str, Any], device: str | torch.device = "cpu"):
 
     cfg = from_dict(Config, payload["config"])
     vocab = payload["vocab"]
-    model = Seq2Seq(cfg.model, vocab["src_size"], vocab["tgt_size"])
-    model.load_state_dict(payload["model"])
+    with torch.device("meta"):  # no memory and no random init for weights about to be replaced
+        model = Seq2Seq(cfg.model, vocab["src_size"], vocab["tgt_size"])
+    model.load_state_dict(payload["model"], assign=True)
+    if cfg.model.tie_output:  # assign=True set each name's tensor: tie the output layer again
+        model.decoder.output.weight = model.decoder.embedding.weight
     return model.to(device).eval(), cfg

@@ -1,0 +1,77 @@
+"""Forced decoding: how probable the model finds a given translation.
+
+For a source x and a reference y = y_1 … y_n, teacher forcing gives every
+log p(y_t | y_<t, x) in one pass; a line's score is
+
+    log P(y|x) = Σ_{t=1}^{n+1} log p(y_t | y_<t, x)      (y_{n+1} = EOS)
+
+with its per-token average log P / (n+1), and over a corpus the perplexity
+exp(-Σ log P / Σ (n+1)). Useful to filter a corpus (low scores flag misaligned pairs)
+or to check a model on references. Streams like ``nmt translate``: pairs are read in
+chunks, sorted by length into batches and written back in input order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from nmt_cli.decode.inference import Inference, batches
+from nmt_cli.prep.subwords import EOS, PAD, SOS
+
+CHUNK = 2048  # pairs read at a time
+
+
+@dataclass
+class Pair:
+    index: int  # 0-based line number
+    src: list[int]
+    tgt: list[int]
+    logprob: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return len(self.tgt) + 1  # EOS included
+
+
+@torch.no_grad()
+def score_pairs(inference: Inference, pairs: list[Pair], batch_size: int) -> None:
+    """Fill ``pair.logprob`` for every pair (an empty source still gets EOS to read)."""
+    ordered = sorted(pairs, key=lambda p: -len(p.src))
+    for batch in batches(ordered, lambda p: len(p.src) + 1, batch_size, 0):
+        src, lengths = inference.source_tensor([p.src for p in batch])
+        longest = max(p.tokens for p in batch)
+        tgt_in = torch.full((len(batch), longest), PAD, dtype=torch.long)
+        tgt_out = torch.full((len(batch), longest), PAD, dtype=torch.long)
+        for row, p in enumerate(batch):
+            tgt_in[row, : p.tokens] = torch.tensor([SOS] + p.tgt)
+            tgt_out[row, : p.tokens] = torch.tensor(p.tgt + [EOS])
+        with inference.autocast():
+            logits = inference.model(src, lengths, tgt_in.to(inference.device))  # (batch, tgt_len, vocab)
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        target = tgt_out.to(inference.device)
+        token_logp = logp.gather(2, target.unsqueeze(2)).squeeze(2) * (target != PAD)  # (batch, tgt_len)
+        for p, total in zip(batch, token_logp.sum(dim=1).tolist()):
+            p.logprob = total
+
+
+def read_pairs(inference: Inference, sources: Iterator[tuple[str, str]], names: tuple[str, str]) -> Iterator[list[Pair]]:
+    """Chunks of normalized, subword-split, truncated pairs from (source, reference) lines."""
+    chunk: list[Pair] = []
+    for index, (src_text, tgt_text) in enumerate(sources):
+        where = (f"{names[0]}:{index + 1}", f"{names[1]}:{index + 1}")
+        src = inference.split(inference.normalize(src_text), inference.src_sp, where[0])
+        tgt = inference.split(inference.normalize(tgt_text), inference.tgt_sp, where[1])
+        chunk.append(Pair(index, src, tgt))
+        if len(chunk) >= CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def perplexity(logprob: float, tokens: int) -> float:
+    return math.exp(min(-logprob / max(tokens, 1), 700.0))

@@ -1,0 +1,101 @@
+"""A checkpoint made ready for inference: the model on its device, in the asked precision
+(or int8-quantized), with its SentencePiece models and length limit.
+
+Shared by ``nmt translate`` (search) and ``nmt score --model`` (forced decoding).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import sentencepiece as spm
+import torch
+
+from nmt_cli import device as devices
+from nmt_cli.config import Config, DecodeConfig, with_values
+from nmt_cli.errors import NmtError, warn
+from nmt_cli.model.seq2seq import Seq2Seq
+from nmt_cli.prep import filters, subwords
+from nmt_cli.prep.subwords import EOS, PAD
+from nmt_cli.train import checkpoint
+
+NO_LIMIT = 1024  # subwords kept per sentence when the checkpoint sets no data.max_len
+
+
+@dataclass
+class Inference:
+    model: Seq2Seq
+    cfg: Config  # the checkpoint's config, decode: section overridden by the command line
+    src_sp: spm.SentencePieceProcessor
+    tgt_sp: spm.SentencePieceProcessor
+    limit: int  # the model's length limit in subwords (its training max_len)
+    device: torch.device
+    autocast: Callable
+
+    @classmethod
+    def load(cls, path: Path | str, overrides: dict, device: torch.device) -> "Inference":
+        payload = checkpoint.load(path, device="cpu", mmap=True)  # the optimizer's state is never read
+        model, cfg = checkpoint.load_model(payload)
+        cfg = with_values(cfg, "decode", overrides)
+        vocab = payload["vocab"]
+        return cls(_prepare(model, cfg.decode, device), cfg,
+                   subwords.from_bytes(vocab["src_spm"], f"{path} (source)"),
+                   subwords.from_bytes(vocab["tgt_spm"], f"{path} (target)"),
+                   cfg.data.max_len or NO_LIMIT, device,
+                   devices.autocast(device, cfg.decode.precision, "--precision"))
+
+    @property
+    def decode(self) -> DecodeConfig:
+        return self.cfg.decode
+
+    def normalize(self, text: str) -> str:
+        """The text steps prep applied to the training data (NFKC, whitespace...)."""
+        return filters.normalize(text, self.cfg.data)
+
+    def split(self, text: str, sp: spm.SentencePieceProcessor, where: str) -> list[int]:
+        """Subword ids of normalized text, truncated to the model's limit with a warning."""
+        ids = sp.encode(text) if text else []
+        if len(ids) > self.limit:
+            warn(f"{where}: {len(ids)} subwords, truncated to the model's limit of {self.limit}")
+            ids = ids[: self.limit]
+        return ids
+
+    def source_tensor(self, sentences: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ids + EOS, PAD-padded: src (batch, src_len) on the device, lengths (batch,) on the CPU."""
+        lengths = torch.tensor([len(ids) + 1 for ids in sentences])
+        src = torch.full((len(sentences), int(lengths.max())), PAD, dtype=torch.long)
+        for row, ids in enumerate(sentences):
+            src[row, : len(ids) + 1] = torch.tensor(ids + [EOS])
+        return src.to(self.device), lengths
+
+
+def batches(items: list, size: Callable[[object], int], batch_size: int, batch_tokens: int) -> Iterator[list]:
+    """Consecutive runs of (length-sorted) items within the sentence and token limits;
+    ``size(item)`` is its length in subwords, padding counted against the longest."""
+    batch: list = []
+    longest = 0
+    for item in items:
+        n = size(item)
+        if batch and (len(batch) >= batch_size or (batch_tokens and max(longest, n) * (len(batch) + 1) > batch_tokens)):
+            yield batch
+            batch, longest = [], 0
+        batch.append(item)
+        longest = max(longest, n)
+    if batch:
+        yield batch
+
+
+def _prepare(model: Seq2Seq, decode: DecodeConfig, device: torch.device) -> Seq2Seq:
+    """The model on ``device``, int8-quantized when asked (CPU only)."""
+    if decode.quantize == "int8":
+        if device.type != "cpu":
+            raise NmtError("--quantize int8 is for CPU decoding; on CUDA use --precision fp16 or bf16")
+        with warnings.catch_warnings():  # torch.ao.quantization warns that it is deprecated
+            warnings.simplefilter("ignore")
+            from torch.ao.quantization import quantize_dynamic
+
+            return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model.to(device)
