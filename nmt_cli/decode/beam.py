@@ -82,10 +82,11 @@ def beam_search(model: Seq2Seq, encoded: tuple, lengths: Tensor, beam: int, max_
 
         # The sentence's best 2*beam extensions are among each hypothesis' own best 2*beam
         # words, so the (beam × vocab) table is never built: (n, beam * 2*beam) candidates.
-        word_logp, words = logp.topk(2 * beam, dim=-1)  # (n*beam, 2*beam)
+        per_row = min(2 * beam, logp.size(-1))
+        word_logp, words = logp.topk(per_row, dim=-1)  # (n*beam, per_row)
         candidates = (scores.view(-1, 1) + word_logp).view(n, -1)
         top_scores, top = candidates.topk(2 * beam, dim=-1)  # (n, 2*beam), best first
-        parent = top // (2 * beam)
+        parent = top // per_row
         word = words.view(n, -1).gather(1, top)
         is_eos = word == EOS
         keep = ~is_eos & ((~is_eos).cumsum(dim=-1) <= beam)  # the best `beam` other extensions
