@@ -13,10 +13,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export MULTI30K_DIR
 
-.PHONY: install test demo data bench bench-prep bench-train clean help
+.PHONY: install test demo data bench bench-prep bench-train bench-translate clean help
 
 help:
-	@echo "make test | demo | data | bench | bench-prep | clean   (see README.md)"
+	@echo "make test | demo | data | bench | bench-prep | bench-train | bench-translate | clean   (see README.md)"
 
 # torch first, pinned to the local CPU build, so the range in pyproject.toml is already
 # satisfied and pip never pulls a CUDA build; then nmt itself, editable, with test extras.
@@ -40,23 +40,42 @@ data: $(STAMP)
 # The main job. Each stage is a file target, so a second `make demo` skips what is done.
 DEMO_MODEL := $(WORK)/demo-de-en
 DEMO_TIME  ?= 10m
+DEMO_TEST  := $(WORK)/prep-de-en/test_2016_flickr
 
-demo: $(DEMO_MODEL)/best.pt
-	@echo "demo: prepared data in $(WORK)/prep-de-en, model in $(DEMO_MODEL) (best.pt, metrics.jsonl)." >&2
-	@printf 'demo: ' >&2; $(BIN)/python -m nmt_cli.train.metrics $(DEMO_MODEL)
-	@echo "demo: translate and score are not implemented yet (issues #4, #5)." >&2
+demo: $(DEMO_MODEL)/test.score.txt
+	@echo "demo: test_2016_flickr (de->en), beam 5, sacreBLEU on detokenized output:" >&2
+	@cat $(DEMO_MODEL)/test.score.txt >&2
+	@printf 'demo: validation: ' >&2; $(BIN)/python -m nmt_cli.train.metrics $(DEMO_MODEL)
+	@echo "demo: five examples (source / translation / reference):" >&2
+	@for i in 1 2 3 4 5; do \
+	    echo "  de:  $$(sed -n "$${i}p" $(DEMO_TEST).de.txt)"; \
+	    echo "  hyp: $$(sed -n "$${i}p" $(DEMO_MODEL)/test.hyp.en)"; \
+	    echo "  ref: $$(sed -n "$${i}p" $(DEMO_TEST).en.txt)"; echo; done >&2
+	@echo "demo: files: prep $(WORK)/prep-de-en, model $(DEMO_MODEL)/best.pt (metrics.jsonl beside it)," >&2
+	@echo "      translations $(DEMO_MODEL)/test.hyp.en, scores $(DEMO_MODEL)/test.score.txt" >&2
 
 $(DEMO_MODEL)/best.pt: $(WORK)/prep-de-en/manifest.json recipes/multi30k_de_en.yaml
 	rm -rf $(DEMO_MODEL)
 	$(BIN)/nmt train recipes/multi30k_de_en.yaml --data $(WORK)/prep-de-en --out $(DEMO_MODEL) --set train.max_time=$(DEMO_TIME)
 
-bench: bench-prep bench-train
+$(DEMO_MODEL)/test.hyp.en: $(DEMO_MODEL)/best.pt
+	$(BIN)/nmt translate -m $(DEMO_MODEL)/best.pt --beam 5 $(DEMO_TEST).de.txt -o $@
+
+$(DEMO_MODEL)/test.score.txt: $(DEMO_MODEL)/test.hyp.en
+	$(BIN)/nmt score -r $(DEMO_TEST).en.txt $< --metrics bleu,chrf,ter > $@.tmp && mv $@.tmp $@
+
+bench: bench-prep bench-train bench-translate
 
 bench-prep: $(STAMP)
 	$(BIN)/python bench/bench_prep.py --multi30k "$(MULTI30K_DIR)" --work $(WORK)/bench
 
 bench-train: $(WORK)/prep-de-en/manifest.json
 	$(BIN)/python bench/bench_train.py --prep $(WORK)/prep-de-en
+
+# Translation speed needs a trained de-en model: the demo's (make demo), or BENCH_MODEL=...
+BENCH_MODEL ?= $(DEMO_MODEL)/best.pt
+bench-translate: $(BENCH_MODEL)
+	$(BIN)/python bench/bench_translate.py --model $(BENCH_MODEL)
 
 # Multi30k de-en prepared with the de-en recipe (re-running prep is a no-op when up to date).
 $(WORK)/prep-de-en/manifest.json: $(STAMP) recipes/multi30k_de_en.yaml

@@ -236,7 +236,7 @@ def translate(
             raise NmtError(f"--attention-plot {attention_plot}: exists and is not a directory")
         attention_plot.mkdir(parents=True, exist_ok=True)
     wants_attention = bool(alignments or attention_plot or show_attention)
-    translator = Translator(Inference.load(model, flags, resolve(device.value)), keep_attention=wants_attention)
+    translator = Translator(Inference.load(model, flags, resolve(device.value)), keep_attention=wants_attention, logprobs=scores)
     with contextlib.ExitStack() as stack:
         out = sys.stdout if output == "-" else stack.enter_context(nio.atomic_file(output))
         align = stack.enter_context(nio.atomic_file(alignments)) if alignments else None

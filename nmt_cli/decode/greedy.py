@@ -17,21 +17,25 @@ from nmt_cli.prep.subwords import EOS, PAD, SOS
 
 @torch.no_grad()
 def greedy(model: Seq2Seq, src: Tensor, lengths: Tensor, max_len_a: float, max_len_b: int,
-           keep_attention: bool = False) -> list[Hypothesis]:
+           keep_attention: bool = False, logprobs: bool = True) -> list[Hypothesis]:
     """The greedy translation of each sentence; src (batch, src_len)."""
-    return greedy_encoded(model, model.encode(src, lengths), lengths, max_len_a, max_len_b, keep_attention)
+    return greedy_encoded(model, model.encode(src, lengths), lengths, max_len_a, max_len_b, keep_attention, logprobs)
 
 
 @torch.no_grad()
 def greedy_encoded(model: Seq2Seq, encoded: tuple, lengths: Tensor, max_len_a: float, max_len_b: int,
-                   keep_attention: bool = False) -> list[Hypothesis]:
-    """:func:`greedy` from the output of ``model.encode`` (when the caller has it already)."""
+                   keep_attention: bool = False, logprobs: bool = True) -> list[Hypothesis]:
+    """:func:`greedy` from the output of ``model.encode`` (when the caller has it already).
+
+    Without ``logprobs`` the per-step softmax normalizer is skipped (a pass over the
+    vocabulary for every word) and hypotheses carry NaN scores.
+    """
     memory, state, feed = encoded
     batch, src_len, device = memory.mask.size(0), memory.mask.size(1), memory.mask.device
     limits = (lengths.float() * max_len_a + max_len_b).long().clamp(min=1).to(device)  # (batch,)
     steps = int(limits.max())
     tokens = torch.full((batch, steps), PAD, dtype=torch.long, device=device)
-    logprobs = torch.zeros(batch, steps, device=device)
+    word_logp = torch.zeros(batch, steps, device=device) if logprobs else torch.full((batch, steps), float("nan"), device=device)
     attention = torch.zeros(batch, steps, src_len, device=device) if keep_attention else None
     alive = torch.arange(batch, device=device)  # original index of each row still decoding
     prev = torch.full((batch,), SOS, dtype=torch.long, device=device)
@@ -40,11 +44,12 @@ def greedy_encoded(model: Seq2Seq, encoded: tuple, lengths: Tensor, max_len_a: f
         if feed is not None:
             feed = att
         logits = model.decoder.logits(att).float()  # (rows, vocab)
-        normalizer = torch.logsumexp(logits, dim=-1)
+        normalizer = torch.logsumexp(logits, dim=-1) if logprobs else None
         logits[:, PAD] = logits[:, SOS] = float("-inf")
         best, prev = logits.max(dim=-1)  # (rows,)
         tokens[alive, t] = prev
-        logprobs[alive, t] = best - normalizer
+        if normalizer is not None:
+            word_logp[alive, t] = best - normalizer
         if attention is not None:
             attention[alive, t] = weights.float()
         going = (prev != EOS) & (limits[alive] > t + 1)
@@ -56,7 +61,7 @@ def greedy_encoded(model: Seq2Seq, encoded: tuple, lengths: Tensor, max_len_a: f
             memory, state = memory.select(keep), [s.index_select(0, keep) for s in state]
             feed = feed.index_select(0, keep) if feed is not None else None
     return [_hypothesis(row, lp, att) for row, lp, att in
-            zip(tokens.tolist(), logprobs.cpu(), attention.cpu() if attention is not None else [None] * batch)]
+            zip(tokens.tolist(), word_logp.cpu(), attention.cpu() if attention is not None else [None] * batch)]
 
 
 def _hypothesis(row: list[int], logprobs: Tensor, attention: Tensor | None) -> Hypothesis:

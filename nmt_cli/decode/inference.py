@@ -17,6 +17,7 @@ import torch
 from nmt_cli import device as devices
 from nmt_cli.config import Config, DecodeConfig, with_values
 from nmt_cli.errors import NmtError, warn
+from nmt_cli.model.encoder import FusedEncoder
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.prep import filters, subwords
 from nmt_cli.prep.subwords import EOS, PAD
@@ -89,13 +90,20 @@ def batches(items: list, size: Callable[[object], int], batch_size: int, batch_t
 
 
 def _prepare(model: Seq2Seq, decode: DecodeConfig, device: torch.device) -> Seq2Seq:
-    """The model on ``device``, int8-quantized when asked (CPU only)."""
+    """The model on ``device`` for inference, int8-quantized when asked (CPU only).
+
+    The encoder runs on torch's fused recurrent kernels (:class:`FusedEncoder`), except
+    under bf16 autocast on CPU, where the fused kernels would stay in fp32.
+    """
+    if decode.quantize == "int8" and device.type != "cpu":
+        raise NmtError("--quantize int8 is for CPU decoding; on CUDA use --precision fp16 or bf16")
+    model = model.to(device)
+    if not (decode.precision == "bf16" and device.type == "cpu"):
+        model.encoder = FusedEncoder(model.encoder)
     if decode.quantize == "int8":
-        if device.type != "cpu":
-            raise NmtError("--quantize int8 is for CPU decoding; on CUDA use --precision fp16 or bf16")
         with warnings.catch_warnings():  # torch.ao.quantization warns that it is deprecated
             warnings.simplefilter("ignore")
             from torch.ao.quantization import quantize_dynamic
 
-            return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    return model.to(device)
+            model = quantize_dynamic(model, {torch.nn.Linear, torch.nn.GRU, torch.nn.LSTM}, dtype=torch.qint8)
+    return model

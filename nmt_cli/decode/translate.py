@@ -42,10 +42,11 @@ class Line:
 class Translator:
     """Search over an :class:`Inference` model, line by line."""
 
-    def __init__(self, inference: Inference, keep_attention: bool = False):
+    def __init__(self, inference: Inference, keep_attention: bool = False, logprobs: bool = True):
         self.inference = inference
         self.decode = inference.decode
         self.keep_attention = keep_attention or self.decode.replace_unk
+        self.logprobs = logprobs  # greedy: compute log-probabilities (--scores)
 
     def encode(self, line: Line, name: str) -> None:
         """Normalize and split one line into subword ids, truncated with a warning."""
@@ -67,7 +68,8 @@ class Translator:
     def _search(self, encoded: tuple, lengths: torch.Tensor) -> list[list[Hypothesis]]:
         d, model = self.decode, self.inference.model
         if d.beam == 1:
-            return [[h] for h in greedy_encoded(model, encoded, lengths, d.max_len_a, d.max_len_b, self.keep_attention)]
+            hyps = greedy_encoded(model, encoded, lengths, d.max_len_a, d.max_len_b, self.keep_attention, self.logprobs)
+            return [[h] for h in hyps]
         return beam_search(model, encoded, lengths, d.beam, d.max_len_a, d.max_len_b, d.alpha, d.beta,
                            d.nbest, self.keep_attention)
 

@@ -107,3 +107,39 @@ class Encoder(nn.Module):
         h = torch.cat(list(final[..., : self.hidden]), dim=-1)
         c = torch.cat(list(final[..., self.hidden :]), dim=-1) if self.cell == "lstm" else None
         return x.index_select(0, unorder), h, c
+
+
+class FusedEncoder(nn.Module):
+    """The same encoder on torch's own ``nn.GRU``/``nn.LSTM`` over packed sequences.
+
+    For inference only: it computes what :class:`Encoder` computes, with torch's fused
+    recurrent kernels (no Python per time step), and ``quantize_dynamic`` can turn its
+    recurrent layers into int8 ones. Its forward has :class:`Encoder`'s signature.
+    """
+
+    def __init__(self, encoder: Encoder):
+        super().__init__()
+        first = encoder.layers[0]
+        self.embedding, self.cell, self.hidden, self.dirs = encoder.embedding, encoder.cell, encoder.hidden, encoder.dirs
+        rnn = nn.GRU if encoder.cell == "gru" else nn.LSTM
+        self.rnn = rnn(first.ih.in_features, encoder.hidden, num_layers=len(encoder.layers),
+                       bidirectional=encoder.dirs == 2, batch_first=True, device=first.ih.weight.device)
+        suffixes = ["", "_reverse"][: encoder.dirs]
+        with torch.no_grad():
+            for k, layer in enumerate(encoder.layers):
+                weight_ih, bias_ih = layer.ih.weight.chunk(encoder.dirs), layer.ih.bias.chunk(encoder.dirs)
+                for d, suffix in enumerate(suffixes):
+                    getattr(self.rnn, f"weight_ih_l{k}{suffix}").copy_(weight_ih[d])
+                    getattr(self.rnn, f"bias_ih_l{k}{suffix}").copy_(bias_ih[d])
+                    getattr(self.rnn, f"weight_hh_l{k}{suffix}").copy_(layer.hh_weight[d].t())
+                    hh_bias = getattr(self.rnn, f"bias_hh_l{k}{suffix}")
+                    hh_bias.copy_(layer.hh_bias[d, 0] if layer.hh_bias is not None else torch.zeros_like(hh_bias))
+
+    def forward(self, src: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        packed = nn.utils.rnn.pack_padded_sequence(self.embedding(src), lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, final = self.rnn(packed)
+        states, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
+        h, c = final if self.cell == "lstm" else (final, None)
+        h = torch.cat(list(h[-self.dirs :]), dim=-1)  # the last layer's directions: (batch, dirs*hidden)
+        c = torch.cat(list(c[-self.dirs :]), dim=-1) if c is not None else None
+        return states, h, c

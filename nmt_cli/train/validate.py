@@ -35,7 +35,8 @@ def validate(model: Seq2Seq, data: PairData, refs: list[str], sp: spm.SentencePi
             encoded = model.encode(batch.src, batch.src_lengths)  # once, for the loss and for decoding
             logits = model.decoder.logits(model.decoder(batch.tgt_in, *encoded))
             nll += token_losses(logits, batch.tgt_out, 0.0)[1].item()
-            hyps_batch = greedy_encoded(model, encoded, batch.src_lengths, cfg.valid_max_len_a, cfg.valid_max_len_b)
+            hyps_batch = greedy_encoded(model, encoded, batch.src_lengths, cfg.valid_max_len_a, cfg.valid_max_len_b,
+                                        logprobs=False)
         tokens += batch.tokens
         for i, hyp in zip(indices, hyps_batch):
             hyps[i] = sp.decode(hyp.tokens)
