@@ -171,6 +171,14 @@ def line_chunks(stream: BinaryIO, max_lines: int, interactive: bool) -> Iterator
         yield lines
 
 
+def checked(items: Iterator, name: str) -> Iterator:
+    """``items`` with read errors (a truncated or corrupt .gz, an I/O error) as one-line errors."""
+    try:
+        yield from items
+    except (OSError, EOFError, zlib.error) as e:
+        raise NmtError(f"{name}: cannot read: {e}") from None
+
+
 def _waiting(stream: BinaryIO) -> bool:
     """Whether reading ``stream`` (unbuffered) would return at once."""
     try:
@@ -236,7 +244,14 @@ def sha256_file(path: Path | str) -> str:
 def atomic_file(path: Path | str, mode: str = "w", encoding: str | None = "utf-8"):
     """Write to a temporary file beside ``path``; rename it over ``path`` on success only."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    if path.is_dir():
+        raise NmtError(f"{path}: is a directory; give a file name")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    except FileNotFoundError:
+        raise NmtError(f"{path}: directory {path.parent} does not exist") from None
+    except PermissionError:
+        raise NmtError(f"{path}: permission denied (cannot write in {path.parent})") from None
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:

@@ -59,7 +59,7 @@ def make_metrics(opts: Options, references: list[list[str]] | None = None) -> di
         elif name == "chrf":
             made[name] = CHRF(word_order=opts.chrf_word_order, lowercase=opts.lowercase, **kwargs)
         else:
-            made[name] = TER(case_sensitive=not opts.lowercase, **kwargs)
+            made[name] = TER(**kwargs)  # sacrebleu's default: case-insensitive, as its command line
     return made
 
 

@@ -20,12 +20,34 @@ WORD_START = "\u2581"  # ▁
 
 
 def word_indices(pieces: list[str]) -> list[int]:
-    """The word index of each subword: ["▁ein", "▁Mann", "es"] -> [0, 1, 1]."""
-    index, out = -1, []
+    """The index of the word each subword belongs to in the detokenized text.
+
+    Words are what ``text.split()`` gives, where text is the pieces joined with "▁" read
+    as a space: ["▁ein", "▁Mann", "es"] -> [0, 1, 1]. A piece with no visible character
+    (a lone "▁") belongs to the word that follows it (or the last word; -1 if none).
+    """
+    out: list[int] = []
+    words, in_word, pending = 0, False, []
     for piece in pieces:
-        if piece.startswith(WORD_START) or index < 0:
-            index += 1
+        index = None
+        for char in piece.replace(WORD_START, " "):
+            if char.isspace():
+                in_word = False
+                continue
+            if not in_word:
+                words, in_word = words + 1, True
+            if index is None:
+                index = words - 1
+        if index is None:
+            pending.append(len(out))
+            out.append(-1)
+            continue
+        for k in pending:
+            out[k] = index
+        pending = []
         out.append(index)
+    for k in pending:
+        out[k] = words - 1  # -1: no word at all
     return out
 
 
@@ -35,7 +57,7 @@ def hard_alignment(weights: Tensor, src_pieces: list[str], tgt_pieces: list[str]
         return ""
     best = weights[: len(tgt_pieces), : len(src_pieces)].argmax(dim=1).tolist()  # (tgt_pieces,)
     src_words, tgt_words = word_indices(src_pieces), word_indices(tgt_pieces)
-    links = sorted({(src_words[i], tgt_words[j]) for j, i in enumerate(best)})
+    links = sorted({(src_words[i], tgt_words[j]) for j, i in enumerate(best) if src_words[i] >= 0 and tgt_words[j] >= 0})
     return " ".join(f"{i}-{j}" for i, j in links)
 
 
@@ -59,7 +81,7 @@ def plot_heatmap(weights: Tensor, src_pieces: list[str], tgt_pieces: list[str], 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    src, tgt = src_pieces + ["</s>"], tgt_pieces + ["</s>"]
+    src, tgt = src_pieces + ["</s>"], _rows(tgt_pieces, weights)
     grid = weights[: len(tgt), : len(src)].float().numpy()
     fig, ax = plt.subplots(figsize=(1.0 + 0.42 * len(src), 1.0 + 0.36 * len(tgt)), dpi=100)
     ax.imshow(grid, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
@@ -76,7 +98,7 @@ def attention_table(weights: Tensor, src_pieces: list[str], tgt_pieces: list[str
     weight in tenths (· below 0.05) on a background that lightens with the weight."""
     from rich.table import Table
 
-    src, tgt = src_pieces + ["</s>"], tgt_pieces + ["</s>"]
+    src, tgt = src_pieces + ["</s>"], _rows(tgt_pieces, weights)
     table = Table(title=title, box=None, pad_edge=False, padding=(0, 1, 0, 0), title_justify="left")
     table.add_column("", no_wrap=True)
     for piece in src:
@@ -90,3 +112,9 @@ def attention_table(weights: Tensor, src_pieces: list[str], tgt_pieces: list[str
             cells.append(f"[{ink} on color({shade})]{'·' if w < 0.05 else min(9, round(w * 10))}[/]")
         table.add_row(piece, *cells)
     return table
+
+
+def _rows(tgt_pieces: list[str], weights: Tensor) -> list[str]:
+    """Row labels: the target subwords, and EOS when the hypothesis ended with one
+    (one that stopped at the length limit has no EOS step)."""
+    return (tgt_pieces + ["</s>"])[: weights.size(0)]

@@ -38,7 +38,8 @@ class Inference:
 
     @classmethod
     def load(cls, path: Path | str, overrides: dict, device: torch.device) -> "Inference":
-        payload = checkpoint.load(path, device="cpu", mmap=True)  # the optimizer's state is never read
+        # mapped, not read: the optimizer's state is never touched
+        payload = checkpoint.load(path, device="cpu", mmap=True, require=checkpoint.FOR_INFERENCE)
         model, cfg = checkpoint.load_model(payload)
         cfg = with_values(cfg, "decode", overrides)
         vocab = payload["vocab"]

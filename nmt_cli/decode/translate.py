@@ -89,7 +89,10 @@ class Translator:
 
     def detokenize(self, line: Line, hyp: Hypothesis) -> str:
         if self.decode.replace_unk and UNK in hyp.tokens:
-            return self.inference.tgt_sp.decode_pieces(self.target_pieces(line, hyp))
+            # a copied source subword may be unknown to the target model, which then keeps
+            # it verbatim, word mark included: read the marks as spaces here
+            text = self.inference.tgt_sp.decode_pieces(self.target_pieces(line, hyp))
+            return " ".join(text.replace(alignment.WORD_START, " ").split())
         return self.inference.tgt_sp.decode(hyp.tokens)
 
 
@@ -150,7 +153,7 @@ def run(translator: Translator, source: str | None, out: TextIO, outputs: Output
     start, count, tokens = time.perf_counter(), 0, 0
     chunk = translator.decode.batch_size * CHUNK_BATCHES
     with nio.open_input(source) as (stream, name, interactive):
-        for raw_lines in nio.line_chunks(stream, chunk, interactive):
+        for raw_lines in nio.checked(nio.line_chunks(stream, chunk, interactive), name):
             lines = []
             for raw in raw_lines:
                 text, replaced = nio.decode_line(raw, name, count + 1, "replace")

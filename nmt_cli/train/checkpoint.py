@@ -30,6 +30,7 @@ from nmt_cli import io as nio
 from nmt_cli.errors import NmtError
 
 FORMAT = "nmt-checkpoint-1"
+FOR_INFERENCE = ("config", "model", "vocab")  # what translating needs
 _STEP_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 
 
@@ -38,8 +39,10 @@ def save(path: Path, payload: dict[str, Any]) -> None:
         torch.save({"format": FORMAT, **payload}, f)
 
 
-def load(path: Path | str, device: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
-    """A checkpoint's dict; a one-line error for a missing, foreign or truncated file.
+def load(path: Path | str, device: str | torch.device = "cpu", mmap: bool = False,
+         require: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A checkpoint's dict; a one-line error for a missing, foreign or truncated file,
+    or one without the ``require``d entries.
 
     With ``mmap`` the tensors are mapped from the file rather than read: a translator
     touches only the model's weights, never the optimizer's state (CPU only).
@@ -56,6 +59,9 @@ def load(path: Path | str, device: str | torch.device = "cpu", mmap: bool = Fals
         raise NmtError(f"{path}: not a readable nmt checkpoint (truncated or foreign file: {reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise NmtError(f"{path}: not an nmt checkpoint (no {FORMAT!r} marker)")
+    missing = [key for key in require if key not in payload]
+    if missing:
+        raise NmtError(f"{path}: incomplete nmt checkpoint (no {', '.join(missing)})")
     return payload
 
 

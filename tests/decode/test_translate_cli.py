@@ -1,0 +1,472 @@
+"""`nmt translate` end to end on the trained tiny model: one output line per input line
+in input order (empty, over-long and invalid-UTF-8 lines included), streaming from stdin,
+n-best TSV, scores, alignments, attention grid, output files, gzip input, int8, and
+one-line errors for every bad input."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import assert_ok, assert_one_line_error, make_pairs, write_lines
+from nmt_cli.cli import app
+
+PHARAOH = re.compile(r"^(\d+-\d+)( \d+-\d+)*$")
+SCORED = re.compile(r"^(.*)\t(-?\d+\.\d{4})$")
+
+
+def translate(*args):
+    """``nmt translate ARGS`` in this process (torch keeps the one thread conftest set)."""
+    return CliRunner().invoke(app, ["translate", *map(str, args)])
+
+
+def out_lines(text: str) -> list[str]:
+    assert text == "" or text.endswith("\n"), repr(text[-50:])
+    return text.split("\n")[:-1]
+
+
+def warnings_of(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("nmt: warning:")]
+
+
+def sentences(n: int, seed: int = 5) -> list[str]:
+    return [de for de, _ in make_pairs(n, seed)]
+
+
+def scored(line: str) -> tuple[str, float]:
+    match = SCORED.match(line)
+    assert match, repr(line)
+    return match[1], float(match[2])
+
+
+@pytest.fixture(scope="module")
+def ckpt(trained) -> Path:
+    return trained / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def payload(ckpt) -> dict:
+    return torch.load(ckpt, weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def max_len(payload) -> int:
+    """The model's length limit in source subwords (its data.max_len)."""
+    value = payload["config"]["data"]["max_len"]
+    assert value > 0
+    return value
+
+
+@pytest.fixture(scope="module")
+def output_limit(payload):
+    """The most subwords a translation of a line can have (decode.max_len_a/b)."""
+    from nmt_cli.prep.subwords import from_bytes
+
+    sp = from_bytes(payload["vocab"]["src_spm"], "source")
+    decode = payload["config"]["decode"]
+    return lambda line: int((len(sp.encode(line)) + 1) * decode["max_len_a"] + decode["max_len_b"])
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    """Twenty generated German sentences, one a line."""
+    return write_lines(tmp_path_factory.mktemp("source") / "test.de", sentences(20, seed=3))
+
+
+# --------------------------------------------------------------------------- lines in, lines out
+
+
+def test_one_line_out_per_line_in_and_in_input_order(tmp_path, ckpt, max_len):
+    """Empty and blank lines give empty translations, a line over the model's limit is
+    truncated with a warning naming it, an invalid-UTF-8 line is translated with a
+    warning naming it; every line is what it is when translated alone."""
+    s = sentences(6, seed=11)
+    long_line = " ".join(sentences(8, seed=12))
+    lines = [s[0], "", s[1], "   ", long_line, s[2], b"Hund \xff\xfe Katze", f"{s[3]} {s[4]}", "", s[5]]
+    src = write_lines(tmp_path / "in.de", lines)
+    result = translate(src, "-m", ckpt, "--scores", "--batch-size", "2")
+    assert_ok(result)
+    out = out_lines(result.stdout)
+    assert len(out) == len(lines)
+
+    warned = warnings_of(result)
+    assert len(warned) == 2, result.stderr
+    truncated = next(w for w in warned if "truncat" in w)
+    assert f"{src}:5:" in truncated and str(max_len) in truncated
+    invalid = next(w for w in warned if "UTF-8" in w)
+    assert f"{src}:7:" in invalid
+
+    for number, (line, got) in enumerate(zip(lines, out), 1):
+        text, score = scored(got)
+        if isinstance(line, str) and not line.strip():
+            assert (text, score) == ("", 0.0)
+            continue
+        alone = translate(write_lines(tmp_path / f"line{number}.de", [line]), "-m", ckpt, "--scores")
+        assert_ok(alone)
+        (want,) = out_lines(alone.stdout)
+        want_text, want_score = scored(want)
+        assert text == want_text, number
+        assert score == pytest.approx(want_score, abs=2e-3), number
+        assert score <= 0
+
+
+def test_batching_does_not_change_the_output(source, ckpt):
+    default = translate(source, "-m", ckpt, "--scores", "-q")
+    assert_ok(default)
+    for flags in (["--batch-size", "1"], ["--batch-tokens", "7"], ["--batch-size", "3", "--batch-tokens", "90"]):
+        other = translate(source, "-m", ckpt, "--scores", "-q", *flags)
+        assert_ok(other)
+        for a, b in zip(out_lines(default.stdout), out_lines(other.stdout), strict=True):
+            (ta, sa), (tb, sb) = scored(a), scored(b)
+            assert ta == tb and sa == pytest.approx(sb, abs=2e-3), flags
+
+
+def test_scores_are_a_tab_and_a_float(source, ckpt):
+    result = translate(source, "-m", ckpt, "--scores", "--beam", "1", "-q")
+    assert_ok(result)
+    plain = translate(source, "-m", ckpt, "--beam", "1", "-q")
+    assert_ok(plain)
+    for line, text in zip(out_lines(result.stdout), out_lines(plain.stdout), strict=True):
+        got, score = scored(line)
+        assert got == text and score < 0
+
+
+def test_no_special_symbols_in_the_output(source, ckpt):
+    for flags in ([], ["--beam", "1"], ["--beam", "4", "--nbest", "4"]):
+        result = translate(source, "-m", ckpt, "-q", *flags)
+        assert_ok(result)
+        for token in ("<s>", "</s>", "<pad>", "<unk>"):
+            assert token not in result.stdout
+
+
+def test_line_endings_bom_and_a_missing_final_newline(tmp_path, ckpt):
+    lf = tmp_path / "lf.de"
+    lf.write_bytes("Hund Katze\nein Mann\n\nBaum\n".encode())
+    other = tmp_path / "crlf.de"
+    other.write_bytes("\ufeffHund Katze\r\nein Mann\r\n\r\nBaum".encode())
+    a, b = translate(lf, "-m", ckpt, "-q", "--scores"), translate(other, "-m", ckpt, "-q", "--scores")
+    assert_ok(a)
+    assert_ok(b)
+    assert len(out_lines(a.stdout)) == 4
+    assert a.stdout == b.stdout
+
+
+def test_empty_input_gives_empty_output(tmp_path, ckpt):
+    empty = tmp_path / "empty.de"
+    empty.write_bytes(b"")
+    result = translate(empty, "-m", ckpt)
+    assert_ok(result)
+    assert result.stdout == ""
+
+
+def test_gzip_input_is_read_like_plain_text(tmp_path, ckpt):
+    lines = sentences(7, seed=13) + ["", "Hund"]
+    plain = write_lines(tmp_path / "plain.de", lines)
+    packed = write_lines(tmp_path / "packed.de", lines, gz=True)
+    assert packed.suffix == ".gz"
+    a, b = translate(plain, "-m", ckpt, "-q", "--scores"), translate(packed, "-m", ckpt, "-q", "--scores")
+    assert_ok(a)
+    assert_ok(b)
+    assert len(out_lines(a.stdout)) == len(lines)
+    assert a.stdout == b.stdout
+
+
+def test_output_file_is_written_whole_and_leaves_no_temporary_files(tmp_path, source, ckpt):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    result = translate(source, "-m", ckpt, "-q", "-o", out_dir / "hyp.en", "--alignments", out_dir / "hyp.align")
+    assert_ok(result)
+    assert result.stdout == ""
+    to_stdout = translate(source, "-m", ckpt, "-q")
+    assert_ok(to_stdout)
+    assert (out_dir / "hyp.en").read_text(encoding="utf-8") == to_stdout.stdout
+    assert len(out_lines((out_dir / "hyp.align").read_text(encoding="utf-8"))) == 20
+    assert sorted(os.listdir(out_dir)) == ["hyp.align", "hyp.en"]
+
+
+def test_replace_unk_runs(source, ckpt):
+    result = translate(source, "-m", ckpt, "-q", "--replace-unk", "--scores")
+    assert_ok(result)
+    assert len(out_lines(result.stdout)) == 20
+
+
+def test_bf16_runs_on_cpu(source, ckpt):
+    result = translate(source, "-m", ckpt, "-q", "--precision", "bf16", "--device", "cpu", "--beam", "2")
+    assert_ok(result)
+    assert len(out_lines(result.stdout)) == 20
+
+
+def test_summary_line_on_stderr_unless_quiet(source, ckpt):
+    result = translate(source, "-m", ckpt, "--beam", "1")
+    assert_ok(result)
+    (summary,) = [line for line in result.stderr.splitlines() if line.startswith("nmt translate:")]
+    assert "20 lines" in summary and "greedy" in summary
+    quiet = translate(source, "-m", ckpt, "--beam", "1", "-q")
+    assert_ok(quiet)
+    assert quiet.stderr == ""
+    assert quiet.stdout == result.stdout
+
+
+# --------------------------------------------------------------------------- int8
+
+
+def test_int8_output_is_close_to_fp32(source, ckpt):
+    fp32 = translate(source, "-m", ckpt, "-q", "--scores")
+    int8 = translate(source, "-m", ckpt, "-q", "--scores", "--quantize", "int8")
+    assert_ok(fp32)
+    assert_ok(int8)
+    pairs = list(zip(map(scored, out_lines(fp32.stdout)), map(scored, out_lines(int8.stdout)), strict=True))
+    same = [(a, b) for a, b in pairs if a[0] == b[0]]
+    assert len(same) >= 0.8 * len(pairs), f"only {len(same)}/{len(pairs)} lines equal"
+    for (_, a), (_, b) in same:
+        assert b == pytest.approx(a, rel=0.05, abs=0.05)
+
+
+# --------------------------------------------------------------------------- n-best
+
+
+def nbest_rows(text: str, columns: int) -> list[list[str]]:
+    rows = [line.split("\t") for line in out_lines(text)]
+    assert all(len(row) == columns for row in rows), rows
+    return rows
+
+
+@pytest.mark.parametrize("scores", [False, True], ids=["plain", "scores"])
+def test_nbest_tsv_has_k_ranked_rows_per_line(tmp_path, ckpt, scores):
+    lines = sentences(19, seed=4)
+    lines.insert(5, "")
+    src = write_lines(tmp_path / "in.de", lines)  # over two chunks of 16 lines (batch size 2)
+    flags = ["--scores"] if scores else []
+    result = translate(src, "-m", ckpt, "-q", "--beam", "3", "--nbest", "3", "--batch-size", "2", *flags)
+    assert_ok(result)
+    rows = nbest_rows(result.stdout, 5 if scores else 4)
+    indices = [int(row[0]) for row in rows]
+    assert indices == sorted(indices)
+    assert sorted(set(indices)) == list(range(len(lines)))
+    best = translate(src, "-m", ckpt, "-q", "--beam", "3", "--nbest", "1", "--batch-size", "2")
+    assert_ok(best)
+    best_lines = out_lines(best.stdout)
+    for index, line in enumerate(lines):
+        mine = [row for row in rows if int(row[0]) == index]
+        if not line:
+            assert all(row[-1] == "" for row in mine)
+            continue
+        assert [int(row[1]) for row in mine] == [1, 2, 3]
+        values = [float(row[2]) for row in mine]
+        assert values == sorted(values, reverse=True)
+        if scores:
+            assert all(float(row[3]) <= 0 for row in mine)
+        assert mine[0][-1] == best_lines[index]  # rank 1 is the 1-best output
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def test_alignments_file_has_one_pharaoh_line_per_input_line(tmp_path, ckpt, output_limit):
+    s = sentences(5, seed=14)
+    lines = [s[0], "", s[1], "  ", s[2], s[3], s[4]]
+    src = write_lines(tmp_path / "in.de", lines)
+    align = tmp_path / "out.align"
+    result = translate(src, "-m", ckpt, "-q", "--alignments", align, "--batch-size", "2", "--beam", "3")
+    assert_ok(result)
+    out = out_lines(result.stdout)
+    links = out_lines(align.read_text(encoding="utf-8"))
+    assert len(out) == len(links) == len(lines)
+    for line, text, row in zip(lines, out, links):
+        if not line.strip() or not text.split():  # no words on a side: no links
+            assert row == ""
+            continue
+        assert PHARAOH.match(row), row
+        for link in row.split():
+            i, j = map(int, link.split("-"))
+            assert 0 <= i < len(line.split()), (line, row)
+            assert 0 <= j < output_limit(line), (line, row)  # at most one word per output subword
+
+
+def test_alignments_with_nbest_still_one_line_per_input_line(tmp_path, source, ckpt):
+    align = tmp_path / "nbest.align"
+    result = translate(source, "-m", ckpt, "-q", "--beam", "2", "--nbest", "2", "--alignments", align)
+    assert_ok(result)
+    rows = out_lines(align.read_text(encoding="utf-8"))
+    assert len(rows) == 20 and all(row == "" or PHARAOH.match(row) for row in rows)
+
+
+def test_alignment_target_indices_are_words_of_the_output_line(tmp_path, source, ckpt):
+    align = tmp_path / "out.align"
+    result = translate(source, "-m", ckpt, "-q", "--alignments", align, "--beam", "1")
+    assert_ok(result)
+    for text, row in zip(out_lines(result.stdout), out_lines(align.read_text(encoding="utf-8")), strict=True):
+        for link in row.split():
+            assert int(link.split("-")[1]) < len(text.split()), (repr(text), row[:80])
+
+
+def test_show_attention_prints_a_grid_per_sentence_on_stderr(tmp_path, ckpt):
+    s = sentences(3, seed=15)
+    src = write_lines(tmp_path / "in.de", [s[0], "", s[1], s[2]])
+    result = translate(src, "-m", ckpt, "-q", "--beam", "1", "--show-attention", "--plot-max", "2")
+    assert_ok(result)
+    assert len(out_lines(result.stdout)) == 4
+    assert "</s>" not in result.stdout
+    assert "line 1:" in result.stderr and "line 3:" in result.stderr
+    assert "line 2:" not in result.stderr  # an empty line has nothing to show
+    assert "line 4:" not in result.stderr  # --plot-max 2
+    assert "</s>" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- stdin
+
+
+def readline_within(stream, seconds: float) -> bytes | None:
+    """One line from ``stream``, or None when none comes within ``seconds``."""
+    box: list[bytes] = []
+    reader = threading.Thread(target=lambda: box.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(seconds)
+    return box[0] if box else None
+
+
+def test_stdin_is_answered_line_by_line_while_it_stays_open(tmp_path, ckpt):
+    """A caller that writes a line and waits for its translation before writing the next
+    one gets each answer at once, not when stdin closes."""
+    errors = (tmp_path / "stderr.txt").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nmt_cli", "translate", "-m", str(ckpt), "--threads", "1", "-q", "--scores"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+    )
+    try:
+        for sentence in [*sentences(2, seed=16), ""]:
+            proc.stdin.write(sentence.encode() + b"\n")
+            proc.stdin.flush()
+            line = readline_within(proc.stdout, 60)
+            assert line is not None, f"no translation of {sentence!r} within 60 s while stdin stays open"
+            text, score = scored(line.decode("utf-8").rstrip("\n"))
+            assert (score < 0) if sentence else (text, score) == ("", 0.0)
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+        assert proc.stdout.read() == b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        errors.close()
+    assert "Traceback" not in (tmp_path / "stderr.txt").read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_missing_model(tmp_path, source):
+    assert_one_line_error(translate(source, "-m", tmp_path / "nope.pt"), "nope.pt")
+
+
+def test_truncated_model(tmp_path, source, ckpt):
+    data = ckpt.read_bytes()
+    half = tmp_path / "half.pt"
+    half.write_bytes(data[: len(data) // 2])
+    assert_one_line_error(translate(source, "-m", half), "half.pt")
+
+
+def test_text_file_as_model(tmp_path, source):
+    text = tmp_path / "model.txt"
+    text.write_text("not a checkpoint\n", encoding="utf-8")
+    assert_one_line_error(translate(source, "-m", text), "model.txt")
+
+
+def test_plain_dict_as_model(tmp_path, source):
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3), "step": 7}, foreign)
+    assert_one_line_error(translate(source, "-m", foreign), "foreign.pt", "not an nmt checkpoint")
+
+
+def test_directory_as_model(source, trained):
+    assert_one_line_error(translate(source, "-m", trained), "directory")
+
+
+def test_checkpoint_marker_without_contents(tmp_path, source):
+    broken = tmp_path / "broken.pt"
+    torch.save({"format": "nmt-checkpoint-1"}, broken)
+    assert_one_line_error(translate(source, "-m", broken), "broken.pt")
+
+
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--beam", "0"], "--beam"),
+        (["--beam", "3", "--nbest", "4"], "--nbest"),
+        (["--nbest", "0"], "--nbest"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--alpha", "-1"], "--alpha"),
+        (["--max-len-a", "0", "--max-len-b", "0"], "--max-len"),
+        (["--device", "cpu", "--precision", "fp16"], "fp16"),
+        (["--device", "cpu", "--quantize", "int8", "--precision", "fp16"], "fp16"),
+    ],
+)
+def test_bad_decode_options(source, ckpt, flags, fragment):
+    assert_one_line_error(translate(source, "-m", ckpt, *flags), fragment)
+
+
+def test_missing_input(tmp_path, ckpt):
+    assert_one_line_error(translate(tmp_path / "missing.de", "-m", ckpt), "missing.de")
+
+
+def test_directory_as_input(tmp_path, ckpt):
+    assert_one_line_error(translate(tmp_path, "-m", ckpt), "directory")
+
+
+def test_a_failed_run_leaves_no_output_file(tmp_path, ckpt):
+    out = tmp_path / "out"
+    out.mkdir()
+    result = translate(tmp_path / "missing.de", "-m", ckpt, "-o", out / "hyp.en", "--alignments", out / "hyp.align")
+    assert_one_line_error(result, "missing.de")
+    assert os.listdir(out) == []
+
+
+def test_attention_plot_needs_matplotlib(tmp_path, source, ckpt):
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("matplotlib is installed")
+    plots = tmp_path / "plots"
+    assert_one_line_error(translate(source, "-m", ckpt, "--attention-plot", plots), "matplotlib")
+    assert not plots.exists()
+
+
+def test_truncated_gzip_input(tmp_path, source, ckpt):
+    packed = write_lines(tmp_path / "in.de", sentences(40, seed=17), gz=True)
+    data = packed.read_bytes()
+    packed.write_bytes(data[: len(data) // 2])
+    assert_one_line_error(translate(packed, "-m", ckpt), "in.de.gz")
+
+
+def test_output_in_a_missing_directory(tmp_path, source, ckpt):
+    assert_one_line_error(translate(source, "-m", ckpt, "-o", tmp_path / "no" / "hyp.en"), "hyp.en")
+
+
+def test_alignments_in_a_missing_directory(tmp_path, source, ckpt):
+    assert_one_line_error(translate(source, "-m", ckpt, "--alignments", tmp_path / "no" / "a.align"), "a.align")
+
+
+def test_a_real_process_reports_a_bad_model_in_one_line(tmp_path, source, ckpt):
+    """The console entry point, not CliRunner: exit 2, one line, no traceback."""
+    data = ckpt.read_bytes()
+    half = tmp_path / "half.pt"
+    half.write_bytes(data[: len(data) // 3])
+    result = subprocess.run(
+        [sys.executable, "-m", "nmt_cli", "translate", str(source), "-m", str(half), "--threads", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nmt: error: ") and "half.pt" in lines[0], result.stderr

@@ -1,0 +1,113 @@
+"""The translator between search and text: UNK replacement and alignments of hand-made
+hypotheses over the trained tiny model's real subword models."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import EOS_ID, PAD_ID, SOS_ID, UNK_ID, make_pairs, manifest
+from nmt_cli.decode.alignment import WORD_START
+from nmt_cli.decode.hypothesis import Hypothesis
+from nmt_cli.decode.translate import Line, Outputs, Translator, format_line, write_attention
+
+
+def translator_for(path: Path, keep_attention: bool = False, **overrides) -> Translator:
+    """A CPU Translator for a checkpoint (whether it takes the path or a loaded Inference)."""
+    try:
+        from nmt_cli.decode.inference import Inference
+    except ImportError:
+        return Translator(path, overrides, torch.device("cpu"), keep_attention=keep_attention)
+    return Translator(Inference.load(path, overrides, torch.device("cpu")), keep_attention=keep_attention)
+
+
+def spm_of(translator: Translator, side: str):
+    return getattr(getattr(translator, "inference", translator), f"{side}_sp")
+
+
+def encoded(translator: Translator, text: str) -> Line:
+    line = Line(0, text)
+    translator.encode(line, "test")
+    assert line.ids
+    return line
+
+
+def copying_unks(line: Line) -> Hypothesis:
+    """A hypothesis of one UNK per source subword, each attending to that subword."""
+    n = len(line.ids)
+    return Hypothesis([UNK_ID] * n, -1.0, -1.0, torch.eye(n + 1, n + 1))
+
+
+@pytest.fixture(scope="module")
+def separate_checkpoint(trained, prepped_separate, tmp_path_factory) -> Path:
+    """The trained tiny model with one subword model per language instead of the joint
+    one (same sizes, so the weights load): what a --separate prep gives."""
+    payload = torch.load(trained / "best.pt", weights_only=True)
+    models = manifest(prepped_separate)["vocab"]["model"]
+    vocab = payload["vocab"]
+    vocab["src_spm"] = (prepped_separate / models["de"]).read_bytes()
+    vocab["tgt_spm"] = (prepped_separate / models["en"]).read_bytes()
+    vocab["joint"] = False
+    path = tmp_path_factory.mktemp("separate") / "separate.pt"
+    torch.save(payload, path)
+    return path
+
+
+@pytest.mark.parametrize("overrides", [{"beam": 1}, {"beam": 4, "nbest": 4}, {"beam": 3, "alpha": 0.0, "beta": 0.3}])
+def test_hypotheses_hold_no_special_ids(trained, overrides):
+    translator = translator_for(trained / "best.pt", keep_attention=True, **overrides)
+    lines = [Line(i, de) for i, (de, _) in enumerate(make_pairs(12, 21))] + [Line(12, "")]
+    for line in lines:
+        translator.encode(line, "test")
+    translator.translate(lines)
+    assert lines[-1].hyps == []  # an empty line is never searched
+    for line in lines[:-1]:
+        assert 1 <= len(line.hyps) <= overrides.get("nbest", 1)
+        for hyp in line.hyps:
+            assert not {PAD_ID, SOS_ID, EOS_ID} & set(hyp.tokens)
+            assert hyp.attention is not None and hyp.attention.size(0) >= len(hyp.tokens)
+
+
+def test_replace_unk_puts_back_the_most_attended_source_subwords(trained):
+    translator = translator_for(trained / "best.pt", replace_unk=True)
+    line = encoded(translator, "Hund  Katze")
+    assert line.text == "Hund Katze"  # normalized as at prep time
+    assert translator.detokenize(line, copying_unks(line)) == "Hund Katze"
+
+
+def test_without_replace_unk_an_unk_stays_unknown(trained):
+    translator = translator_for(trained / "best.pt", keep_attention=True)
+    line = encoded(translator, "Hund Katze")
+    assert "Hund" not in translator.detokenize(line, copying_unks(line))
+
+
+def test_replace_unk_with_separate_vocabularies_gives_plain_words(separate_checkpoint):
+    translator = translator_for(separate_checkpoint, replace_unk=True)
+    line = encoded(translator, "Hund Katze")
+    text = translator.detokenize(line, copying_unks(line))
+    assert WORD_START not in text
+    assert text == "Hund Katze"
+
+
+def test_alignment_target_indices_are_words_of_the_printed_line(trained):
+    translator = translator_for(trained / "best.pt", keep_attention=True)
+    line = encoded(translator, "Hund")
+    sp = spm_of(translator, "tgt")
+    tokens = [sp.piece_to_id(WORD_START), sp.piece_to_id(WORD_START), sp.piece_to_id("o")]
+    assert UNK_ID not in tokens
+    weights = torch.zeros(len(tokens) + 1, len(line.ids) + 1)
+    weights[:, 0] = 1.0
+    line.hyps = [Hypothesis(tokens, -1.0, -1.0, weights)]
+    buffer = io.StringIO()
+    text = format_line(translator, line, Outputs(alignments=buffer))
+    write_attention(translator, line, Outputs(alignments=buffer))
+    links = buffer.getvalue().rstrip("\n")
+    assert re.fullmatch(r"(\d+-\d+)( \d+-\d+)*", links)
+    words = len(text.split())
+    assert words >= 1
+    for link in links.split():
+        assert int(link.split("-")[1]) < words, (links, repr(text))
