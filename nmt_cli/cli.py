@@ -202,7 +202,7 @@ def translate(
     beta: Optional[float] = typer.Option(None, "--beta", help="GNMT coverage penalty weight; 0: off [0]."),
     max_len_a: Optional[float] = typer.Option(None, "--max-len-a", help="Output at most A*source_length + B subwords [1.5]."),
     max_len_b: Optional[int] = typer.Option(None, "--max-len-b", help="See --max-len-a [10]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sentences per batch [128]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sentences per batch; 0: 160 // beam, so memory stays flat as the beam grows [0]."),
     batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", help="Source subwords per batch, padding included; 0: no limit [0]."),
     replace_unk: Optional[bool] = typer.Option(None, "--replace-unk/--no-replace-unk", help="Replace UNK by the source subword with the most attention."),
     precision: Optional[Precision] = typer.Option(None, "--precision", help="Compute precision (fp16: CUDA only) [fp32]."),

@@ -188,16 +188,20 @@ class DecodeConfig:
     beta: float = 0.0  # GNMT coverage penalty weight (0: off)
     max_len_a: float = 1.5  # output at most a*src_len + b subwords
     max_len_b: int = 10
-    batch_size: int = 128  # sentences per batch
+    batch_size: int = 0  # sentences per batch (0: 160 // beam, so memory stays flat as the beam grows)
     batch_tokens: int = 0  # source subwords per batch, padding included (0: no limit)
     replace_unk: bool = False  # replace UNK by the source subword with the most attention
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype (fp16: CUDA only)
     quantize: Literal["none", "int8"] = "none"  # dynamic int8 quantization (CPU only)
 
+    @property
+    def sentences_per_batch(self) -> int:
+        return self.batch_size or max(1, 160 // self.beam)
+
     def validate(self) -> None:
-        for key in ("beam", "nbest", "batch_size"):
+        for key in ("beam", "nbest"):
             _require(getattr(self, key) >= 1, f"--{key.replace('_', '-')} (decode.{key})", "must be >= 1")
-        for key in ("alpha", "beta", "max_len_a", "max_len_b", "batch_tokens"):
+        for key in ("alpha", "beta", "max_len_a", "max_len_b", "batch_size", "batch_tokens"):
             _require(getattr(self, key) >= 0, f"--{key.replace('_', '-')} (decode.{key})", "must be >= 0")
         _require(self.nbest <= self.beam, "--nbest (decode.nbest)", f"must be at most the beam size ({self.beam})")
         _require(self.max_len_a > 0 or self.max_len_b > 0, "--max-len-a/--max-len-b", "cannot both be 0")

@@ -57,7 +57,7 @@ class Translator:
     def translate(self, lines: list[Line]) -> None:
         """Fill ``line.hyps`` for every non-empty line; batches are sorted by length."""
         todo = sorted((line for line in lines if line.ids), key=lambda line: -len(line.ids))
-        for batch in batches(todo, lambda line: len(line.ids) + 1, self.decode.batch_size, self.decode.batch_tokens):
+        for batch in batches(todo, lambda line: len(line.ids) + 1, self.decode.sentences_per_batch, self.decode.batch_tokens):
             src, lengths = self.inference.source_tensor([line.ids for line in batch])
             with self.inference.autocast():
                 encoded = self.inference.model.encode(src, lengths)
@@ -151,7 +151,7 @@ def write_attention(translator: Translator, line: Line, outputs: Outputs) -> Non
 def run(translator: Translator, source: str | None, out: TextIO, outputs: Outputs) -> dict:
     """Translate ``source`` (a path, or stdin for ``None``/``-``) into ``out``; returns counts."""
     start, count, tokens = time.perf_counter(), 0, 0
-    chunk = translator.decode.batch_size * CHUNK_BATCHES
+    chunk = translator.decode.sentences_per_batch * CHUNK_BATCHES
     with nio.open_input(source) as (stream, name, interactive):
         for raw_lines in nio.checked(nio.line_chunks(stream, chunk, interactive), name):
             lines = []

@@ -93,9 +93,8 @@ def load_model(payload: dict[str, Any], device: str | torch.device = "cpu"):
 
     cfg = from_dict(Config, payload["config"])
     vocab = payload["vocab"]
-    with torch.device("meta"):  # no memory and no random init for weights about to be replaced
-        model = Seq2Seq(cfg.model, vocab["src_size"], vocab["tgt_size"])
-    model.load_state_dict(payload["model"], assign=True)
+    model = Seq2Seq(cfg.model, vocab["src_size"], vocab["tgt_size"])
+    model.load_state_dict(payload["model"], assign=True)  # take the (possibly mmapped) tensors, no copy
     if cfg.model.tie_output:  # assign=True set each name's tensor: tie the output layer again
         model.decoder.output.weight = model.decoder.embedding.weight
     return model.to(device).eval(), cfg

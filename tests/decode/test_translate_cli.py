@@ -403,7 +403,7 @@ def test_checkpoint_marker_without_contents(tmp_path, source):
         (["--beam", "0"], "--beam"),
         (["--beam", "3", "--nbest", "4"], "--nbest"),
         (["--nbest", "0"], "--nbest"),
-        (["--batch-size", "0"], "--batch-size"),
+        (["--batch-size", "-1"], "--batch-size"),
         (["--alpha", "-1"], "--alpha"),
         (["--max-len-a", "0", "--max-len-b", "0"], "--max-len"),
         (["--device", "cpu", "--precision", "fp16"], "fp16"),
