@@ -96,8 +96,10 @@ class ModelConfig:
     input_feeding: bool = True  # feed the previous attentional state into the decoder RNN
     bridge: bool = True  # decoder's initial state from the encoder's final (else zeros)
     output_size: int = 256  # size of the attentional state that predicts the word
+    init_uniform: float = 0.0  # > 0: every weight uniform in ±init_uniform (OpenNMT's param_init); 0: per-layer defaults
 
     def validate(self) -> None:
+        _require(self.init_uniform >= 0, "model.init_uniform", "must be >= 0")
         for key in ("emb_size", "encoder_layers", "encoder_hidden", "decoder_layers", "decoder_hidden", "attention_size", "output_size"):
             _require(getattr(self, key) >= 1, f"model.{key}", "must be >= 1")
         for key in ("emb_dropout", "dropout"):

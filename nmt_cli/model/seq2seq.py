@@ -47,6 +47,12 @@ class Seq2Seq(nn.Module):
         tgt_embedding = src_embedding if cfg.share_embeddings else _embedding(tgt_vocab, cfg.emb_size)
         self.encoder = Encoder(cfg, src_embedding)
         self.decoder = Decoder(cfg, tgt_embedding, self.encoder.output_size, tgt_vocab)
+        if cfg.init_uniform:
+            with torch.no_grad():
+                for p in self.parameters():
+                    p.uniform_(-cfg.init_uniform, cfg.init_uniform)
+                for embedding in {id(e): e for e in (src_embedding, tgt_embedding)}.values():
+                    embedding.weight[PAD].zero_()
 
     def encode(self, src: Tensor, lengths: Tensor) -> tuple[Memory, list[Tensor], Tensor | None]:
         """Encoder states, precomputed keys and mask; the decoder's initial state and h̃."""

@@ -88,6 +88,18 @@ def test_parameter_count_counts_shared_tensors_once():
     assert parameter_count(separate) - parameter_count(shared) == table
 
 
+@pytest.mark.parametrize("share", [False, True])
+def test_init_uniform_bounds_every_weight_and_keeps_pad_zero(share):
+    torch.manual_seed(0)
+    model = Seq2Seq(tiny_model_config(init_uniform=0.05, share_embeddings=share, tie_output=share), VOCAB, VOCAB)
+    weights = list(model.parameters())
+    assert max(p.abs().max().item() for p in weights) <= 0.05
+    assert min(p.abs().max().item() for p in weights) > 0.03  # every tensor was drawn, not left at 0
+    assert not model.encoder.embedding.weight[PAD_ID].any() and not model.decoder.embedding.weight[PAD_ID].any()
+    if share:
+        assert model.decoder.output.weight is model.decoder.embedding.weight
+
+
 # ----------------------------------------------------------------------------- the loss
 
 
