@@ -140,13 +140,6 @@ def _prep_summary(outcome: Any) -> str:
     return f"nmt prep: {'; '.join(parts)}; vocab {sizes} ({kind}); wrote {out} in {outcome.seconds:.1f}s"
 
 
-def _not_yet(stage: str, issue: int) -> None:
-    raise NmtError(f"`nmt {stage}` is not implemented yet (issue #{issue}); `nmt prep` is available")
-
-
-_PENDING = {"context_settings": {"allow_extra_args": True, "ignore_unknown_options": True}}
-
-
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
