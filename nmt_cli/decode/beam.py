@@ -20,6 +20,8 @@ shrinks as the batch empties.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -47,92 +49,120 @@ class _Sentence:
         return reachable <= self.finished[-1].score
 
 
+@dataclass
+class _Candidates:
+    """The best 2·beam extensions of each sentence at one step, best first: (n, 2*beam) each."""
+
+    scores: Tensor  # log P of the extended hypothesis
+    rows: Tensor  # the row (n*beam indexing) of the hypothesis extended
+    words: Tensor  # the word it is extended by
+    open: Tensor  # True for the best `beam` extensions that do not end the hypothesis
+
+    @classmethod
+    def best(cls, logp: Tensor, scores: Tensor, beam: int) -> "_Candidates":
+        """From word log-probabilities (n*beam, vocab) and open scores (n, beam).
+
+        A sentence's best 2·beam extensions are among each hypothesis' own best 2·beam
+        words, so the (beam × vocab) table is never built: n × (beam × 2·beam) candidates.
+        """
+        n = scores.size(0)
+        per_row = min(2 * beam, logp.size(-1))
+        word_logp, words = logp.topk(per_row, dim=-1)  # (n*beam, per_row)
+        top_scores, top = (scores.view(-1, 1) + word_logp).view(n, -1).topk(2 * beam, dim=-1)
+        rows = top // per_row + torch.arange(n, device=logp.device).unsqueeze(1) * beam
+        word = words.view(n, -1).gather(1, top)
+        not_eos = word != EOS
+        return cls(top_scores, rows, word, not_eos & (not_eos.cumsum(dim=-1) <= beam))
+
+
+class _Search:
+    """The open hypotheses of the sentences still searching (``beam`` rows each, sentence
+    by sentence) and the finished ones of every sentence."""
+
+    def __init__(self, limits: list[int], beam: int, alpha: float, beta: float, keep_attention: bool,
+                 src_len: int, device: torch.device):
+        self.beam, self.alpha, self.beta, self.keep_attention = beam, alpha, beta, keep_attention
+        self.sentences = [_Sentence(beam, limit, alpha) for limit in limits]
+        self.alive = list(range(len(limits)))  # original index of each sentence still searching
+        rows = len(limits) * beam
+        self.scores = torch.zeros(len(limits), beam, device=device)  # (n, beam) log P of the open hypotheses
+        self.scores[:, 1:] = float("-inf")  # at first every beam is the same SOS: keep one
+        self.history = torch.empty(rows, 0, dtype=torch.long, device=device)  # (rows, steps) words
+        self.attention = torch.zeros(rows, 0, src_len, device=device)  # (rows, steps, src_len), if kept
+        self.coverage = torch.zeros(rows, src_len, device=device)  # (rows, src_len) attention summed over steps
+
+    def finish(self, c: _Candidates, i: int, j: int, step: int, weights: Tensor, mask: Tensor, ended: bool) -> None:
+        """Candidate j of sentence i leaves the beam: by EOS (``ended``) or at the length limit."""
+        row = int(c.rows[i, j])
+        tokens = self.history[row].tolist() + ([] if ended else [int(c.words[i, j])])
+        attention = torch.cat([self.attention[row], weights[row].unsqueeze(0)]).cpu() if self.keep_attention else None
+        cp = coverage_penalty(self.coverage[row], mask, self.beta)
+        logprob = float(c.scores[i, j])
+        self.sentences[self.alive[i]].add(
+            Hypothesis(tokens, ranking_score(logprob, step + 1, self.alpha, cp), logprob, attention))
+
+    def searching(self, c: _Candidates, step: int, weights: Tensor, mask: Tensor) -> list[int]:
+        """Finish what ends at this step; the positions (in ``alive``) of sentences not done."""
+        real = c.scores > float("-inf")
+        ends = (c.words[:, : self.beam] == EOS) & real[:, : self.beam]  # EOS among the best `beam`
+        for i, j in ends.nonzero().tolist():
+            self.finish(c, i, j, step, weights, mask[i], ended=True)
+        best_open = c.scores[c.open].view(-1, self.beam)[:, 0].tolist()
+        still = []
+        for i, s in enumerate(self.alive):
+            if step + 1 >= self.sentences[s].limit:  # out of length: the open hypotheses end here
+                for j in (c.open[i] & real[i]).nonzero().flatten().tolist():
+                    self.finish(c, i, j, step, weights, mask[i], ended=False)
+            elif not self.sentences[s].done(best_open[i]):
+                still.append(i)
+        return still
+
+    def advance(self, c: _Candidates, still: list[int], weights: Tensor) -> tuple[Tensor, Tensor]:
+        """Keep the open extensions of the ``still`` sentences; returns the parent row of each
+        new open hypothesis (to reorder the decoder state by) and its word."""
+        rows = c.rows[c.open].view(-1, self.beam)[still].flatten()  # (len(still)*beam,)
+        words = c.words[c.open].view(-1, self.beam)[still].flatten()
+        self.scores = c.scores[c.open].view(-1, self.beam)[still]
+        self.alive = [self.alive[i] for i in still]
+        self.history = torch.cat([self.history.index_select(0, rows), words.unsqueeze(1)], dim=1)
+        if self.keep_attention:
+            self.attention = torch.cat([self.attention.index_select(0, rows), weights.index_select(0, rows).unsqueeze(1)], dim=1)
+        if self.beta:
+            self.coverage = self.coverage.index_select(0, rows)
+        return rows, words
+
+
 @torch.no_grad()
 def beam_search(model: Seq2Seq, encoded: tuple, lengths: Tensor, beam: int, max_len_a: float, max_len_b: int,
                 alpha: float = 0.0, beta: float = 0.0, nbest: int = 1, keep_attention: bool = False) -> list[list[Hypothesis]]:
     """The ``nbest`` best hypotheses of each sentence, best first.
 
     ``encoded`` is ``model.encode(src, lengths)`` for a batch of sentences; lengths (batch,).
+    The encoder memory stays one row per sentence: the decoder attends for a sentence's
+    ``beam`` hypotheses at once (see ``Decoder._attend``).
     """
     memory, state, feed = encoded
     batch, device = memory.mask.size(0), memory.mask.device
     limits = (lengths.float() * max_len_a + max_len_b).long().clamp(min=1).tolist()
-    sentences = [_Sentence(beam, limit, alpha) for limit in limits]
-    alive = list(range(batch))  # original index of each sentence still searching
-
+    search = _Search(limits, beam, alpha, beta, keep_attention, memory.mask.size(1), device)
     rows = torch.arange(batch, device=device).repeat_interleave(beam)  # (batch*beam,)
-    state = [s.index_select(0, rows) for s in state]  # the memory stays one row per sentence
+    state = [s.index_select(0, rows) for s in state]
     feed = feed.index_select(0, rows) if feed is not None else None
-    scores = torch.zeros(batch, beam, device=device)  # log P of each open hypothesis
-    scores[:, 1:] = float("-inf")  # at first all beams are the same SOS: keep one
     prev = torch.full((batch * beam,), SOS, dtype=torch.long, device=device)
-    history = torch.empty(batch * beam, 0, dtype=torch.long, device=device)  # (rows, steps)
-    attention = torch.zeros(batch * beam, 0, memory.mask.size(1), device=device)  # (rows, steps, src_len)
-    coverage = torch.zeros(batch * beam, memory.mask.size(1), device=device)  # (rows, src_len)
-    track_attention = keep_attention or beta > 0
-
-    for t in range(max(limits)):
-        n = len(alive)
+    for step in range(max(limits)):
         att, state, weights = model.decoder.step(model.decoder.embed(prev), state, feed, memory)
         logp = torch.log_softmax(model.decoder.logits(att).float(), dim=-1)  # (n*beam, vocab)
         logp[:, PAD] = logp[:, SOS] = float("-inf")
-        weights = weights.float()
-        if track_attention:
-            coverage = coverage + weights
-
-        # The sentence's best 2*beam extensions are among each hypothesis' own best 2*beam
-        # words, so the (beam × vocab) table is never built: (n, beam * 2*beam) candidates.
-        per_row = min(2 * beam, logp.size(-1))
-        word_logp, words = logp.topk(per_row, dim=-1)  # (n*beam, per_row)
-        candidates = (scores.view(-1, 1) + word_logp).view(n, -1)
-        top_scores, top = candidates.topk(2 * beam, dim=-1)  # (n, 2*beam), best first
-        parent = top // per_row
-        word = words.view(n, -1).gather(1, top)
-        is_eos = word == EOS
-        keep = ~is_eos & ((~is_eos).cumsum(dim=-1) <= beam)  # the best `beam` other extensions
-        parent_rows = (parent + torch.arange(n, device=device).unsqueeze(1) * beam)  # (n, 2*beam)
-
-        def hypothesis(i: int, j: int, ended: bool) -> Hypothesis:
-            row = int(parent_rows[i, j])
-            tokens = history[row].tolist() + ([] if ended else [int(word[i, j])])
-            att_rows = torch.cat([attention[row], weights[row].unsqueeze(0)]) if keep_attention else None
-            cp = coverage_penalty(coverage[row], memory.mask[i], beta)
-            logprob = float(top_scores[i, j])
-            return Hypothesis(tokens, ranking_score(logprob, t + 1, alpha, cp), logprob,
-                              att_rows.cpu() if att_rows is not None else None)
-
-        eos_hits = (is_eos[:, :beam] & (top_scores[:, :beam] > float("-inf"))).nonzero().tolist()
-        for i, j in eos_hits:
-            sentences[alive[i]].add(hypothesis(i, j, ended=True))
-
-        next_scores = top_scores[keep].view(n, beam)
-        next_rows = parent_rows[keep].view(n, beam)
-        next_words = word[keep].view(n, beam)
-        still = []
-        best_open = next_scores[:, 0].tolist()
-        for i, s in enumerate(alive):
-            sentence = sentences[s]
-            if t + 1 >= sentence.limit:  # out of length: the open hypotheses end here
-                for j in keep[i].nonzero().flatten().tolist():
-                    if top_scores[i, j] > float("-inf"):
-                        sentence.add(hypothesis(i, j, ended=False))
-            elif not sentence.done(best_open[i]):
-                still.append(i)
+        weights = weights.float()  # (n*beam, src_len)
+        if beta:
+            search.coverage = search.coverage + weights
+        candidates = _Candidates.best(logp, search.scores, beam)
+        still = search.searching(candidates, step, weights, memory.mask)
         if not still:
             break
-
-        rows = next_rows[still].flatten()  # (len(still)*beam,) parent row of each new open hypothesis
-        if len(still) < n:
+        if len(still) < len(search.alive):
             memory = memory.select(torch.tensor(still, device=device))
-            alive = [alive[i] for i in still]
+        rows, prev = search.advance(candidates, still, weights)
         state = [s.index_select(0, rows) for s in state]
         feed = att.index_select(0, rows) if feed is not None else None
-        history = torch.cat([history.index_select(0, rows), next_words[still].flatten().unsqueeze(1)], dim=1)
-        if keep_attention:
-            attention = torch.cat([attention.index_select(0, rows), weights.index_select(0, rows).unsqueeze(1)], dim=1)
-        if track_attention:
-            coverage = coverage.index_select(0, rows)
-        scores = next_scores[still]
-        prev = next_words[still].flatten()
-    return [sentence.finished[:nbest] for sentence in sentences]
-
+    return [sentence.finished[:nbest] for sentence in search.sentences]
