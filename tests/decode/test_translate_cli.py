@@ -430,16 +430,20 @@ def test_a_failed_run_leaves_no_output_file(tmp_path, ckpt):
     assert os.listdir(out) == []
 
 
-def test_attention_plot_needs_matplotlib(tmp_path, source, ckpt):
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("matplotlib is installed")
+def test_attention_plot_needs_matplotlib(tmp_path, source, ckpt, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed: importing it fails
     plots = tmp_path / "plots"
     assert_one_line_error(translate(source, "-m", ckpt, "--attention-plot", plots), "matplotlib")
     assert not plots.exists()
+
+
+def test_attention_plot_writes_a_png_per_sentence_up_to_plot_max(tmp_path, source, ckpt):
+    pytest.importorskip("matplotlib")
+    plots = tmp_path / "plots"
+    assert_ok(translate(source, "-m", ckpt, "-q", "--beam", "1", "--attention-plot", plots, "--plot-max", "3"))
+    names = sorted(os.listdir(plots))
+    assert names == ["line-000001.png", "line-000002.png", "line-000003.png"]
+    assert all((plots / name).read_bytes().startswith(b"\x89PNG") for name in names)
 
 
 def test_truncated_gzip_input(tmp_path, source, ckpt):
