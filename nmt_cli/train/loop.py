@@ -227,7 +227,7 @@ def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str, log
     data = prepared_data.load(data_dir)
     # The data section that counts is the one the prep directory was made with: it is what
     # a checkpoint must carry (text normalization at translation time, languages).
-    cfg = Config(from_dict(DataConfig, data.manifest["options"]), cfg.model, cfg.train)
+    cfg = Config(from_dict(DataConfig, data.manifest["options"]), cfg.model, cfg.train, cfg.decode)
     resume_from = _check_out(out, resume)
     if resume_from is not None:
         state = checkpoint.load(resume_from)
@@ -275,7 +275,7 @@ def _resumed_config(cfg: Config, state: dict, path: Path) -> Config:
     if saved.model != cfg.model:
         changed = [k for k in asdict(cfg.model) if getattr(cfg.model, k) != getattr(saved.model, k)]
         raise NmtError(f"{path}: was trained with other model settings ({', '.join('model.' + k for k in changed)})")
-    return Config(saved.data, saved.model, cfg.train)
+    return Config(saved.data, saved.model, cfg.train, cfg.decode)
 
 
 def _check_same_data(state: dict, data: prepared_data.Prepared, path: Path) -> None:

@@ -192,6 +192,16 @@ def test_config_yaml_loads_back_equal(trained, prepped):
     assert dataclasses.asdict(written.data) == json.loads((prepped / "manifest.json").read_text())["options"]
 
 
+def test_the_recipes_decode_section_travels_in_checkpoints(tmp_path, prepped):
+    """What a recipe says about search becomes `nmt translate`'s default for its model."""
+    result = run_train(prepped, tmp_path / "m", *sets("train.max_steps=2", "train.valid_every=2", "decode.beam=3",
+                                                        "decode.alpha=1.0"))
+    assert result.exit_code == 0, result.output
+    saved = checkpoint.load(tmp_path / "m" / "best.pt")["config"]["decode"]
+    assert (saved["beam"], saved["alpha"]) == (3, 1.0)
+    assert load_recipe(tmp_path / "m" / "config.yaml").decode.beam == 3
+
+
 def test_best_hypotheses_are_written(trained, prepped):
     hyps = (trained / "valid.best.hyp").read_text(encoding="utf-8").split("\n")
     refs = prepared_data.load(prepped).valid_refs
