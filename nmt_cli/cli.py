@@ -364,6 +364,27 @@ def _score_model(model: Path, src: Optional[str], references: list[str], fmt: Fo
                f"{logprob / max(tokens, 1):.4f} per token; perplexity {forced.perplexity(logprob, tokens):.3f}", err=True)
 
 
+@app.command(epilog="Example: nmt info work/model/best.pt    nmt info work/prep --json")
+def info(
+    path: Path = typer.Argument(..., help="A checkpoint, a model directory (from nmt train) or a prep directory (from nmt prep)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Show what a checkpoint, model directory or prep directory holds: config, vocabulary, step, scores, data."""
+    import json
+
+    from nmt_cli.info import describe, table
+
+    if not path.exists():
+        raise NmtError(f"{path}: no such file or directory")
+    described = describe(path)
+    if as_json:
+        typer.echo(json.dumps(described, indent=2, ensure_ascii=False))
+    else:
+        from rich.console import Console
+
+        Console().print(table(described))
+
+
 def main() -> None:
     """The console script: like ``app()``, but usage errors are one line too."""
     try:

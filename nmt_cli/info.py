@@ -1,0 +1,110 @@
+"""`nmt info`: what a checkpoint, a model directory or a prep directory holds.
+
+Everything is read from what the stages wrote (checkpoint dicts, ``metrics.jsonl``,
+``manifest.json``); nothing is recomputed. :func:`describe` returns plain data, which the
+command prints as a rich table or as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from nmt_cli.errors import NmtError
+
+
+def describe(path: Path | str) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        if (path / "manifest.json").is_file():
+            return _prep(path)
+        from nmt_cli.train import checkpoint
+
+        best = path / "best.pt"
+        newest = best if best.is_file() else checkpoint.latest(path)
+        if newest is None:
+            raise NmtError(f"{path}: neither a prep directory (manifest.json) nor a model directory (best.pt, ckpt-*.pt)")
+        return {**_checkpoint(newest), "directory": _model_dir(path)}
+    return _checkpoint(path)
+
+
+def _checkpoint(path: Path) -> dict[str, Any]:
+    from nmt_cli.train import checkpoint
+
+    payload = checkpoint.load(path, mmap=True, require=checkpoint.FOR_INFERENCE)
+    progress, vocab, config = payload.get("progress") or {}, payload["vocab"], payload["config"]
+    unique = {t.untyped_storage().data_ptr(): t.numel() for t in payload["model"].values()}  # tied weights once
+    return {
+        "kind": "checkpoint",
+        "path": str(path),
+        "size_mb": round(path.stat().st_size / 2**20, 1),
+        "languages": f"{vocab['src_lang']} -> {vocab['tgt_lang']}",
+        "parameters": sum(unique.values()),
+        "step": progress.get("step"),
+        "epoch": progress.get("epoch"),
+        "minutes_trained": round(progress.get("elapsed", 0.0) / 60, 1),
+        "best_valid_bleu": round(progress["best_bleu"], 2) if "best_bleu" in progress else None,
+        "best_step": progress.get("best_step"),
+        "vocab": {"joint": vocab["joint"], "src_size": vocab["src_size"], "tgt_size": vocab["tgt_size"]},
+        "special_ids": vocab["special_ids"],
+        "data_fingerprint": (payload.get("data") or {}).get("fingerprint"),
+        "resumable": all(key in payload for key in ("optimizer", "schedule", "rng")),
+        "config": config,
+    }
+
+
+def _model_dir(path: Path) -> dict[str, Any]:
+    from nmt_cli.train import checkpoint
+
+    out: dict[str, Any] = {"path": str(path), "step_checkpoints": [p.name for _, p in checkpoint.step_checkpoints(path)]}
+    metrics = path / "metrics.jsonl"
+    if metrics.is_file():
+        events = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+        valid = [e for e in events if e.get("event") == "valid"]
+        out["validations"] = len(valid)
+        if valid:
+            best = max(valid, key=lambda e: e["bleu"])
+            out["best_validation"] = {k: best[k] for k in ("step", "bleu", "chrf", "ppl", "elapsed") if k in best}
+    return out
+
+
+def _prep(path: Path) -> dict[str, Any]:
+    from nmt_cli.prep import manifest
+
+    m = manifest.load(path)
+    return {
+        "kind": "prep",
+        "path": str(path),
+        "languages": f"{m['src_lang']} -> {m['tgt_lang']}",
+        "created": m.get("created"),
+        "tool": f"{m.get('tool')} {m.get('version')}",
+        "fingerprint": m["fingerprint"],
+        "splits": {name: {"role": s.get("role"), "pairs": s.get("pairs_kept"), "drops": {k: v for k, v in s.get("drops", {}).items() if v}}
+                   for name, s in m["splits"].items()},
+        "vocab": {"joint": m["vocab"]["joint"], "reused": m["vocab"]["reused"], "size": m["vocab"]["size"]},
+        "special_ids": m["special_ids"],
+        "options": m["options"],
+        "inputs": [{"path": i["path"], "lines": i["lines"], "sha256": i["sha256"][:16]} for i in m["inputs"]],
+    }
+
+
+def table(info: dict[str, Any]):
+    """A two-column rich Table; nested sections are flattened to dotted keys."""
+    from rich.table import Table
+
+    out = Table(title=f"{info['kind']}: {info['path']}", show_header=False, title_justify="left")
+    out.add_column("key", style="bold", no_wrap=True)
+    out.add_column("value", overflow="fold")
+    for key, value in _flatten(info):
+        if key not in ("kind", "path"):
+            out.add_row(key, value)
+    return out
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(value, dict) and value:
+        return [row for k, v in value.items() for row in _flatten(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return [row for i, v in enumerate(value) for row in _flatten(v, f"{prefix}[{i}]")]
+    return [(prefix, json.dumps(value) if isinstance(value, (list, dict)) else str(value))]
