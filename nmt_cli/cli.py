@@ -364,6 +364,18 @@ def _score_model(model: Path, src: Optional[str], references: list[str], fmt: Fo
                f"{logprob / max(tokens, 1):.4f} per token; perplexity {forced.perplexity(logprob, tokens):.3f}", err=True)
 
 
+@app.command(epilog="Example: nmt plot work/de-en work/en-de -o curves.png")
+def plot(
+    runs: list[Path] = typer.Argument(..., help="Model directories written by nmt train (their metrics.jsonl), overlaid."),
+    out: Path = typer.Option(Path("curves.png"), "--output", "-o", help="The PNG to write."),
+) -> None:
+    """Plot training curves: training loss, validation perplexity and BLEU against steps and minutes."""
+    from nmt_cli.plot import plot as draw
+
+    draw(runs, out)
+    typer.echo(f"nmt plot: wrote {out}", err=True)
+
+
 @app.command(epilog="Example: nmt info work/model/best.pt    nmt info work/prep --json")
 def info(
     path: Path = typer.Argument(..., help="A checkpoint, a model directory (from nmt train) or a prep directory (from nmt prep)."),
