@@ -38,8 +38,9 @@ data: $(STAMP)
 	$(DATASETS)
 
 # The main job. Each stage is a file target, so a second `make demo` skips what is done.
-DEMO_MODEL := $(WORK)/demo-de-en
-DEMO_TIME  ?= 10m
+DEMO_MODEL  := $(WORK)/demo-de-en
+DEMO_RECIPE ?= recipes/multi30k_de_en_quick.yaml
+DEMO_TIME   ?= 10m
 DEMO_TEST  := $(WORK)/prep-de-en/test_2016_flickr
 
 demo: $(DEMO_MODEL)/test.score.txt
@@ -54,9 +55,9 @@ demo: $(DEMO_MODEL)/test.score.txt
 	@echo "demo: files: prep $(WORK)/prep-de-en, model $(DEMO_MODEL)/best.pt (metrics.jsonl beside it)," >&2
 	@echo "      translations $(DEMO_MODEL)/test.hyp.en, scores $(DEMO_MODEL)/test.score.txt" >&2
 
-$(DEMO_MODEL)/best.pt: $(WORK)/prep-de-en/manifest.json recipes/multi30k_de_en.yaml
+$(DEMO_MODEL)/best.pt: $(WORK)/prep-de-en/manifest.json $(DEMO_RECIPE)
 	rm -rf $(DEMO_MODEL)
-	$(BIN)/nmt train recipes/multi30k_de_en.yaml --data $(WORK)/prep-de-en --out $(DEMO_MODEL) --set train.max_time=$(DEMO_TIME)
+	$(BIN)/nmt train $(DEMO_RECIPE) --data $(WORK)/prep-de-en --out $(DEMO_MODEL) --set train.max_time=$(DEMO_TIME)
 
 $(DEMO_MODEL)/test.hyp.en: $(DEMO_MODEL)/best.pt
 	$(BIN)/nmt translate -m $(DEMO_MODEL)/best.pt --beam 5 $(DEMO_TEST).de.txt -o $@
