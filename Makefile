@@ -79,8 +79,12 @@ bench-translate: $(BENCH_MODEL)
 	$(BIN)/python bench/bench_translate.py --model $(BENCH_MODEL)
 
 # Multi30k de-en prepared with the de-en recipe (re-running prep is a no-op when up to date).
-$(WORK)/prep-de-en/manifest.json: $(STAMP) recipes/multi30k_de_en.yaml
-	@D=$$($(DATASETS) --print-dir) && $(BIN)/nmt prep --recipe recipes/multi30k_de_en.yaml \
+# DEMO_DATA: a directory of train/val/test_2016_flickr.{de,en}[.gz] used as it is, unverified
+# (the tests run the demo's stages on a slice with PREP_RECIPE=DEMO_RECIPE=recipes/tiny.yaml).
+PREP_RECIPE ?= recipes/multi30k_de_en.yaml
+DEMO_DATA   ?=
+$(WORK)/prep-de-en/manifest.json: $(STAMP) $(PREP_RECIPE)
+	@D=$(or $(DEMO_DATA),$$($(DATASETS) --print-dir)) && $(BIN)/nmt prep --recipe $(PREP_RECIPE) --src-lang de --tgt-lang en \
 	    --train $$D/train --valid $$D/val --test $$D/test_2016_flickr --out $(WORK)/prep-de-en
 
 clean:

@@ -1,0 +1,34 @@
+"""`make demo`'s stages (prep -> train -> translate -> score -> report) on a generated
+slice with the tiny recipe, so a broken link between stages fails CI."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import make_pairs, write_split
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(shutil.which("make") is None or not (ROOT / ".venv" / ".installed").exists(),
+                    reason="needs make and the environment `make test` installs (.venv)")
+def test_make_demo_runs_every_stage_then_skips_what_is_done(tmp_path):
+    data = tmp_path / "slice"
+    for name, n, seed in (("train", 300, 1), ("val", 30, 2), ("test_2016_flickr", 20, 3)):
+        write_split(data, name, make_pairs(n, seed))
+    args = ["make", "-C", str(ROOT), "demo", f"WORK={tmp_path / 'work'}", f"DEMO_DATA={data}",
+            "PREP_RECIPE=recipes/tiny.yaml", "DEMO_RECIPE=recipes/tiny.yaml", "DEMO_TIME=60s"]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    model = tmp_path / "work" / "demo-de-en"
+    hyps = (model / "test.hyp.en").read_text(encoding="utf-8").splitlines()
+    assert len(hyps) == 20
+    assert "BLEU signature" in (model / "test.score.txt").read_text(encoding="utf-8")
+    assert "five examples" in first.stderr and "best validation BLEU" in first.stderr
+    second = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0
+    assert "nmt train" not in second.stdout and "nmt translate" not in second.stdout  # nothing redone
