@@ -121,25 +121,18 @@ def _paired(refs, systems, opts: Options) -> tuple[list[SystemScore], dict[str, 
     from sacrebleu.significance import PairedTest
 
     metrics = make_metrics(opts, refs)
-    by_name = {}  # sacrebleu's display name (e.g. "chrF2") -> our key
-    for key, metric in metrics.items():
-        by_name[metric.corpus_score(systems[0][1], None).name] = key
     test = PairedTest(systems, {m.__class__.__name__: m for m in metrics.values()}, None, test_type=opts.paired,
                       n_samples=opts.samples, n_ar_confidence=0 if opts.paired == "ar" else -1)
-    signatures, table = test()
-    results = [SystemScore(name) for name in table["System"]]
-    for display, column in table.items():
-        if display == "System":
-            continue
-        key = by_name.get(display, display.lower())
+    signatures, table = test()  # both keyed by sacrebleu's display names ("chrF2"), in the metrics' order
+    results = [SystemScore(name) for name in table.pop("System")]
+    for key, column in zip(metrics, table.values()):
         for result, cell in zip(results, column):
             result.scores[key] = cell.score
             if cell.ci is not None:
                 result.ci[key] = cell.ci
             if cell.p_value is not None:
                 result.p_value[key] = cell.p_value
-    return results, {by_name.get(k, k.lower()): str(v) for k, v in signatures.items()}
-
+    return results, {key: str(sig) for key, sig in zip(metrics, signatures.values())}
 
 def sentence_scores(refs: list[list[str]], hyps: list[str], opts: Options) -> list[dict[str, float]]:
     """Per line: sentence BLEU and chrF (sacrebleu's, with its smoothing for BLEU)."""
