@@ -9,6 +9,7 @@ here; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -48,13 +49,19 @@ class _Group(TyperGroup):
         except NmtError as e:
             if _debug:
                 raise
-            typer.echo(f"nmt: error: {e}", err=True)
+            typer.echo(f"nmt: error: {_rank_tag()}{e}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             if _debug:
                 raise
             typer.echo("nmt: interrupted", err=True)
             raise typer.Exit(130) from None
+
+
+def _rank_tag() -> str:
+    """``[rank N] `` in a torchrun worker other than rank 0, so its errors say whose they are."""
+    rank = os.environ.get("RANK", "0")
+    return f"[rank {rank}] " if rank != "0" else ""
 
 
 app = typer.Typer(
@@ -159,6 +166,7 @@ def train(
     """Train an attentional encoder-decoder from a YAML recipe."""
     from nmt_cli import config
     from nmt_cli.progress import TrainDisplay
+    from nmt_cli.train import distributed
     from nmt_cli.train.loop import train as run_training
 
     cfg = config.apply_overrides(config.load_recipe(recipe), assignments or [])
@@ -166,10 +174,14 @@ def train(
         import torch
 
         torch.set_num_threads(threads)
-    with TrainDisplay() as display:
+    main_rank = distributed.from_env().main  # under torchrun, rank 0 alone shows progress
+    with TrainDisplay(enabled=None if main_rank else False) as display:
         progress = run_training(cfg, data, out, resume, device.value, display)
     if progress.stop_reason.startswith("signal"):
-        typer.echo(f"nmt train: checkpoint written; continue with: nmt train {recipe} --data {data} --out {out} --resume", err=True)
+        again = "the same torchrun command with --resume" if distributed.launched() else \
+            f"nmt train {recipe} --data {data} --out {out} --resume"
+        if main_rank:
+            typer.echo(f"nmt train: checkpoint written; continue with: {again}", err=True)
         raise typer.Exit(130)
 
 

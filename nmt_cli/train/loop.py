@@ -9,6 +9,11 @@ checkpoint). Every event goes to ``MODEL_DIR/metrics.jsonl``.
 Exact resume: the batch order of an epoch is a function of (seed, epoch), and a
 checkpoint stores the position in the epoch and the RNG states, so a resumed run takes
 the same steps as an uninterrupted one.
+
+Under torchrun (``train/distributed.py``) a step's batches are ``world x accumulate``
+consecutive batches of that order, shared out over the ranks; the effective batch, what
+one optimizer step and so one step of the learning-rate schedule sees, is ranks x
+batch_tokens x accumulate. Rank 0 alone validates, logs and writes.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ import yaml
 from nmt_cli.config import Config, DataConfig, from_dict, parse_duration, to_dict
 from nmt_cli import device as devices
 from nmt_cli.errors import NmtError
-from nmt_cli.model.seq2seq import Seq2Seq, parameter_count
+from nmt_cli.model.seq2seq import Seq2Seq, parameter_count, token_losses
 from nmt_cli.prep import subwords
 from nmt_cli.train import checkpoint
 from nmt_cli.train import data as prepared_data
+from nmt_cli.train import distributed
 from nmt_cli.train.optim import Schedule, make_optimizer
 from nmt_cli.train.validate import validate
 
@@ -58,6 +64,8 @@ class Run:
     out: Path
     data: prepared_data.Prepared
     model: Seq2Seq
+    net: torch.nn.Module  # what the training step calls: the model, or DDP around it
+    ranks: distributed.Ranks
     optimizer: torch.optim.Optimizer
     schedule: Schedule
     progress: Progress
@@ -69,13 +77,30 @@ class Run:
 
 
 def train(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str = "auto", display=None) -> Progress:
-    """Train (or resume) a model; ``display`` has ``line(text)`` and ``status(text)``."""
-    run = setup(cfg, Path(data_dir), Path(out), resume, device, display or _Quiet())
-    run.log.line(f"training {parameter_count(run.model):,} parameters on {run.device} ({run.cfg.train.precision}); "
-            f"{len(run.data.train):,} training pairs; writing {run.out}")
-    with _signals(run.stop_signal):
-        loop(run)
+    """Train (or resume) a model; ``display`` has ``line(text)`` and ``status(text)``.
+
+    Under torchrun this process is one rank of a data-parallel run (rank 0 displays).
+    """
+    dev = devices.resolve(device)
+    with distributed.process_group(dev) as ranks:
+        log = (display or _Quiet()) if ranks.main else _Quiet()
+        run = setup(cfg, Path(data_dir), Path(out), resume, distributed.rank_device(dev, ranks), ranks, log)
+        t = run.cfg.train
+        run.log.line(f"training {parameter_count(run.model):,} parameters on {run.device} ({t.precision}); "
+                     f"{len(run.data.train):,} training pairs; writing {run.out}")
+        run.log.line(f"effective batch: {ranks.world} rank{'s' if ranks.world > 1 else ''} x {t.batch_tokens:,} tokens "
+                     f"x accumulate {t.accumulate} = {effective_batch(run):,} tokens an optimizer step")
+        try:
+            with _signals(run.stop_signal):
+                loop(run)
+        finally:
+            run.net = run.model  # let go of DDP while its process group is still there
     return run.progress
+
+
+def effective_batch(run: Run) -> int:
+    """Padded tokens an optimizer step (and so a learning-rate schedule step) covers at most."""
+    return run.ranks.world * run.cfg.train.batch_tokens * run.cfg.train.accumulate
 
 
 def loop(run: Run) -> None:
@@ -86,8 +111,8 @@ def loop(run: Run) -> None:
     while not check_stop(run, budget):
         if batches_epoch != p.epoch:
             batches, batches_epoch = run.data.train.batches(cfg.batch_tokens, cfg.seed, p.epoch), p.epoch
-        group = batches[p.batches_done : p.batches_done + cfg.accumulate]
-        loss, nll, tokens = train_step(run, [run.data.train.collate(b) for b in group])
+        group = batches[p.batches_done : p.batches_done + cfg.accumulate * run.ranks.world]
+        loss, nll, tokens = train_step(run, group)
         p.step, p.batches_done = p.step + 1, p.batches_done + len(group)
         p.elapsed = time.perf_counter() - started
         window["loss"], window["nll"], window["tokens"] = window["loss"] + loss, window["nll"] + nll, window["tokens"] + tokens
@@ -103,19 +128,32 @@ def loop(run: Run) -> None:
         save(run, best=False)
     elif p.validated_step != p.step:
         validate_and_save(run, scheduled=False)
-    run.log.line(f"stopped at step {p.step} ({p.stop_reason}); best BLEU {p.best_bleu:.2f} at step {p.best_step}")
+    best = f"best BLEU {p.best_bleu:.2f} at step {p.best_step}" if p.best_step else "not validated yet"
+    run.log.line(f"stopped at step {p.step} ({p.stop_reason}); {best}")
 
 
-def train_step(run: Run, batches: list) -> tuple[float, float, int]:
-    """One optimizer step over ``batches``; loss averaged over all their target tokens."""
-    tokens = sum(b.tokens for b in batches)
+def train_step(run: Run, group: list) -> tuple[float, float, int]:
+    """One optimizer step over the batches ``group`` (index arrays), shared out over the
+    ranks; the loss is averaged over all their target tokens. Returns the sums of loss
+    and -log p over all ranks, and the target tokens."""
+    tokens = int(sum(run.data.train.tgt_len[b].sum() for b in group))  # every rank's, from the length arrays
+    mine = distributed.share(group, run.ranks)
+    # DDP averages gradients over ranks: weighting by world/tokens makes the step's gradient
+    # the gradient of (sum of token losses)/tokens, as one process over the whole group.
+    # A rank left without a batch (end of an epoch) still joins the averaging, with weight 0.
+    weight = run.ranks.world / tokens if mine else 0.0
+    work = mine or group[:1]
     loss_sum = nll_sum = 0.0
-    for batch in batches:
-        with run.autocast():
-            loss, nll = run.model.loss(batch.to(run.device), run.cfg.train.label_smoothing)
-        scaled = loss / tokens
-        (run.scaler.scale(scaled) if run.scaler else scaled).backward()
-        loss_sum, nll_sum = loss_sum + loss.item(), nll_sum + nll.item()
+    for i, indices in enumerate(work):
+        batch = run.data.train.collate(indices).to(run.device)
+        with _gradient_sync(run, last=i == len(work) - 1):
+            with run.autocast():
+                logits = run.net(batch.src, batch.src_lengths, batch.tgt_in)  # (batch, tgt_len, vocab)
+                loss, nll = token_losses(logits, batch.tgt_out, run.cfg.train.label_smoothing)
+            scaled = loss * weight
+            (run.scaler.scale(scaled) if run.scaler else scaled).backward()
+        if mine:
+            loss_sum, nll_sum = loss_sum + loss.item(), nll_sum + nll.item()
     if run.scaler:
         run.scaler.unscale_(run.optimizer)
     if run.cfg.train.clip_norm:
@@ -127,7 +165,15 @@ def train_step(run: Run, batches: list) -> tuple[float, float, int]:
     else:
         run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
+    loss_sum, nll_sum = distributed.total([loss_sum, nll_sum], run.device)
     return loss_sum, nll_sum, tokens
+
+
+def _gradient_sync(run: Run, last: bool):
+    """DDP averages gradients once a step, in the backward pass of a rank's last batch."""
+    if last or run.net is run.model:
+        return contextlib.nullcontext()
+    return run.net.no_sync()
 
 
 def validate_and_save(run: Run, scheduled: bool) -> None:
@@ -135,24 +181,34 @@ def validate_and_save(run: Run, scheduled: bool) -> None:
     count for the plateau schedule and early stopping, so that the extra one at a stop
     does not change the trajectory of a run resumed from there."""
     p, cfg = run.progress, run.cfg.train
-    scores = validate(run.model, run.data.valid, run.data.valid_refs, run.data.tgt_spm, cfg, run.device, run.autocast)
-    hyps = scores.pop("hypotheses")
+    scores = None
+    if run.ranks.main:  # the other ranks wait for its scores
+        scores = validate(run.model, run.data.valid, run.data.valid_refs, run.data.tgt_spm, cfg, run.device, run.autocast)
+        hyps = scores.pop("hypotheses")
+    scores = distributed.from_main(scores)
     p.validated_step = p.step
     if scheduled:
         run.schedule.validated(scores["bleu"])
     improved = scores["bleu"] > p.best_bleu
     if improved:
         p.best_bleu, p.best_step = scores["bleu"], p.step
-        (run.out / "valid.best.hyp").write_text("\n".join(hyps) + "\n", encoding="utf-8")
+        if run.ranks.main:
+            (run.out / "valid.best.hyp").write_text("\n".join(hyps) + "\n", encoding="utf-8")
     event(run, "valid", **scores, best_bleu=p.best_bleu, lr=run.optimizer.param_groups[0]["lr"])
     run.log.line(f"step {p.step} valid: loss {scores['loss']:.3f} ppl {scores['ppl']:.2f} "
             f"BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f}{' (best)' if improved else ''}")
     save(run, best=improved)
+    distributed.barrier()  # the others wait while rank 0 writes
 
 
 def check_stop(run: Run, budget: float) -> bool:
-    """Whether training must stop before its next step; the reason goes to progress."""
-    run.progress.stop_reason = stop_reason(run, budget)
+    """Whether training must stop before its next step; the reason goes to progress.
+
+    Every rank stops at the same step: the first reason in rank order wins (clocks and
+    signals are each rank's own; everything else is the same on all ranks).
+    """
+    reasons = distributed.gather(stop_reason(run, budget))
+    run.progress.stop_reason = next((r for r in reasons if r), "")
     return bool(run.progress.stop_reason)
 
 
@@ -176,7 +232,7 @@ def log_train(run: Run, window: dict) -> None:
     seconds = time.perf_counter() - window["start"]
     loss, nll = window["loss"] / window["tokens"], window["nll"] / window["tokens"]
     values = {"loss": loss, "ppl": math.exp(min(nll, 50.0)), "tokens_per_s": window["tokens"] / seconds,
-              "lr": run.optimizer.param_groups[0]["lr"]}
+              "lr": run.optimizer.param_groups[0]["lr"], "ranks": run.ranks.world, "effective_batch": effective_batch(run)}
     event(run, "train", **values)
     run.log.line(_status(run, window, parse_duration(run.cfg.train.max_time)))
 
@@ -195,6 +251,9 @@ def _status(run: Run, window: dict, budget: float) -> str:
 
 
 def event(run: Run, kind: str, **values: Any) -> None:
+    """Append a record to metrics.jsonl (rank 0)."""
+    if not run.ranks.main:
+        return
     p = run.progress
     record = {"event": kind, "step": p.step, "epoch": p.epoch, "elapsed": round(p.elapsed, 2), **values}
     with open(run.out / "metrics.jsonl", "a", encoding="utf-8") as f:
@@ -202,13 +261,18 @@ def event(run: Run, kind: str, **values: Any) -> None:
 
 
 def save(run: Run, best: bool) -> None:
+    """Write a step checkpoint (and best.pt): rank 0 writes, every rank gives its RNG state."""
+    rng = distributed.gather(_rng_state(run.device))
+    if not run.ranks.main:
+        return
     payload = {
         "config": to_dict(run.cfg),
         "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "schedule": run.schedule.state_dict(),
         "scaler": run.scaler.state_dict() if run.scaler else None,
-        "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if run.device.type == "cuda" else []},
+        "rng": rng[0],
+        "rng_ranks": rng,  # one state per rank: each resumes its own dropout stream
         "progress": asdict(run.progress),
         "vocab": run.data.vocab,
         "data": {"fingerprint": run.data.manifest["fingerprint"]},
@@ -220,10 +284,20 @@ def save(run: Run, best: bool) -> None:
     checkpoint.prune(run.out, run.cfg.train.keep_last)
 
 
+def _rng_state(device: torch.device) -> dict:
+    return {"torch": torch.get_rng_state(), "cuda": [torch.cuda.get_rng_state(device)] if device.type == "cuda" else []}
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if device.type == "cuda" and state["cuda"]:
+        torch.cuda.set_rng_state(state["cuda"][0].cpu(), device)
+
+
 # ----------------------------------------------------------------------------- setup
 
 
-def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str, log) -> Run:
+def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, dev: torch.device, ranks: distributed.Ranks, log) -> Run:
     data = prepared_data.load(data_dir)
     # The data section that counts is the one the prep directory was made with: it is what
     # a checkpoint must carry (text normalization at translation time, languages).
@@ -234,10 +308,11 @@ def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str, log
         cfg = _resumed_config(cfg, state, resume_from)
         _check_same_data(state, data, resume_from)
     _check_vocab(cfg, data)
-    dev = devices.resolve(device)
     autocast = devices.autocast(dev, cfg.train.precision, "train.precision")  # refuses fp16 on CPU before anything is written
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     model = Seq2Seq(cfg.model, data.vocab["src_size"], data.vocab["tgt_size"]).to(dev)
+    if ranks.rank:
+        torch.manual_seed(cfg.train.seed + ranks.rank)  # but each rank its own dropout
     optimizer = make_optimizer(cfg.train, model.parameters())
     schedule, progress = Schedule(cfg.train), Progress()
     scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
@@ -248,12 +323,31 @@ def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str, log
         if scaler and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         progress = Progress(**{**state["progress"], "stop_reason": ""})
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        if dev.type == "cuda" and state["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
-    return Run(cfg, out, data, model, optimizer, schedule, progress, dev, autocast, scaler, log)
+        _resume_rng(state, ranks, dev, resume_from, log)
+    distributed.barrier()  # every rank has checked the output directory before rank 0 writes in it
+    if ranks.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+    net = _data_parallel(model, dev)
+    return Run(cfg, out, data, model, net, ranks, optimizer, schedule, progress, dev, autocast, scaler, log)
+
+
+def _data_parallel(model: Seq2Seq, dev: torch.device) -> torch.nn.Module:
+    """The model in DDP when this process is one rank of several (a world of one too)."""
+    if not torch.distributed.is_initialized():
+        return model
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+
+def _resume_rng(state: dict, ranks: distributed.Ranks, dev: torch.device, path: Path, log) -> None:
+    """Each rank takes back its own generator state; a run resumed on another number of
+    ranks resumes its batches exactly, but not its dropout masks."""
+    states = state.get("rng_ranks") or [state["rng"]]
+    if len(states) != ranks.world:
+        log.line(f"warning: {path} was written by a run of {len(states)} rank(s), this one has {ranks.world}: "
+                 "the batches resume exactly, the dropout masks do not")
+    if ranks.rank < len(states):
+        _set_rng_state(states[ranks.rank], dev)
 
 
 def _check_out(out: Path, resume: bool) -> Path | None:
