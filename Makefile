@@ -13,10 +13,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export MULTI30K_DIR
 
-.PHONY: install test demo data bench bench-prep bench-train bench-translate clean help
+.PHONY: install test demo data bench bench-prep bench-train bench-distributed bench-translate clean help
 
 help:
-	@echo "make test | demo | data | bench | bench-prep | bench-train | bench-translate | clean   (see README.md)"
+	@echo "make test | demo | data | bench | bench-prep | bench-train | bench-distributed | bench-translate | clean   (see README.md)"
 
 # torch first, pinned to the local CPU build, so the range in pyproject.toml is already
 # satisfied and pip never pulls a CUDA build; then nmt itself, editable, with test extras.
@@ -65,13 +65,16 @@ $(DEMO_MODEL)/test.hyp.en: $(DEMO_MODEL)/best.pt
 $(DEMO_MODEL)/test.score.txt: $(DEMO_MODEL)/test.hyp.en
 	$(BIN)/nmt score -r $(DEMO_TEST).en.txt $< --metrics bleu,chrf,ter > $@.tmp && mv $@.tmp $@
 
-bench: bench-prep bench-train bench-translate
+bench: bench-prep bench-train bench-distributed bench-translate
 
 bench-prep: $(STAMP)
 	$(BIN)/python bench/bench_prep.py --multi30k "$(MULTI30K_DIR)" --work $(WORK)/bench
 
 bench-train: $(WORK)/prep-de-en/manifest.json
 	$(BIN)/python bench/bench_train.py --prep $(WORK)/prep-de-en
+
+bench-distributed: $(WORK)/prep-de-en/manifest.json
+	$(BIN)/python bench/bench_distributed.py --prep $(WORK)/prep-de-en --ranks 2 --threads 1 --steps 30 --log-every 5
 
 # Translation speed needs a trained de-en model: the demo's (make demo), or BENCH_MODEL=...
 BENCH_MODEL ?= $(DEMO_MODEL)/best.pt

@@ -68,6 +68,9 @@ def process_group(device: torch.device) -> Iterator[Ranks]:
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
+        if ranks.local >= torch.cuda.device_count():
+            raise NmtError(f"local rank {ranks.local} has no GPU of its own: this machine has {torch.cuda.device_count()}; "
+                           "start at most that many processes per node (--nproc_per_node)")
         torch.cuda.set_device(ranks.local)
     dist.init_process_group(backend, device_id=torch.device("cuda", ranks.local) if device.type == "cuda" else None)
     try:
@@ -81,9 +84,6 @@ def process_group(device: torch.device) -> Iterator[Ranks]:
 def rank_device(device: torch.device, ranks: Ranks) -> torch.device:
     """CUDA ranks each take the GPU of their local rank; CPU ranks share the CPU."""
     if device.type == "cuda" and dist.is_initialized():
-        if ranks.local >= torch.cuda.device_count():
-            raise NmtError(f"local rank {ranks.local} has no GPU: this machine has {torch.cuda.device_count()}; "
-                           "start at most that many processes per node (--nproc_per_node)")
         return torch.device("cuda", ranks.local)
     return device
 
