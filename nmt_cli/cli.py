@@ -210,6 +210,7 @@ def translate(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sentences per batch; 0: 160 // beam, so memory stays flat as the beam grows [0]."),
     batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", help="Source subwords per batch, padding included; 0: no limit [0]."),
     replace_unk: Optional[bool] = typer.Option(None, "--replace-unk/--no-replace-unk", help="Replace UNK by the source subword with the most attention."),
+    hard_attention: Optional[bool] = typer.Option(None, "--hard-attention/--soft-attention", help="Diagnostic: each step's context is the most attended source state alone (argmax), not the weighted sum; scores lower."),
     precision: Optional[Precision] = typer.Option(None, "--precision", help="Compute precision (fp16: CUDA only) [fp32]."),
     quantize: Optional[Quantize] = typer.Option(None, "--quantize", help="Dynamic int8 quantization of the linear layers (CPU) [none]."),
     scores: bool = typer.Option(False, "--scores", help="Append each translation's log-probability after a tab."),
@@ -224,7 +225,7 @@ def translate(
     """Translate raw text with greedy or beam search, streaming: one output line per input line."""
     flags = {k: v.value if isinstance(v, Enum) else v for k, v in locals().items()
              if k in ("beam", "nbest", "alpha", "beta", "max_len_a", "max_len_b", "batch_size", "batch_tokens",
-                      "replace_unk", "precision", "quantize")}
+                      "replace_unk", "hard_attention", "precision", "quantize")}
     import torch
 
     from nmt_cli import io as nio

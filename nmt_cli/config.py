@@ -80,7 +80,7 @@ class DataConfig:
 class ModelConfig:
     """``model:``: an attentional RNN encoder-decoder (see ``model/seq2seq.py``)."""
 
-    cell: Literal["gru", "lstm"] = "gru"
+    cell: Literal["gru", "lstm", "rnn"] = "gru"  # rnn: the vanilla (Elman) tanh cell
     emb_size: int = 256
     emb_dropout: float = 0.2
     share_embeddings: bool = False  # one embedding table for source and target (joint vocab)
@@ -91,8 +91,11 @@ class ModelConfig:
     decoder_layers: int = 1
     decoder_hidden: int = 512
     dropout: float = 0.2  # between recurrent layers and on the attentional state
-    attention: Literal["bahdanau", "luong_dot", "luong_general"] = "bahdanau"
-    attention_size: int = 256  # Bahdanau's MLP width
+    residual: bool = False  # add each recurrent layer's input to its output (from the second layer on)
+    attention: Literal["bahdanau", "luong_dot", "luong_general", "luong_local", "luong_local_m"] = "bahdanau"
+    attention_size: int = 256  # Bahdanau's MLP width; luong_local's position predictor width
+    heads: int = 1  # independent scoring heads (bahdanau, luong_general), contexts concatenated and projected
+    window: int = 10  # luong_local(_m): D, attend to source positions [p_t - D, p_t + D]
     input_feeding: bool = True  # feed the previous attentional state into the decoder RNN
     bridge: bool = True  # decoder's initial state from the encoder's final (else zeros)
     output_size: int = 256  # size of the attentional state that predicts the word
@@ -100,7 +103,8 @@ class ModelConfig:
 
     def validate(self) -> None:
         _require(self.init_uniform >= 0, "model.init_uniform", "must be >= 0")
-        for key in ("emb_size", "encoder_layers", "encoder_hidden", "decoder_layers", "decoder_hidden", "attention_size", "output_size"):
+        for key in ("emb_size", "encoder_layers", "encoder_hidden", "decoder_layers", "decoder_hidden", "attention_size",
+                    "output_size", "heads", "window"):
             _require(getattr(self, key) >= 1, f"model.{key}", "must be >= 1")
         for key in ("emb_dropout", "dropout"):
             _require(0 <= getattr(self, key) < 1, f"model.{key}", "must be in [0, 1)")
@@ -110,6 +114,8 @@ class ModelConfig:
                 f"model.attention luong_dot needs decoder_hidden ({self.decoder_hidden}) equal to the encoder "
                 f"output size ({memory} = encoder_hidden x directions); use luong_general or change the sizes"
             )
+        if self.heads > 1 and self.attention not in ("bahdanau", "luong_general"):
+            raise NmtError(f"model.heads {self.heads} needs attention bahdanau or luong_general (got {self.attention})")
         if self.tie_output and self.output_size != self.emb_size:
             raise NmtError(f"model.tie_output needs output_size ({self.output_size}) equal to emb_size ({self.emb_size})")
 
@@ -127,6 +133,11 @@ class TrainConfig:
     momentum: float = 0.0  # sgd only
     clip_norm: float = 1.0  # gradient clipping by global norm (0: off)
     label_smoothing: float = 0.1
+    # Scheduled sampling (Bengio et al. 2015): the share of decoder steps that read the
+    # reference's previous word; the others read the model's own greedy prediction.
+    teacher_forcing: float = 1.0  # the ratio (constant) or the ratio the schedule decays to
+    teacher_forcing_schedule: Literal["constant", "linear", "inverse_sigmoid"] = "constant"
+    teacher_forcing_steps: int = 10000  # linear: steps from 1.0 down to teacher_forcing; inverse_sigmoid: k
     schedule: Literal["constant", "plateau", "inverse_sqrt"] = "plateau"
     warmup_steps: int = 0  # linear warmup (inverse_sqrt: the peak step)
     plateau_factor: float = 0.5  # plateau: lr *= factor after plateau_patience bad validations
@@ -151,6 +162,8 @@ class TrainConfig:
             _require(getattr(self, key) >= 0, f"train.{key}", "must be >= 0")
         _require(self.lr > 0, "train.lr", "must be > 0")
         _require(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
+        _require(0 <= self.teacher_forcing <= 1, "train.teacher_forcing", "must be in [0, 1]")
+        _require(self.teacher_forcing_steps >= 1, "train.teacher_forcing_steps", "must be >= 1")
         _require(0 < self.plateau_factor <= 1, "train.plateau_factor", "must be in (0, 1]")
         _require(self.clip_norm >= 0, "train.clip_norm", "must be >= 0 (0 turns clipping off)")
         if self.schedule == "inverse_sqrt":
@@ -193,6 +206,7 @@ class DecodeConfig:
     batch_size: int = 0  # sentences per batch (0: 160 // beam, so memory stays flat as the beam grows)
     batch_tokens: int = 0  # source subwords per batch, padding included (0: no limit)
     replace_unk: bool = False  # replace UNK by the source subword with the most attention
+    hard_attention: bool = False  # diagnostic: the context is the most attended source state alone (argmax)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype (fp16: CUDA only)
     quantize: Literal["none", "int8"] = "none"  # dynamic int8 quantization (CPU only)
 
@@ -252,8 +266,24 @@ def to_dict(cfg: Any) -> dict:
 
 
 def load_recipe(path: str | Path) -> Config:
-    """Read a YAML recipe into a validated :class:`Config`."""
+    """Read a YAML recipe into a validated :class:`Config`.
+
+    A recipe may start from another: ``base: multi30k_de_en.yaml`` (a path relative to
+    the recipe's own folder) takes that recipe's values, and this recipe's keys replace
+    them one by one, so a variant states only what it changes.
+    """
     path = Path(path)
+    values = _recipe_values(path, ())
+    try:
+        cfg = from_dict(Config, values)
+        cfg.validate()
+    except NmtError as e:
+        raise NmtError(f"{path}: {e}") from None
+    return cfg
+
+
+def _recipe_values(path: Path, seen: tuple[Path, ...]) -> dict:
+    """A recipe's mapping, with its ``base:`` chain merged in (the recipe's own keys win)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -266,12 +296,21 @@ def load_recipe(path: str | Path) -> Config:
         mark = getattr(e, "problem_mark", None)
         at = f":{mark.line + 1}" if mark is not None else ""
         raise NmtError(f"{path}{at}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
-    try:
-        cfg = from_dict(Config, values)
-        cfg.validate()
-    except NmtError as e:
-        raise NmtError(f"{path}: {e}") from None
-    return cfg
+    if not isinstance(values, dict) or "base" not in values:
+        return values
+    base = values.pop("base")
+    if not isinstance(base, str):
+        raise NmtError(f"{path}: base must be the path of a recipe, got {_kind(base)}")
+    base_path = (path.parent / base).resolve()
+    if base_path in seen or base_path == path.resolve():
+        raise NmtError(f"{path}: base {base} leads back to itself")
+    merged = _recipe_values(base_path, (*seen, path.resolve()))
+    for section, keys in values.items():
+        if isinstance(keys, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **keys}
+        else:
+            merged[section] = keys
+    return merged
 
 
 def apply_overrides(cfg: Config, assignments: list[str]) -> Config:

@@ -99,6 +99,7 @@ def _prepare(model: Seq2Seq, decode: DecodeConfig, device: torch.device) -> Seq2
     if decode.quantize == "int8" and device.type != "cpu":
         raise NmtError("--quantize int8 is for CPU decoding; on CUDA use --precision fp16 or bf16")
     model = model.to(device)
+    model.decoder.attention.hard = decode.hard_attention
     if not (decode.precision == "bf16" and device.type == "cpu"):
         model.encoder = FusedEncoder(model.encoder)
     if decode.quantize == "int8":

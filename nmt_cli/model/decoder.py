@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from nmt_cli.config import ModelConfig
 from nmt_cli.model.attention import Attention
 from nmt_cli.model.rnn import StackedCells
+from nmt_cli.prep.subwords import PAD, SOS
 
 
 @dataclass
@@ -55,8 +56,8 @@ class Decoder(nn.Module):
             parts["context"] = memory_size
         if cfg.input_feeding:
             parts["feed"] = cfg.output_size
-        self.rnn = StackedCells(cfg.cell, parts, cfg.decoder_hidden, cfg.decoder_layers, cfg.dropout)
-        self.attention = Attention(cfg.attention, cfg.decoder_hidden, memory_size, cfg.attention_size)
+        self.rnn = StackedCells(cfg.cell, parts, cfg.decoder_hidden, cfg.decoder_layers, cfg.dropout, cfg.residual)
+        self.attention = Attention(cfg.attention, cfg.decoder_hidden, memory_size, cfg.attention_size, cfg.heads, cfg.window)
         self.pre_output = nn.Linear(cfg.decoder_hidden + memory_size, cfg.output_size)
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = nn.Linear(cfg.output_size, vocab_size)
@@ -80,8 +81,9 @@ class Decoder(nn.Module):
         """Layer 0's input product for target words: (...,) ids -> (..., gates*hidden)."""
         return self.rnn.project("emb", self.emb_dropout(self.embedding(tokens)))
 
-    def step(self, emb_in: Tensor, state: list[Tensor], feed: Tensor | None, memory: Memory):
-        """One decoder step from the embedded previous word ``emb_in`` (rows, gates*hidden).
+    def step(self, emb_in: Tensor, state: list[Tensor], feed: Tensor | None, memory: Memory, t: int = 0):
+        """Decoder step ``t`` (0-based target position) from the embedded previous word
+        ``emb_in`` (rows, gates*hidden).
 
         ``rows`` is the memory's batch or a multiple of it (see :meth:`_attend`). Returns
         h̃_t (rows, output), the new state, and the attention weights (rows, src_len).
@@ -90,15 +92,15 @@ class Decoder(nn.Module):
         if feed is not None:
             gi = gi + self.rnn.project("feed", feed)
         if self.bahdanau:
-            context, weights = self._attend(state[-1][:, : self.rnn.hidden], memory)
+            context, weights = self._attend(state[-1][:, : self.rnn.hidden], memory, t)
             h, state = self.rnn(gi + self.rnn.project("context", context), state)
         else:
             h, state = self.rnn(gi, state)
-            context, weights = self._attend(h, memory)
+            context, weights = self._attend(h, memory, t)
         att = torch.tanh(self.pre_output(torch.cat([h, context.to(h.dtype)], dim=-1)))
         return att, state, weights
 
-    def _attend(self, query: Tensor, memory: Memory) -> tuple[Tensor, Tensor]:
+    def _attend(self, query: Tensor, memory: Memory, t: int) -> tuple[Tensor, Tensor]:
         """Attention for queries (rows, hidden) over a memory of ``rows / group`` sentences.
 
         Rows come in groups of consecutive rows that share a sentence (the hypotheses of a
@@ -106,7 +108,7 @@ class Decoder(nn.Module):
         "steps" dimension. Returns context (rows, memory) and weights (rows, src_len).
         """
         rows, sentences = query.size(0), memory.mask.size(0)
-        context, weights = self.attention(query.view(sentences, rows // sentences, -1), memory.keys, memory.states, memory.mask)
+        context, weights = self.attention(query.view(sentences, rows // sentences, -1), memory.keys, memory.states, memory.mask, t)
         return context.reshape(rows, -1), weights.reshape(rows, -1)
 
     def forward(self, tgt_in: Tensor, memory: Memory, state: list[Tensor], feed: Tensor | None) -> Tensor:
@@ -115,8 +117,8 @@ class Decoder(nn.Module):
         if not self.bahdanau and feed is None:
             return self._forward_luong_no_feed(emb_in, memory, state)
         outputs = []
-        for emb_t in emb_in.unbind(1):  # unbind: one backward op, not a full-size zero fill per step
-            att, state, _ = self.step(emb_t, state, feed, memory)
+        for t, emb_t in enumerate(emb_in.unbind(1)):  # unbind: one backward op, not a full-size zero fill per step
+            att, state, _ = self.step(emb_t, state, feed, memory, t)
             outputs.append(att)
             if feed is not None:
                 feed = att
@@ -129,8 +131,29 @@ class Decoder(nn.Module):
             h, state = self.rnn(emb_t, state)
             tops.append(h)
         h = torch.stack(tops, dim=1)  # (batch, tgt_len, hidden)
-        context, _ = self.attention(h, memory.keys, memory.states, memory.mask)
+        positions = torch.arange(h.size(1), device=h.device)
+        context, _ = self.attention(h, memory.keys, memory.states, memory.mask, positions)
         return torch.tanh(self.pre_output(torch.cat([h, context.to(h.dtype)], dim=-1)))
+
+    def sampled(self, tgt_in: Tensor, memory: Memory, state: list[Tensor], feed: Tensor | None, ratio: float) -> Tensor:
+        """Scheduled sampling (Bengio et al. 2015): scores (batch, tgt_len, vocab) where step
+        t > 0 reads the reference word y_{t-1} with probability ``ratio`` (per sentence and
+        step) and otherwise the model's own greedy choice at t-1 (no gradient through the
+        choice). The output layer runs inside the loop, so this path costs more than
+        :meth:`forward`, which is the ratio-1 case.
+        """
+        scores, prev = [], tgt_in[:, 0]  # SOS
+        for t in range(tgt_in.size(1)):
+            if t > 0:
+                own = scores[-1].detach().float()
+                own[:, PAD] = own[:, SOS] = float("-inf")
+                reference = torch.rand(prev.size(0), device=prev.device) < ratio  # (batch,)
+                prev = torch.where(reference, tgt_in[:, t], own.argmax(dim=-1))
+            att, state, _ = self.step(self.embed(prev), state, feed, memory, t)
+            if feed is not None:
+                feed = att
+            scores.append(self.logits(att))  # (batch, vocab)
+        return torch.stack(scores, dim=1)
 
     def logits(self, att: Tensor) -> Tensor:
         """(..., output) -> (..., vocab) unnormalized scores."""

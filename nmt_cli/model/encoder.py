@@ -10,6 +10,8 @@ Written from matrix products rather than ``nn.GRU`` so that it autocasts to bf16
   their recurrent products are one batched product (``baddbmm``) per step;
 * rows are sorted by length, and step t updates only the rows still inside their
   sentence: as with packed sequences, padding costs no time and never reaches a state.
+
+With ``residual``, every layer after the first adds its input to its output.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from nmt_cli.config import ModelConfig
-from nmt_cli.model.rnn import cell_step
+from nmt_cli.model.rnn import GATES, cell_step, state_size
 
 
 class RecurrentLayer(nn.Module):
@@ -27,7 +29,7 @@ class RecurrentLayer(nn.Module):
     def __init__(self, cell: str, input_size: int, hidden: int, dirs: int):
         super().__init__()
         self.cell, self.hidden, self.dirs = cell, hidden, dirs
-        gates = (3 if cell == "gru" else 4) * hidden
+        gates = GATES[cell] * hidden
         self.ih = nn.Linear(input_size, dirs * gates)
         self.hh_weight = nn.Parameter(torch.empty(dirs, hidden, gates))
         self.hh_bias = nn.Parameter(torch.empty(dirs, 1, gates)) if cell == "gru" else None
@@ -46,8 +48,7 @@ class RecurrentLayer(nn.Module):
         gi = self.ih(x).view(batch, length, self.dirs, -1).transpose(0, 2)  # (dirs, src_len, batch, gates)
         if self.dirs == 2:
             gi = torch.stack([gi[0], _gather_time(gi[1], reverse)])
-        state_size = self.hidden if self.cell == "gru" else 2 * self.hidden
-        state = x.new_zeros(self.dirs, batch, state_size, dtype=torch.float32)  # gates run in fp32 (rnn.cell_step)
+        state = x.new_zeros(self.dirs, batch, state_size(self.cell, self.hidden), dtype=torch.float32)  # gates run in fp32 (rnn.cell_step)
         steps = []
         for t, n in enumerate(active):
             h = state[:, :n, : self.hidden]
@@ -75,7 +76,7 @@ class Encoder(nn.Module):
         self.embedding = embedding
         self.emb_dropout = nn.Dropout(cfg.emb_dropout)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.cell, self.hidden = cfg.cell, cfg.encoder_hidden
+        self.cell, self.hidden, self.residual = cfg.cell, cfg.encoder_hidden, cfg.residual
         self.dirs = 2 if cfg.bidirectional else 1
         self.output_size = cfg.encoder_hidden * self.dirs
         sizes = [cfg.emb_size] + [self.output_size] * (cfg.encoder_layers - 1)
@@ -100,9 +101,11 @@ class Encoder(nn.Module):
 
         x = self.emb_dropout(self.embedding(src.index_select(0, order)))  # (batch, src_len, emb)
         for i, layer in enumerate(self.layers):
-            if i > 0:
-                x = self.dropout(x)
-            x, state = layer(x, reverse, active)
+            if i == 0:
+                x, state = layer(x, reverse, active)
+            else:
+                out, state = layer(self.dropout(x), reverse, active)
+                x = out + x if self.residual else out
         final = state.index_select(1, unorder)  # (dirs, batch, state)
         h = torch.cat(list(final[..., : self.hidden]), dim=-1)
         c = torch.cat(list(final[..., self.hidden :]), dim=-1) if self.cell == "lstm" else None
@@ -110,36 +113,44 @@ class Encoder(nn.Module):
 
 
 class FusedEncoder(nn.Module):
-    """The same encoder on torch's own ``nn.GRU``/``nn.LSTM`` over packed sequences.
+    """The same encoder on torch's own ``nn.GRU``/``nn.LSTM``/``nn.RNN`` over packed sequences.
 
     For inference only: it computes what :class:`Encoder` computes, with torch's fused
     recurrent kernels (no Python per time step), and ``quantize_dynamic`` can turn its
-    recurrent layers into int8 ones. Its forward has :class:`Encoder`'s signature.
+    recurrent layers into int8 ones. One module per layer, so that residual connections
+    can join them. Its forward has :class:`Encoder`'s signature.
     """
 
     def __init__(self, encoder: Encoder):
         super().__init__()
-        first = encoder.layers[0]
         self.embedding, self.cell, self.hidden, self.dirs = encoder.embedding, encoder.cell, encoder.hidden, encoder.dirs
-        rnn = nn.GRU if encoder.cell == "gru" else nn.LSTM
-        self.rnn = rnn(first.ih.in_features, encoder.hidden, num_layers=len(encoder.layers),
-                       bidirectional=encoder.dirs == 2, batch_first=True, device=first.ih.weight.device)
-        suffixes = ["", "_reverse"][: encoder.dirs]
-        with torch.no_grad():
-            for k, layer in enumerate(encoder.layers):
-                weight_ih, bias_ih = layer.ih.weight.chunk(encoder.dirs), layer.ih.bias.chunk(encoder.dirs)
-                for d, suffix in enumerate(suffixes):
-                    getattr(self.rnn, f"weight_ih_l{k}{suffix}").copy_(weight_ih[d])
-                    getattr(self.rnn, f"bias_ih_l{k}{suffix}").copy_(bias_ih[d])
-                    getattr(self.rnn, f"weight_hh_l{k}{suffix}").copy_(layer.hh_weight[d].t())
-                    hh_bias = getattr(self.rnn, f"bias_hh_l{k}{suffix}")
-                    hh_bias.copy_(layer.hh_bias[d, 0] if layer.hh_bias is not None else torch.zeros_like(hh_bias))
+        self.residual = encoder.residual
+        self.layers = nn.ModuleList(_fused_layer(layer, encoder.cell, encoder.dirs) for layer in encoder.layers)
 
     def forward(self, src: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        packed = nn.utils.rnn.pack_padded_sequence(self.embedding(src), lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, final = self.rnn(packed)
-        states, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
+        lengths = lengths.cpu()
+        x = self.embedding(src)  # (batch, src_len, emb)
+        for i, rnn in enumerate(self.layers):
+            packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            out, final = rnn(packed)
+            out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
+            x = out + x if self.residual and i > 0 else out  # padding stays zero: both terms are zero there
         h, c = final if self.cell == "lstm" else (final, None)
-        h = torch.cat(list(h[-self.dirs :]), dim=-1)  # the last layer's directions: (batch, dirs*hidden)
-        c = torch.cat(list(c[-self.dirs :]), dim=-1) if c is not None else None
-        return states, h, c
+        h = torch.cat(list(h), dim=-1)  # the last layer's directions: (batch, dirs*hidden)
+        c = torch.cat(list(c), dim=-1) if c is not None else None
+        return x, h, c
+
+
+def _fused_layer(layer: RecurrentLayer, cell: str, dirs: int) -> nn.Module:
+    """torch's one-layer GRU/LSTM/RNN holding ``layer``'s weights."""
+    kind = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}[cell]
+    rnn = kind(layer.ih.in_features, layer.hidden, bidirectional=dirs == 2, batch_first=True, device=layer.ih.weight.device)
+    weight_ih, bias_ih = layer.ih.weight.chunk(dirs), layer.ih.bias.chunk(dirs)
+    with torch.no_grad():
+        for d, suffix in enumerate(["", "_reverse"][:dirs]):
+            getattr(rnn, f"weight_ih_l0{suffix}").copy_(weight_ih[d])
+            getattr(rnn, f"bias_ih_l0{suffix}").copy_(bias_ih[d])
+            getattr(rnn, f"weight_hh_l0{suffix}").copy_(layer.hh_weight[d].t())
+            hh_bias = getattr(rnn, f"bias_hh_l0{suffix}")
+            hh_bias.copy_(layer.hh_bias[d, 0] if layer.hh_bias is not None else torch.zeros_like(hh_bias))
+    return rnn

@@ -17,15 +17,24 @@ LSTM (Hochreiter & Schmidhuber 1997), gates split in four::
     i, f, g, o = σ(·), σ(·), tanh(·), σ(·) of (W_i x + W_h h + b)
     c' = f ⊙ c + i ⊙ g        h' = o ⊙ tanh(c')
 
-A layer's state is one tensor: ``h`` (batch, hidden) for a GRU, ``[h; c]`` (batch,
+The vanilla (Elman) RNN, no gate: ``h' = tanh(W_i x + W_h h + b)``. Its gradient through
+time is a product of W_h and tanh' factors, which vanishes (or explodes) over long
+spans: the gates of the GRU and LSTM are the cure, which ``cell: rnn`` lets one measure.
+
+A layer's state is one tensor: ``h`` (batch, hidden) for a GRU or RNN, ``[h; c]`` (batch,
 2*hidden) for an LSTM, so a whole stack's state is a list that beam search can reorder
 with one ``index_select`` per layer.
+
+With ``residual``, layer i > 0 passes on its output plus its input, ``h_i + h_{i-1}``
+(as in GNMT): the sum gives the gradient a path around each layer, so deep stacks train.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+GATES = {"gru": 3, "lstm": 4, "rnn": 1}  # blocks of ``hidden`` in a cell's input product
 
 
 class StackedCells(nn.Module):
@@ -35,10 +44,10 @@ class StackedCells(nn.Module):
     "context": 512}``; the first part carries the bias.
     """
 
-    def __init__(self, cell: str, inputs: dict[str, int], hidden: int, layers: int, dropout: float):
+    def __init__(self, cell: str, inputs: dict[str, int], hidden: int, layers: int, dropout: float, residual: bool = False):
         super().__init__()
-        self.cell, self.hidden = cell, hidden
-        gates = 3 if cell == "gru" else 4
+        self.cell, self.hidden, self.residual = cell, hidden, residual
+        gates = GATES[cell]
         first = next(iter(inputs))
         self.inputs = nn.ModuleDict({k: nn.Linear(n, gates * hidden, bias=k == first) for k, n in inputs.items()})
         self.ih = nn.ModuleList(nn.Linear(hidden, gates * hidden) for _ in range(layers - 1))
@@ -53,7 +62,7 @@ class StackedCells(nn.Module):
 
     @property
     def state_size(self) -> int:
-        return self.hidden if self.cell == "gru" else 2 * self.hidden
+        return state_size(self.cell, self.hidden)
 
     def project(self, part: str, x: Tensor) -> Tensor:
         """Layer 0's input product for one part: (..., size) -> (..., gates*hidden)."""
@@ -66,22 +75,31 @@ class StackedCells(nn.Module):
         """
         new_state, h = [], gi
         for i, layer_state in enumerate(state):
-            inputs = gi if i == 0 else self.ih[i - 1](self.dropout(h))  # layer i reads layer i-1's h
-            h, layer_state = cell_step(self.cell, inputs, self.hh[i](layer_state[..., : self.hidden]), layer_state)
+            inputs = gi if i == 0 else self.ih[i - 1](self.dropout(h))  # layer i reads layer i-1's output
+            out, layer_state = cell_step(self.cell, inputs, self.hh[i](layer_state[..., : self.hidden]), layer_state)
+            h = out + h if self.residual and i > 0 else out
             new_state.append(layer_state)
         return h, new_state
 
 
+def state_size(cell: str, hidden: int) -> int:
+    """A layer's state: h, or [h; c] for an LSTM."""
+    return 2 * hidden if cell == "lstm" else hidden
+
+
 def cell_step(cell: str, gi: Tensor, gh: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-    """Gate arithmetic of one GRU/LSTM step; any leading shape, gates on the last dim.
+    """Gate arithmetic of one GRU/LSTM/RNN step; any leading shape, gates on the last dim.
 
     gi, gh: (..., gates*hidden) input and recurrent products (biases included);
-    state: (..., hidden) for a GRU, (..., 2*hidden) = [h; c] for an LSTM.
+    state: (..., hidden) for a GRU or RNN, (..., 2*hidden) = [h; c] for an LSTM.
     Returns the output h (..., hidden) and the new state. The gate arithmetic runs in the
     state's dtype (fp32), also when the products come from bf16/fp16 autocast, so that small
     updates of a remembered state are not rounded away.
     """
     gi, gh = gi.to(state.dtype), gh.to(state.dtype)
+    if cell == "rnn":
+        h = torch.tanh(gi + gh)
+        return h, h
     if cell == "gru":
         i_r, i_z, i_n = gi.chunk(3, dim=-1)
         h_r, h_z, h_n = gh.chunk(3, dim=-1)

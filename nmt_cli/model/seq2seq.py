@@ -61,9 +61,13 @@ class Seq2Seq(nn.Module):
         state, feed = self.decoder.init_state(final_h, final_c)
         return memory, state, feed
 
-    def forward(self, src: Tensor, lengths: Tensor, tgt_in: Tensor) -> Tensor:
-        """Teacher-forced scores: (batch, tgt_len, vocab)."""
+    def forward(self, src: Tensor, lengths: Tensor, tgt_in: Tensor, teacher_forcing: float = 1.0) -> Tensor:
+        """Scores (batch, tgt_len, vocab) of each target position given the previous words:
+        the reference's (teacher forcing), or with ``teacher_forcing`` < 1 a random share
+        of the model's own (scheduled sampling, see :meth:`Decoder.sampled`)."""
         memory, state, feed = self.encode(src, lengths)
+        if teacher_forcing < 1.0:
+            return self.decoder.sampled(tgt_in, memory, state, feed, teacher_forcing)
         return self.decoder.logits(self.decoder(tgt_in, memory, state, feed))
 
     def loss(self, batch: Batch, label_smoothing: float) -> tuple[Tensor, Tensor]:

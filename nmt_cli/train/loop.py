@@ -39,6 +39,7 @@ from nmt_cli.train import checkpoint
 from nmt_cli.train import data as prepared_data
 from nmt_cli.train import distributed
 from nmt_cli.train.optim import Schedule, make_optimizer
+from nmt_cli.train.scheduled_sampling import teacher_forcing_ratio
 from nmt_cli.train.validate import validate
 
 
@@ -143,12 +144,13 @@ def train_step(run: Run, group: list) -> tuple[float, float, int]:
     # A rank left without a batch (end of an epoch) still joins the averaging, with weight 0.
     weight = run.ranks.world / tokens if mine else 0.0
     work = mine or group[:1]
+    ratio = teacher_forcing_ratio(run.cfg.train, run.progress.step)
     loss_sum = nll_sum = 0.0
     for i, indices in enumerate(work):
         batch = run.data.train.collate(indices).to(run.device)
         with _gradient_sync(run, last=i == len(work) - 1):
             with run.autocast():
-                logits = run.net(batch.src, batch.src_lengths, batch.tgt_in)  # (batch, tgt_len, vocab)
+                logits = run.net(batch.src, batch.src_lengths, batch.tgt_in, ratio)  # (batch, tgt_len, vocab)
                 loss, nll = token_losses(logits, batch.tgt_out, run.cfg.train.label_smoothing)
             scaled = loss * weight
             (run.scaler.scale(scaled) if run.scaler else scaled).backward()
@@ -232,7 +234,8 @@ def log_train(run: Run, window: dict) -> None:
     seconds = time.perf_counter() - window["start"]
     loss, nll = window["loss"] / window["tokens"], window["nll"] / window["tokens"]
     values = {"loss": loss, "ppl": math.exp(min(nll, 50.0)), "tokens_per_s": window["tokens"] / seconds,
-              "lr": run.optimizer.param_groups[0]["lr"], "ranks": run.ranks.world, "effective_batch": effective_batch(run)}
+              "lr": run.optimizer.param_groups[0]["lr"], "ranks": run.ranks.world, "effective_batch": effective_batch(run),
+              "teacher_forcing": teacher_forcing_ratio(run.cfg.train, run.progress.step - 1)}
     event(run, "train", **values)
     run.log.line(_status(run, window, parse_duration(run.cfg.train.max_time)))
 

@@ -274,7 +274,7 @@ class Bigram:
     def embed(self, prev: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.one_hot(prev, self.table.size(0)).float()
 
-    def step(self, emb_in, state, feed, memory: Memory):
+    def step(self, emb_in, state, feed, memory: Memory, t: int = 0):
         rows, sentences = emb_in.size(0), memory.mask.size(0)
         assert state[0].size(0) == rows and (feed is None or feed.size(0) == rows)
         # the memory has a row per hypothesis, or (like Decoder.step allows) a row per

@@ -64,7 +64,7 @@ CONFIG_ERRORS = [
     pytest.param(["model.emb_size=big"], ["model.emb_size must be an integer", "'big'"], id="type-int"),
     pytest.param(["train.max_steps=1.5"], ["train.max_steps must be an integer"], id="type-float-for-int"),
     pytest.param(["model.bidirectional=maybe"], ["model.bidirectional must be a boolean"], id="type-bool"),
-    pytest.param(["model.cell=rnn"], ["model.cell must be one of gru, lstm", "'rnn'"], id="choice"),
+    pytest.param(["model.cell=rrn"], ["model.cell must be one of gru, lstm, rnn", "did you mean 'rnn'"], id="choice"),
     pytest.param(["model.attention=luong_dot", "model.decoder_hidden=48"],
                  ["luong_dot needs decoder_hidden (48)", "encoder output size (64"], id="luong_dot-sizes"),
     pytest.param(["model.tie_output=true", "model.output_size=48"],

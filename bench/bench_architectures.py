@@ -1,0 +1,72 @@
+"""The course's comparison, measured: cell x attention on Multi30k de-en, same time budget.
+
+For each (cell, attention) pair, trains the multi30k_de_en recipe with only those two
+keys changed (local attention with ``window: 5``) for ``--minutes`` of wall-clock time,
+then translates the test split greedily with its best.pt and scores it with sacreBLEU.
+A row is appended to ``--results`` as soon as its run is done, and a pair whose model
+directory already holds a finished run is only re-scored, so the script can be stopped
+and started again.
+
+    python bench/bench_architectures.py --pairs rnn:bahdanau,gru:luong_local --minutes 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import sacrebleu
+
+LOCAL_WINDOW = 5  # Multi30k sentences are short (about 16 subwords): D = 10 would cover most of them
+
+
+def run_pair(cell: str, attention: str, args: argparse.Namespace) -> str:
+    out = args.work / f"{cell}-{attention}"
+    sets = [f"model.cell={cell}", f"model.attention={attention}", f"train.max_time={args.minutes}m"]
+    if attention.startswith("luong_local"):
+        sets.append(f"model.window={LOCAL_WINDOW}")
+    if not (out / "best.pt").exists():
+        argv = [sys.executable, "-m", "nmt_cli", "train", args.recipe, "--data", str(args.prep), "--out", str(out)]
+        subprocess.run(argv + [x for s in sets for x in ("--set", s)], check=True, stdout=subprocess.DEVNULL)
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    speed = statistics.median(e["tokens_per_s"] for e in events if e["event"] == "train")
+    valid = max((e for e in events if e["event"] == "valid"), key=lambda e: e["bleu"])
+    source = args.prep / f"{args.split}.de.txt"
+    refs = (args.prep / f"{args.split}.en.txt").read_text(encoding="utf-8").splitlines()
+    hyps = subprocess.run([sys.executable, "-m", "nmt_cli", "translate", "-q", "-m", str(out / "best.pt"), "--beam", "1",
+                           str(source)], check=True, capture_output=True, text=True).stdout.splitlines()
+    test = sacrebleu.corpus_bleu(hyps, [refs]).score
+    steps = max(e["step"] for e in events)
+    return f"| {cell} | {attention} | {steps} | {speed:,.0f} | {valid['bleu']:.2f} | {test:.2f} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", default="gru:bahdanau,lstm:bahdanau,rnn:bahdanau,gru:luong_general,gru:luong_local,"
+                        "gru:luong_local_m", help="comma-separated cell:attention pairs")
+    parser.add_argument("--minutes", type=float, default=20)
+    parser.add_argument("--prep", type=Path, default=Path("work/prep-de-en"))
+    parser.add_argument("--recipe", default="recipes/multi30k_de_en.yaml")
+    parser.add_argument("--split", default="test_2016_flickr")
+    parser.add_argument("--work", type=Path, default=Path("work/architectures"))
+    parser.add_argument("--results", type=Path, default=Path("work/architectures/results.md"))
+    args = parser.parse_args()
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    if not args.results.exists():
+        args.results.write_text(f"{args.minutes:g} minutes each, {args.recipe}; test = {args.split}, greedy, sacreBLEU\n"
+                                "| cell | attention | steps | target tokens/s | best valid BLEU | test BLEU |\n"
+                                "|---|---|---|---|---|---|\n")
+    for pair in args.pairs.split(","):
+        cell, attention = pair.split(":")
+        row = run_pair(cell, attention, args)
+        print(row, flush=True)
+        with open(args.results, "a", encoding="utf-8") as f:
+            f.write(row + "\n")
+
+
+if __name__ == "__main__":
+    main()
