@@ -305,6 +305,8 @@ def _recipe_values(path: Path, seen: tuple[Path, ...]) -> dict:
     if base_path in seen or base_path == path.resolve():
         raise NmtError(f"{path}: base {base} leads back to itself")
     merged = _recipe_values(base_path, (*seen, path.resolve()))
+    if not isinstance(merged, dict):
+        raise NmtError(f"{base_path}: a base recipe must be a mapping of sections, got {_kind(merged)}")
     for section, keys in values.items():
         if isinstance(keys, dict) and isinstance(merged.get(section), dict):
             merged[section] = {**merged[section], **keys}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from nmt_cli import config
@@ -184,3 +186,129 @@ def test_with_values_ignores_none():
 def test_with_values_validates():
     with pytest.raises(NmtError, match="data.vocab_size must be at least 8"):
         config.with_values(Config(), "data", {"vocab_size": 4})
+
+
+# --------------------------------------------------------------------------- base: recipes
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+COURSE = sorted((RECIPES / "course").glob("*.yaml"))
+
+
+def write(path, text: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_base_values_are_taken_and_overridden_key_by_key(tmp_path):
+    write(tmp_path / "base.yaml", "data:\n  vocab_size: 16000\n  max_len: 50\n  test: [a, b]\n"
+                                  "model:\n  cell: lstm\n  emb_size: 128\ntrain:\n  lr: 0.01\n")
+    child = write(tmp_path / "child.yaml", "base: base.yaml\nmodel:\n  emb_size: 64\n  residual: true\n"
+                                           "data:\n  test: [c]\ndecode:\n  beam: 3\n")
+    cfg = config.load_recipe(child)
+    assert (cfg.model.cell, cfg.model.emb_size, cfg.model.residual) == ("lstm", 64, True)  # section merged key by key
+    assert (cfg.data.vocab_size, cfg.data.max_len) == (16000, 50)
+    assert cfg.data.test == ["c"]  # a list is a value: replaced, not merged
+    assert cfg.train.lr == 0.01  # a section only the base has
+    assert cfg.decode.beam == 3  # a section only the child has
+    assert cfg.model.encoder_layers == Config().model.encoder_layers  # neither: the default
+
+
+def test_a_child_that_changes_nothing_is_its_base(tmp_path):
+    base = write(tmp_path / "base.yaml", "model:\n  heads: 2\n  attention: luong_general\n")
+    child = write(tmp_path / "child.yaml", "# only a base\nbase: base.yaml\n")
+    assert config.load_recipe(child) == config.load_recipe(base)
+
+
+def test_base_chains_resolve_each_path_from_its_own_recipe(tmp_path):
+    """child -> ../common/mid.yaml -> root.yaml (relative to common/): the nearest recipe wins."""
+    write(tmp_path / "common" / "root.yaml", "model:\n  cell: rnn\n  emb_size: 32\n  window: 3\n")
+    write(tmp_path / "common" / "mid.yaml", "base: root.yaml\nmodel:\n  emb_size: 48\n  attention: luong_local_m\n")
+    child = write(tmp_path / "exp" / "child.yaml", "base: ../common/mid.yaml\nmodel:\n  window: 4\n")
+    m = config.load_recipe(child).model
+    assert (m.cell, m.emb_size, m.attention, m.window) == ("rnn", 48, "luong_local_m", 4)
+
+
+def test_base_is_read_relative_to_the_recipe_not_the_working_directory(tmp_path, monkeypatch):
+    write(tmp_path / "r" / "base.yaml", "model:\n  cell: rnn\n")
+    child = write(tmp_path / "r" / "child.yaml", "base: base.yaml\n")
+    write(tmp_path / "base.yaml", "model:\n  cell: lstm\n")  # a decoy in the working directory
+    monkeypatch.chdir(tmp_path)
+    assert config.load_recipe("r/child.yaml").model.cell == "rnn"
+    assert config.load_recipe(child).model.cell == "rnn"
+
+
+def test_missing_base_is_a_one_line_error_naming_it(tmp_path):
+    child = write(tmp_path / "child.yaml", "base: nowhere.yaml\nmodel:\n  cell: rnn\n")
+    with pytest.raises(NmtError) as e:
+        config.load_recipe(child)
+    message = str(e.value)
+    assert "\n" not in message
+    assert "nowhere.yaml" in message and "no such recipe file" in message
+
+
+@pytest.mark.parametrize("files", [
+    pytest.param({"a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"}, id="a-b-a"),
+    pytest.param({"a.yaml": "base: a.yaml\n"}, id="self"),
+    pytest.param({"a.yaml": "base: ./sub/../a.yaml\n", "sub/x": ""}, id="self-other-spelling"),
+    pytest.param({"a.yaml": "base: b.yaml\n", "b.yaml": "base: c.yaml\n", "c.yaml": "base: b.yaml\n"}, id="a-b-c-b"),
+])
+def test_a_base_cycle_is_an_error(tmp_path, files):
+    for name, text in files.items():
+        write(tmp_path / name, text)
+    with pytest.raises(NmtError, match="leads back to itself") as e:
+        config.load_recipe(tmp_path / "a.yaml")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("value, kind", [("3", "an integer"), ("[a.yaml]", "a list"), ("", "nothing")])
+def test_base_must_be_a_path(tmp_path, value, kind):
+    message = load_error(tmp_path, f"base: {value}\n")
+    assert message.endswith(f"base must be the path of a recipe, got {kind}")
+
+
+def test_errors_in_a_base_are_one_line(tmp_path):
+    write(tmp_path / "base.yaml", "model:\n  cel: rnn\n")
+    child = write(tmp_path / "child.yaml", "base: base.yaml\n")
+    with pytest.raises(NmtError, match="unknown key 'model.cel'; did you mean 'model.cell'") as e:
+        config.load_recipe(child)
+    assert "\n" not in str(e.value)
+    write(tmp_path / "bad.yaml", "model: [oops\n")
+    with pytest.raises(NmtError, match=r"bad\.yaml:\d+: not valid YAML"):
+        config.load_recipe(write(tmp_path / "child2.yaml", "base: bad.yaml\n"))
+
+
+def test_a_value_from_the_base_is_validated_with_the_childs(tmp_path):
+    """The merged recipe is validated as a whole: luong_dot's sizes may come from either."""
+    write(tmp_path / "base.yaml", "model:\n  attention: luong_dot\n  encoder_hidden: 8\n  decoder_hidden: 16\n")
+    assert config.load_recipe(write(tmp_path / "ok.yaml", "base: base.yaml\n")).model.attention == "luong_dot"
+    with pytest.raises(NmtError, match="luong_dot needs decoder_hidden"):
+        config.load_recipe(write(tmp_path / "bad.yaml", "base: base.yaml\nmodel:\n  decoder_hidden: 20\n"))
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just text\n"])
+def test_a_base_that_is_not_a_mapping_is_a_one_line_error(tmp_path, text):
+    write(tmp_path / "base.yaml", text)
+    child = write(tmp_path / "child.yaml", "base: base.yaml\nmodel:\n  cell: rnn\n")
+    with pytest.raises(NmtError) as e:
+        config.load_recipe(child)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("path", COURSE or [pytest.param(None, marks=pytest.mark.skip(reason="no recipes/course/*.yaml"))],
+                         ids=lambda p: p.stem if p else "none")
+def test_course_recipes_load_and_change_only_what_they_state(path):
+    import yaml
+
+    cfg = config.load_recipe(path)
+    cfg.validate()
+    own = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if "base" not in own:
+        return
+    base = config.load_recipe((path.parent / own.pop("base")).resolve())
+    # every key the recipe states is what it says; every other key is the base's
+    for section, keys in config.to_dict(cfg).items():
+        stated = own.get(section) or {}
+        for key, value in keys.items():
+            want = stated[key] if key in stated else getattr(getattr(base, section), key)
+            assert value == want, (path.name, section, key)

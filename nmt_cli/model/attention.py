@@ -75,9 +75,10 @@ class Attention(nn.Module):
             weights = weights * gauss
         if self.hard:
             weights = nn.functional.one_hot(weights.argmax(-1), weights.size(-1)).to(weights.dtype)
+        if self.combine is None:  # one head
+            weights = weights.squeeze(1)  # (batch, steps, src_len)
+            return torch.bmm(weights.to(memory.dtype), memory), weights  # context (batch, steps, memory)
         context = torch.matmul(weights.to(memory.dtype), memory.unsqueeze(1))  # (batch, heads, steps, memory)
-        if self.combine is None:
-            return context.squeeze(1), weights.squeeze(1)
         context = self.combine(torch.cat(context.unbind(1), dim=-1))  # (batch, steps, memory)
         return context, weights.mean(dim=1)
 
@@ -87,6 +88,8 @@ class Attention(nn.Module):
         if self.kind == "bahdanau":
             # (batch, steps, 1, heads*att) + (batch, 1, src_len, heads*att): every head at once
             hidden = torch.tanh(self.query_layer(query).unsqueeze(2) + keys.unsqueeze(1))
+            if self.heads == 1:
+                return self.v(hidden).squeeze(-1).unsqueeze(1)
             hidden = hidden.unflatten(-1, (self.heads, -1))  # (batch, steps, src_len, heads, att)
             # every v on every head's units, then head h's v on head h's units: the diagonal
             scores = self.v(hidden).diagonal(dim1=-2, dim2=-1)  # (batch, steps, src_len, heads)

@@ -145,7 +145,7 @@ class Decoder(nn.Module):
         scores, prev = [], tgt_in[:, 0]  # SOS
         for t in range(tgt_in.size(1)):
             if t > 0:
-                own = scores[-1].detach().float()
+                own = scores[-1].detach().float().clone()  # (batch, vocab); a copy: the scores are returned
                 own[:, PAD] = own[:, SOS] = float("-inf")
                 reference = torch.rand(prev.size(0), device=prev.device) < ratio  # (batch,)
                 prev = torch.where(reference, tgt_in[:, t], own.argmax(dim=-1))
