@@ -1,13 +1,13 @@
-"""The course's comparison, measured: cell x attention on Multi30k de-en, same time budget.
+"""The course's comparison, measured: architectures on Multi30k de-en, same time budget.
 
-For each (cell, attention) pair, trains the multi30k_de_en recipe with only those two
-keys changed (local attention with ``window: 5``) for ``--minutes`` of wall-clock time,
-then translates the test split greedily with its best.pt and scores it with sacreBLEU.
-A row is appended to ``--results`` as soon as its run is done, and a pair whose model
-directory already holds a finished run is only re-scored, so the script can be stopped
-and started again.
+Each entry is a ``cell:attention`` pair (the multi30k_de_en recipe with only those two
+keys changed; local attention with ``window: 5``) or a recipe file (e.g. one of
+``recipes/course/``). Each is trained for ``--minutes`` of wall-clock time, then its
+best.pt translates the test split greedily and sacreBLEU scores it. A row is appended to
+``--results`` as soon as its run is done, and an entry whose model directory already
+holds a finished run is only re-scored, so the script can be stopped and started again.
 
-    python bench/bench_architectures.py --pairs rnn:bahdanau,gru:luong_local --minutes 20
+    python bench/bench_architectures.py --runs rnn:bahdanau,gru:luong_local,recipes/course/multihead.yaml --minutes 20
 """
 
 from __future__ import annotations
@@ -20,17 +20,24 @@ import sys
 from pathlib import Path
 
 import sacrebleu
+import yaml
 
 LOCAL_WINDOW = 5  # Multi30k sentences are short (about 16 subwords): D = 10 would cover most of them
 
 
-def run_pair(cell: str, attention: str, args: argparse.Namespace) -> str:
-    out = args.work / f"{cell}-{attention}"
-    sets = [f"model.cell={cell}", f"model.attention={attention}", f"train.max_time={args.minutes}m"]
-    if attention.startswith("luong_local"):
-        sets.append(f"model.window={LOCAL_WINDOW}")
+def run_entry(entry: str, args: argparse.Namespace) -> str:
+    """Train (unless done) and score one entry; its results row."""
+    if entry.endswith(".yaml"):
+        recipe, name, sets = entry, Path(entry).stem, []
+    else:
+        cell, attention = entry.split(":")
+        recipe, name, sets = args.recipe, f"{cell}-{attention}", [f"model.cell={cell}", f"model.attention={attention}"]
+        if attention.startswith("luong_local"):
+            sets.append(f"model.window={LOCAL_WINDOW}")
+    out = args.work / name
     if not (out / "best.pt").exists():
-        argv = [sys.executable, "-m", "nmt_cli", "train", args.recipe, "--data", str(args.prep), "--out", str(out)]
+        argv = [sys.executable, "-m", "nmt_cli", "train", recipe, "--data", str(args.prep), "--out", str(out)]
+        sets.append(f"train.max_time={args.minutes:g}m")
         subprocess.run(argv + [x for s in sets for x in ("--set", s)], check=True, stdout=subprocess.DEVNULL)
     events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     speed = statistics.median(e["tokens_per_s"] for e in events if e["event"] == "train")
@@ -40,14 +47,16 @@ def run_pair(cell: str, attention: str, args: argparse.Namespace) -> str:
     hyps = subprocess.run([sys.executable, "-m", "nmt_cli", "translate", "-q", "-m", str(out / "best.pt"), "--beam", "1",
                            str(source)], check=True, capture_output=True, text=True).stdout.splitlines()
     test = sacrebleu.corpus_bleu(hyps, [refs]).score
+    model = yaml.safe_load((out / "config.yaml").read_text())["model"]
     steps = max(e["step"] for e in events)
-    return f"| {cell} | {attention} | {steps} | {speed:,.0f} | {valid['bleu']:.2f} | {test:.2f} |"
+    return (f"| {name} | {model['cell']} | {model['attention']} | {steps} | {speed:,.0f} | {valid['bleu']:.2f} "
+            f"| {test:.2f} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", default="gru:bahdanau,lstm:bahdanau,rnn:bahdanau,gru:luong_general,gru:luong_local,"
-                        "gru:luong_local_m", help="comma-separated cell:attention pairs")
+    parser.add_argument("--runs", default="gru:bahdanau,lstm:bahdanau,rnn:bahdanau,gru:luong_general,gru:luong_local,"
+                        "gru:luong_local_m", help="comma-separated cell:attention pairs and recipe files")
     parser.add_argument("--minutes", type=float, default=20)
     parser.add_argument("--prep", type=Path, default=Path("work/prep-de-en"))
     parser.add_argument("--recipe", default="recipes/multi30k_de_en.yaml")
@@ -58,11 +67,10 @@ def main() -> None:
     args.results.parent.mkdir(parents=True, exist_ok=True)
     if not args.results.exists():
         args.results.write_text(f"{args.minutes:g} minutes each, {args.recipe}; test = {args.split}, greedy, sacreBLEU\n"
-                                "| cell | attention | steps | target tokens/s | best valid BLEU | test BLEU |\n"
-                                "|---|---|---|---|---|---|\n")
-    for pair in args.pairs.split(","):
-        cell, attention = pair.split(":")
-        row = run_pair(cell, attention, args)
+                                "| run | cell | attention | steps | target tokens/s | best valid BLEU | test BLEU |\n"
+                                "|---|---|---|---|---|---|---|\n")
+    for entry in args.runs.split(","):
+        row = run_entry(entry, args)
         print(row, flush=True)
         with open(args.results, "a", encoding="utf-8") as f:
             f.write(row + "\n")

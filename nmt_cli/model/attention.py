@@ -17,8 +17,9 @@ positions get score -inf, so they never receive weight.
 
 Multi-head (``heads`` k > 1, additive or general): k independent scorers (their own W_k,
 W_q and v, or W), each a softmax and a context; the k contexts are concatenated and
-projected back to the memory size. The weights reported (alignments, coverage, plots)
-are the heads' mean. With k = 1 there is no projection: it is the single-head model.
+projected back to the memory size, by a projection that starts as their mean. The
+weights reported (alignments, coverage, plots) are the heads' mean. With k = 1 there is
+no projection: it is the single-head model.
 
 Hard attention (``hard``, a decoding-time diagnostic): the context is the state of the
 most weighted source position alone instead of the weighted sum.
@@ -52,6 +53,20 @@ class Attention(nn.Module):
             self.position = nn.Sequential(nn.Linear(query_size, attention_size, bias=False), nn.Tanh(),
                                           nn.Linear(attention_size, 1, bias=False))
         self.combine = nn.Linear(heads * memory_size, memory_size) if heads > 1 else None
+        self.init_combine()
+
+    def init_combine(self) -> None:
+        """Start the projection of the k concatenated contexts as their mean, [I/k ... I/k]
+        without bias, rather than as a random mix of them (on a Multi30k slice with a
+        100-step warmup: loss 3.33 against 3.46 after 160 steps). Without a warmup, Adam's
+        first full-size steps on this 2048-wide projection stall training either way (no
+        progress from the unigram loss in 250 steps at lr 3e-3): multi-head recipes warm up."""
+        if self.combine is None:
+            return
+        memory_size = self.combine.out_features
+        with torch.no_grad():
+            self.combine.weight.copy_(torch.eye(memory_size).repeat(1, self.heads) / self.heads)
+            self.combine.bias.zero_()
 
     def keys(self, memory: Tensor) -> Tensor:
         """Per-batch precomputation: (batch, src_len, memory) -> (batch, src_len, heads*key)."""

@@ -53,6 +53,7 @@ class Seq2Seq(nn.Module):
                     p.uniform_(-cfg.init_uniform, cfg.init_uniform)
                 for embedding in {id(e): e for e in (src_embedding, tgt_embedding)}.values():
                     embedding.weight[PAD].zero_()
+            self.decoder.attention.init_combine()  # a structured start, not a random one (see there)
 
     def encode(self, src: Tensor, lengths: Tensor) -> tuple[Memory, list[Tensor], Tensor | None]:
         """Encoder states, precomputed keys and mask; the decoder's initial state and h̃."""

@@ -8,7 +8,8 @@ A checkpoint is a dict of tensors and plain data only (loaded with
     model         model.state_dict()
     optimizer     optimizer.state_dict()
     schedule      the learning-rate schedule's state (plain data)
-    rng           torch's CPU (and CUDA) generator states
+    rng           torch's CPU (and CUDA) generator states (rank 0's)
+    rng_ranks     every rank's generator states, for a run started by torchrun
     progress      step, epoch, batches done in the epoch, elapsed seconds, best score...
     vocab         languages, sizes, SentencePiece model bytes per side, special ids
     data          the prep manifest's fingerprint

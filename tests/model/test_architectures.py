@@ -618,3 +618,20 @@ def test_translate_with_hard_attention(tmp_path, trained):
     hard_scores = [float(line.rsplit("\t", 1)[1]) for line in hard.stdout.splitlines() if line.split("\t")[0]]
     soft_scores = [float(line.rsplit("\t", 1)[1]) for line in soft.stdout.splitlines() if line.split("\t")[0]]
     assert hard_scores != soft_scores
+
+
+@pytest.mark.parametrize("init_uniform", [0.0, 0.1])
+def test_multi_head_projection_starts_as_the_mean_of_the_heads_contexts(init_uniform):
+    """The concatenated contexts are projected by [I/k ... I/k] at the start (also under
+    init_uniform), so the combined context is the heads' average until training moves it."""
+    from nmt_cli.model.seq2seq import Seq2Seq
+
+    model = Seq2Seq(tiny_model_config(heads=3, init_uniform=init_uniform), 30, 30)
+    att = model.decoder.attention
+    memory = torch.randn(2, 5, 24)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    query = torch.randn(2, 4, 20)
+    context, _ = att(query, att.keys(memory), memory, mask)
+    scores = att.scores(query, att.keys(memory))
+    per_head = torch.matmul(torch.softmax(scores, dim=-1), memory.unsqueeze(1))  # (batch, heads, steps, memory)
+    torch.testing.assert_close(context, per_head.mean(dim=1), rtol=1e-5, atol=1e-6)
