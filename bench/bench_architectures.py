@@ -13,7 +13,6 @@ holds a finished run is only re-scored, so the script can be stopped and started
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import sacrebleu
 import yaml
+
+from nmt_cli.train import metrics
 
 LOCAL_WINDOW = 5  # Multi30k sentences are short (about 16 subwords): D = 10 would cover most of them
 
@@ -39,9 +40,9 @@ def run_entry(entry: str, args: argparse.Namespace) -> str:
         argv = [sys.executable, "-m", "nmt_cli", "train", recipe, "--data", str(args.prep), "--out", str(out)]
         sets.append(f"train.max_time={args.minutes:g}m")
         subprocess.run(argv + [x for s in sets for x in ("--set", s)], check=True, stdout=subprocess.DEVNULL)
-    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    events = metrics.read(out)
     speed = statistics.median(e["tokens_per_s"] for e in events if e["event"] == "train")
-    valid = max((e for e in events if e["event"] == "valid"), key=lambda e: e["bleu"])
+    valid = metrics.best_validation(out)
     source = args.prep / f"{args.split}.de.txt"
     refs = (args.prep / f"{args.split}.en.txt").read_text(encoding="utf-8").splitlines()
     hyps = subprocess.run([sys.executable, "-m", "nmt_cli", "translate", "-q", "-m", str(out / "best.pt"), "--beam", "1",

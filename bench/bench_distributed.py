@@ -13,13 +13,14 @@ the first (warm-up) one, counted over all ranks' target tokens; the batch per ra
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from nmt_cli.train import metrics
 
 
 def train(argv: list[str], out: Path, threads: int) -> float:
@@ -29,8 +30,7 @@ def train(argv: list[str], out: Path, threads: int) -> float:
     result = subprocess.run(argv, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         sys.exit(f"failed: {' '.join(argv)}\n{result.stderr[-3000:]}")
-    speeds = [json.loads(line)["tokens_per_s"] for line in (out / "metrics.jsonl").read_text().splitlines()
-              if json.loads(line)["event"] == "train"]
+    speeds = [e["tokens_per_s"] for e in metrics.events(out, "train")]
     return statistics.median(speeds[1:] or speeds)
 
 

@@ -13,7 +13,6 @@ raw references).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import sacrebleu
 import yaml
 
-from nmt_cli.train import checkpoint
+from nmt_cli.train import checkpoint, metrics
 
 
 def main() -> None:
@@ -32,8 +31,7 @@ def main() -> None:
     parser.add_argument("--minutes", default="20,60")
     args = parser.parse_args()
 
-    events = [json.loads(line) for line in (args.model / "metrics.jsonl").read_text().splitlines()]
-    valid = [e for e in events if e["event"] == "valid"]
+    valid = metrics.events(args.model, "valid")
     print("validation curve: minutes, step, BLEU, chrF, ppl")
     for e in valid:
         print(f"  {e['elapsed'] / 60:6.1f}  {e['step']:6d}  {e['bleu']:6.2f}  {e['chrf']:6.2f}  {e['ppl']:7.2f}")

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from nmt_cli.train import metrics
+
 CONFIGS = {
     "bahdanau (GRU, input feeding)": [],
     "luong_general (LSTM, input feeding)": ["--set", "model.attention=luong_general", "--set", "model.cell=lstm"],
@@ -64,8 +66,7 @@ def main() -> None:
                 "--set", f"train.log_every={args.log_every}", "--set", f"train.valid_every={10 * args.steps}",
                 "--set", "train.max_time=", "--device", args.device, *extra,
             ])
-            events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-            speeds = [e["tokens_per_s"] for e in events if e["event"] == "train"][1:]
+            speeds = [e["tokens_per_s"] for e in metrics.events(out, "train")][1:]
             rows.append({"model": name, "precision": precision, "tokens_per_s": statistics.median(speeds),
                          "peak_rss_gb": peak / 2**30, "seconds": seconds, "steps": args.steps})
             print(f"{name} {precision}: {rows[-1]['tokens_per_s']:,.0f} tgt tok/s, peak RSS {rows[-1]['peak_rss_gb']:.2f} GB",

@@ -55,13 +55,11 @@ def _checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _model_dir(path: Path) -> dict[str, Any]:
-    from nmt_cli.train import checkpoint
+    from nmt_cli.train import checkpoint, metrics
 
     out: dict[str, Any] = {"path": str(path), "step_checkpoints": [p.name for _, p in checkpoint.step_checkpoints(path)]}
-    metrics = path / "metrics.jsonl"
-    if metrics.is_file():
-        events = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
-        valid = [e for e in events if e.get("event") == "valid"]
+    if (path / "metrics.jsonl").is_file():
+        valid = metrics.events(path, "valid")
         out["validations"] = len(valid)
         if valid:
             best = max(valid, key=lambda e: e["bleu"])

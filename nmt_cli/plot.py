@@ -7,25 +7,9 @@ budget such as ``max_time: 20m`` buys). Needs matplotlib (``pip install 'nmt-cli
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from nmt_cli.errors import NmtError
-
-
-def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
-    """A model directory's (train events, validation events); a one-line error if none."""
-    path = run / "metrics.jsonl" if run.is_dir() else run
-    if not path.is_file():
-        raise NmtError(f"{run}: no metrics.jsonl (give a model directory written by nmt train)")
-    events = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise NmtError(f"{path}:{number}: not a JSON line") from None
-    return [e for e in events if e.get("event") == "train"], [e for e in events if e.get("event") == "valid"]
+from nmt_cli.train import metrics
 
 
 def plot(runs: list[Path], out: Path) -> None:
@@ -37,7 +21,10 @@ def plot(runs: list[Path], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = {str(run): read_metrics(run) for run in runs}
+    curves = {}
+    for run in runs:
+        records = metrics.read(run)
+        curves[str(run)] = ([e for e in records if e.get("event") == "train"], [e for e in records if e.get("event") == "valid"])
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), dpi=100)
     panels = [(axes[0, 0], 0, "step", "loss", "training loss"), (axes[0, 1], 1, "step", "ppl", "validation perplexity"),
               (axes[1, 0], 1, "step", "bleu", "validation BLEU"), (axes[1, 1], 1, "elapsed", "bleu", "validation BLEU")]

@@ -13,13 +13,28 @@ from typing import Any
 from nmt_cli.errors import NmtError
 
 
-def events(model_dir: Path | str, kind: str) -> list[dict[str, Any]]:
-    path = Path(model_dir) / "metrics.jsonl"
+def read(run: Path | str) -> list[dict[str, Any]]:
+    """Every event of a model directory's ``metrics.jsonl`` (or of that file itself), in
+    order; a one-line error for a missing file or a line that is not JSON."""
+    run = Path(run)
+    path = run / "metrics.jsonl" if run.is_dir() or not run.suffix else run
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError:
-        raise NmtError(f"{path}: no training metrics (has `nmt train` run here?)") from None
-    return [e for e in map(json.loads, lines) if e.get("event") == kind]
+        raise NmtError(f"{run}: no training metrics (no metrics.jsonl: has `nmt train` run here?)") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise NmtError(f"{path}:{number}: not a JSON line") from None
+    return records
+
+
+def events(run: Path | str, kind: str) -> list[dict[str, Any]]:
+    """The ``kind`` events ("train" or "valid") of :func:`read`."""
+    return [e for e in read(run) if e.get("event") == kind]
 
 
 def best_validation(model_dir: Path | str) -> dict[str, Any]:
