@@ -58,6 +58,7 @@ class Seq2Seq(nn.Module):
     def encode(self, src: Tensor, lengths: Tensor) -> tuple[Memory, list[Tensor], Tensor | None]:
         """Encoder states, precomputed keys and mask; the decoder's initial state and h̃."""
         states, final_h, final_c = self.encoder(src, lengths)
+        states = _autocast_dtype(states)
         memory = Memory(states, self.decoder.attention.keys(states), src != PAD)
         state, feed = self.decoder.init_state(final_h, final_c)
         return memory, state, feed
@@ -107,22 +108,34 @@ class SmoothedCrossEntropy(torch.autograd.Function):
         nll = lse - z.gather(1, target.unsqueeze(1)).squeeze(1)
         loss = (1 - eps) * nll + eps * (lse - z.mean(dim=-1)) if eps else nll
         real = (target != PAD).to(z.dtype)
-        ctx.save_for_backward(z, lse, target, real)
-        ctx.eps, ctx.in_dtype = eps, logits.dtype
+        ctx.save_for_backward(logits, lse, target, real)  # logits as they came: bf16 ones take half the memory of z
+        ctx.eps = eps
         nll_sum = (nll * real).sum()
         ctx.mark_non_differentiable(nll_sum)  # a measurement (perplexity), not a training signal
         return (loss * real).sum(), nll_sum
 
     @staticmethod
     def backward(ctx, grad_loss: Tensor, _grad_nll: Tensor):
-        z, lse, target, real = ctx.saved_tensors
+        logits, lse, target, real = ctx.saved_tensors
         weight = (grad_loss * real).unsqueeze(1)  # (tokens, 1)
-        grad = torch.exp(z - lse.unsqueeze(1))
+        grad = torch.sub(logits, lse.unsqueeze(1)).exp_()  # p, in fp32 (type promotion), one table
         if ctx.eps:
-            grad.sub_(ctx.eps / z.size(1))
+            grad.sub_(ctx.eps / grad.size(1))
         grad.scatter_add_(1, target.unsqueeze(1), torch.full_like(weight, ctx.eps - 1.0))
         grad.mul_(weight)
-        return grad.to(ctx.in_dtype), None, None
+        return grad.to(logits.dtype), None, None
+
+
+def _autocast_dtype(states: Tensor) -> Tensor:
+    """The encoder states in autocast's dtype when it is on (bf16/fp16), else as they are.
+
+    Attention reads them at every decoder step, and autocast casts an fp32 input of a
+    matrix product anew at each call and keeps each copy for the backward pass: one
+    (batch, src_len, memory) copy per target position, the largest activation of a
+    long batch. Cast once here, they are stored once.
+    """
+    kind = states.device.type
+    return states.to(torch.get_autocast_dtype(kind)) if torch.is_autocast_enabled(kind) else states
 
 
 def _embedding(vocab: int, size: int) -> nn.Embedding:
