@@ -166,6 +166,39 @@ def test_half_precision_logits_are_scored_in_fp32():
     assert torch.allclose(loss, want)
 
 
+def test_half_precision_logits_get_cross_entropys_gradient_in_their_dtype():
+    logits, target = random_logits_and_targets()
+    a = logits.to(torch.bfloat16).requires_grad_()
+    token_losses(a, target, 0.1)[0].backward()
+    b = logits.to(torch.bfloat16).float().requires_grad_()
+    F.cross_entropy(b.reshape(-1, b.size(-1)), target.reshape(-1), ignore_index=PAD_ID, label_smoothing=0.1,
+                    reduction="sum").backward()
+    assert a.grad.dtype == torch.bfloat16
+    assert torch.allclose(a.grad.float(), b.grad, rtol=1e-2, atol=1e-5)  # bf16 rounds to 2^-8 relative
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "luong_dot"])
+def test_under_autocast_the_encoder_states_are_kept_once_for_backward(attention):
+    """Attention reads the states at every decoder step; autocast would cast them (and keep
+    the copy) at each one, so the model casts them once."""
+    torch.manual_seed(0)
+    model = Seq2Seq(tiny_model_config(attention=attention), VOCAB, VOCAB)
+    batch = training_batch()
+    src_len, memory_size = batch.src.size(1), model.encoder.output_size
+    copies = {}
+
+    def pack(t):
+        if t.dtype == torch.bfloat16 and t.shape == (batch.src.size(0), src_len, memory_size):
+            copies[t.untyped_storage().data_ptr()] = t
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+    assert batch.tgt_in.size(1) > 2 and len(copies) == 1
+    token_losses(logits, batch.tgt_out, 0.1)[0].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def test_model_loss_is_token_losses_of_its_logits():
     torch.manual_seed(0)
     model = Seq2Seq(tiny_model_config(), VOCAB, VOCAB).eval()
