@@ -31,6 +31,7 @@ import torch
 import yaml
 
 from nmt_cli.config import Config, DataConfig, from_dict, parse_duration, to_dict
+from nmt_cli import allocator
 from nmt_cli import device as devices
 from nmt_cli.errors import NmtError
 from nmt_cli.model.seq2seq import Seq2Seq, parameter_count, token_losses
@@ -114,6 +115,7 @@ def loop(run: Run) -> None:
             batches, batches_epoch = run.data.train.batches(cfg.batch_tokens, cfg.seed, p.epoch), p.epoch
         group = batches[p.batches_done : p.batches_done + cfg.accumulate * run.ranks.world]
         loss, nll, tokens = train_step(run, group)
+        allocator.release()  # peak RSS stays near one step's live tensors (see there)
         p.step, p.batches_done = p.step + 1, p.batches_done + len(group)
         p.elapsed = time.perf_counter() - started
         window["loss"], window["nll"], window["tokens"] = window["loss"] + loss, window["nll"] + nll, window["tokens"] + tokens
