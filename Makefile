@@ -13,10 +13,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export MULTI30K_DIR
 
-.PHONY: install test demo data bench bench-prep bench-train bench-distributed bench-translate clean help
+.PHONY: install test demo data bench bench-prep bench-train bench-distributed bench-translate bench-architectures clean help
 
 help:
-	@echo "make test | demo | data | bench | bench-prep | bench-train | bench-distributed | bench-translate | clean   (see README.md)"
+	@echo "make test | demo | data | bench | bench-prep | bench-train | bench-distributed | bench-translate | bench-architectures | clean   (see README.md)"
 
 # torch first, pinned to the local CPU build, so the range in pyproject.toml is already
 # satisfied and pip never pulls a CUDA build; then nmt itself, editable, with test extras.
@@ -75,6 +75,11 @@ bench-train: $(WORK)/prep-de-en/manifest.json
 
 bench-distributed: $(WORK)/prep-de-en/manifest.json
 	$(BIN)/python bench/bench_distributed.py --prep $(WORK)/prep-de-en --ranks 2 --threads 1 --steps 30 --log-every 5
+
+# The course's cell x attention grid and recipes, 20 minutes each, 3 at a time: 2 hours (not in `make bench`)
+bench-architectures: $(WORK)/prep-de-en/manifest.json
+	$(BIN)/python bench/bench_architectures.py --prep $(WORK)/prep-de-en --grid --jobs 3 --threads 1 --minutes 20 \
+		--work $(WORK)/grid --results $(WORK)/grid/results.md
 
 # Translation speed needs a trained de-en model: the demo's (make demo), or BENCH_MODEL=...
 BENCH_MODEL ?= $(DEMO_MODEL)/best.pt
