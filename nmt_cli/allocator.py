@@ -20,12 +20,13 @@ import functools
 
 @functools.cache
 def _glibc():
+    """The C library when it is glibc (it has ``malloc_trim``), else None."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None
-        return libc if libc is not None and hasattr(libc, "malloc_trim") else None
     except OSError:
         return None
+    return libc if hasattr(libc, "malloc_trim") else None
 
 
 def release() -> None:
