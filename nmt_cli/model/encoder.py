@@ -50,10 +50,10 @@ class RecurrentLayer(nn.Module):
             gi = torch.stack([gi[0], _gather_time(gi[1], reverse)])
         state = x.new_zeros(self.dirs, batch, state_size(self.cell, self.hidden), dtype=torch.float32)  # gates run in fp32 (rnn.cell_step)
         steps = []
-        for t, n in enumerate(active):
+        for n, gi_t in zip(active, gi.unbind(1)):  # unbind: indexing gi[:, t] would fill a full-size zero gradient per step
             h = state[:, :n, : self.hidden]
             gh = torch.bmm(h, self.hh_weight) if self.hh_bias is None else torch.baddbmm(self.hh_bias, h, self.hh_weight)
-            out, new = cell_step(self.cell, gi[:, t, :n], gh, state[:, :n])
+            out, new = cell_step(self.cell, gi_t[:, :n], gh, state[:, :n])
             state = torch.cat([new.to(state.dtype), state[:, n:]], dim=1) if n < batch else new.to(state.dtype)
             steps.append(nn.functional.pad(out, (0, 0, 0, batch - n)))
         outputs = torch.stack(steps, dim=2)  # (dirs, batch, src_len, hidden)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import COPY_MAX, COPY_MIN, COPY_VOCAB, PAD_ID, make_batch, random_sequences, tiny_model_config
+from nmt_cli.model import seq2seq
 from nmt_cli.model.seq2seq import Seq2Seq, parameter_count, token_losses
 
 VOCAB = 27  # one (joint) vocabulary for both sides, so sharing embeddings is possible
@@ -127,6 +128,23 @@ def test_token_losses_is_cross_entropy(eps):
     b = logits.clone().requires_grad_()
     F.cross_entropy(b.reshape(-1, b.size(-1)), flat_target, ignore_index=PAD_ID, label_smoothing=eps, reduction="sum").backward()
     assert torch.allclose(a.grad, b.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [1, 5, 28, 100])
+def test_the_loss_is_the_same_whatever_the_block_of_rows(monkeypatch, rows):
+    """28 target positions in blocks of 1, 5 (a short last block), 28 and 100 rows."""
+    logits, target = random_logits_and_targets()
+    flat_logits, flat_target = logits.reshape(-1, logits.size(-1)), target.reshape(-1)
+    monkeypatch.setattr(seq2seq, "CHUNK_ROWS", rows)
+    a = logits.clone().requires_grad_()
+    loss, nll = token_losses(a, target, 0.1)
+    loss.backward()
+    b = flat_logits.clone().requires_grad_()
+    want = F.cross_entropy(b, flat_target, ignore_index=PAD_ID, label_smoothing=0.1, reduction="sum")
+    want.backward()
+    want_nll = F.cross_entropy(flat_logits, flat_target, ignore_index=PAD_ID, reduction="sum")
+    assert torch.allclose(loss, want, rtol=1e-5) and torch.allclose(nll, want_nll, rtol=1e-5)
+    assert torch.allclose(a.grad.reshape(b.shape), b.grad, atol=1e-6)
 
 
 def test_the_nll_sum_is_detached_or_differentiates_correctly():
