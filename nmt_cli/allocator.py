@@ -5,8 +5,9 @@ and a smaller one from its heap. After a large block is freed it raises that siz
 threshold, so that most of a training step's activations (hundreds of kB to a few MB
 each, thousands of them a step) come from the heap; freed heap memory stays resident
 where other blocks pin it. Peak RSS then grows over the steps to well above the
-largest step's live tensors. :func:`release` hands the free pages back after each step
-(``malloc_trim``), so each step starts from the live tensors alone.
+largest step's live tensors. :func:`release` hands the free pages back (``malloc_trim``),
+so the steps after it start from the live tensors alone; the training loop calls it every
+few steps, as pages handed back cost a page fault each when a step touches them again.
 
 Other C libraries (musl, macOS) manage memory their own way: there it does nothing.
 """

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from nmt_cli.config import ModelConfig
 from nmt_cli.model.attention import Attention
+from nmt_cli.model.dropout import Dropout
 from nmt_cli.model.rnn import StackedCells
 from nmt_cli.prep.subwords import PAD, SOS
 
@@ -49,7 +50,7 @@ class Decoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embedding = embedding
-        self.emb_dropout = nn.Dropout(cfg.emb_dropout)
+        self.emb_dropout = Dropout(cfg.emb_dropout)
         self.bahdanau = cfg.attention == "bahdanau"
         parts = {"emb": cfg.emb_size}
         if self.bahdanau:
@@ -59,7 +60,7 @@ class Decoder(nn.Module):
         self.rnn = StackedCells(cfg.cell, parts, cfg.decoder_hidden, cfg.decoder_layers, cfg.dropout, cfg.residual)
         self.attention = Attention(cfg.attention, cfg.decoder_hidden, memory_size, cfg.attention_size, cfg.heads, cfg.window)
         self.pre_output = nn.Linear(cfg.decoder_hidden + memory_size, cfg.output_size)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.output = nn.Linear(cfg.output_size, vocab_size)
         if cfg.tie_output:
             self.output.weight = embedding.weight

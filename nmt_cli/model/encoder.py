@@ -1,30 +1,59 @@
 """The encoder: embeddings, then a stack of (bidirectional) GRU or LSTM layers.
 
 Written from matrix products rather than ``nn.GRU`` so that it autocasts to bf16 on CPU
-(the fused CPU RNN kernels stay in fp32) and so that both directions share each step:
+(the fused CPU RNN kernels stay in fp32) and so that both directions share each step.
+Sequences are *packed*, as torch's ``PackedSequence``: rows are sorted by length
+(longest first) and time step t holds only the n_t rows still inside their sentence,
+so padding neither costs time nor reaches a state. For direction d, step t of row b
+reads source position
 
-* a layer's input products ``W_i x + b_i`` for every position and both directions are
-  one matrix product over the whole batch;
-* the backward direction reads each sentence reversed *within its own length*
-  (padding stays at the end), so both directions step forward in time together and
-  their recurrent products are one batched product (``baddbmm``) per step;
-* rows are sorted by length, and step t updates only the rows still inside their
-  sentence: as with packed sequences, padding costs no time and never reaches a state.
+    s = t                 (forward)        s = len_b - 1 - t     (backward)
+
+so both directions step forward in time together, and a packed position p = (t, b)
+maps to the flat position b·src_len + s of a (batch, src_len) grid: one ``index_select``
+gathers a layer's packed input, one ``index_copy`` scatters its packed output back, and
+a layer's input products ``W_i x + b_i`` for every step and both directions are one
+batched product over real tokens alone. Each step's recurrent products are one batched
+product (``baddbmm``) for both directions.
 
 With ``residual``, every layer after the first adds its input to its output.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
 from nmt_cli.config import ModelConfig
+from nmt_cli.model.dropout import Dropout
 from nmt_cli.model.rnn import GATES, cell_step, state_size
 
 
+@dataclass
+class Packing:
+    """Where a batch's real tokens go, one step after another; see the module docstring."""
+
+    index: Tensor  # (dirs, tokens) flat position b*src_len + s of each packed token
+    steps: list[int]  # n_t: rows inside their sentence at step t (non-increasing)
+    batch: int
+    length: int  # src_len
+
+    @classmethod
+    def of(cls, lens: Tensor, length: int, dirs: int) -> "Packing":
+        """For rows sorted by length, lens (batch,) descending."""
+        counts = torch.bincount(lens, minlength=length + 1)
+        steps = lens.numel() - counts.cumsum(0)[: int(lens.max())]  # (max_len,) rows with len > t
+        t = torch.repeat_interleave(torch.arange(steps.numel(), device=lens.device), steps)  # (tokens,) step
+        b = torch.arange(t.numel(), device=lens.device) - (steps.cumsum(0) - steps)[t]  # row within the step
+        positions = [t, lens[b] - 1 - t][:dirs]  # source position read by each direction
+        index = torch.stack([b * length + s for s in positions])
+        return cls(index, steps.tolist(), lens.numel(), length)
+
+
 class RecurrentLayer(nn.Module):
-    """One layer, ``dirs`` directions, over whole sequences sorted by length (longest first)."""
+    """One layer, ``dirs`` directions, over packed sequences."""
 
     def __init__(self, cell: str, input_size: int, hidden: int, dirs: int):
         super().__init__()
@@ -37,45 +66,39 @@ class RecurrentLayer(nn.Module):
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
 
-    def forward(self, x: Tensor, reverse: Tensor, active: list[int]) -> tuple[Tensor, Tensor]:
-        """x (batch, src_len, input), rows sorted by length; ``reverse`` (batch, src_len)
-        reverses each row within its length; ``active[t]`` rows are inside their sentence at t.
+    def forward(self, x: Tensor, packing: Packing) -> tuple[Tensor, Tensor]:
+        """x (batch, src_len, input), rows sorted by length.
 
         Returns outputs (batch, src_len, dirs*hidden), zero at padding, and the final
         state (dirs, batch, state) of each row.
         """
-        batch, length, _ = x.shape
-        gi = self.ih(x).view(batch, length, self.dirs, -1).transpose(0, 2)  # (dirs, src_len, batch, gates)
-        if self.dirs == 2:
-            gi = torch.stack([gi[0], _gather_time(gi[1], reverse)])
-        state = x.new_zeros(self.dirs, batch, state_size(self.cell, self.hidden), dtype=torch.float32)  # gates run in fp32 (rnn.cell_step)
-        steps = []
-        for n, gi_t in zip(active, gi.unbind(1)):  # unbind: indexing gi[:, t] would fill a full-size zero gradient per step
-            h = state[:, :n, : self.hidden]
+        dirs, tokens = packing.index.shape
+        xs = x.reshape(-1, x.size(-1)).index_select(0, packing.index.view(-1)).view(dirs, tokens, -1)  # (dirs, tokens, input)
+        weight = self.ih.weight.view(dirs, -1, x.size(-1)).transpose(1, 2)  # (dirs, input, gates)
+        gi = torch.baddbmm(self.ih.bias.view(dirs, 1, -1), xs, weight)  # (dirs, tokens, gates)
+        state = x.new_zeros(dirs, packing.batch, state_size(self.cell, self.hidden), dtype=torch.float32)  # gates run in fp32 (rnn.cell_step)
+        finals, outputs = [], []
+        for n, gi_t in zip(packing.steps, gi.split(packing.steps, dim=1)):  # gi_t (dirs, n, gates)
+            if n < state.size(1):  # rows n... have ended: their state is final
+                finals.append(state[:, n:])
+                state = state[:, :n]
+            h = state[..., : self.hidden]
             gh = torch.bmm(h, self.hh_weight) if self.hh_bias is None else torch.baddbmm(self.hh_bias, h, self.hh_weight)
-            out, new = cell_step(self.cell, gi_t[:, :n], gh, state[:, :n])
-            state = torch.cat([new.to(state.dtype), state[:, n:]], dim=1) if n < batch else new.to(state.dtype)
-            steps.append(nn.functional.pad(out, (0, 0, 0, batch - n)))
-        outputs = torch.stack(steps, dim=2)  # (dirs, batch, src_len, hidden)
-        if length > len(active):
-            outputs = nn.functional.pad(outputs, (0, 0, 0, length - len(active)))
-        if self.dirs == 2:
-            outputs = torch.stack([outputs[0], _gather_time(outputs[1].transpose(0, 1), reverse).transpose(0, 1)])
-        return torch.cat(list(outputs), dim=-1), state
-
-
-def _gather_time(values: Tensor, index: Tensor) -> Tensor:
-    """values (src_len, batch, d) reordered in time per row: out[t, b] = values[index[b, t], b]."""
-    idx = index.t().unsqueeze(-1).expand(-1, -1, values.size(-1))
-    return values.gather(0, idx)
+            out, state = cell_step(self.cell, gi_t, gh, state)
+            outputs.append(out)  # (dirs, n, hidden)
+        final = torch.cat([state, *reversed(finals)], dim=1)  # (dirs, batch, state), rows in order
+        packed = torch.cat(outputs, dim=1)  # (dirs, tokens, hidden)
+        grid = packed.new_zeros(packing.batch * packing.length, self.hidden)
+        out = torch.cat([grid.index_copy(0, packing.index[d], packed[d]) for d in range(dirs)], dim=-1)
+        return out.view(packing.batch, packing.length, -1), final
 
 
 class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig, embedding: nn.Embedding):
         super().__init__()
         self.embedding = embedding
-        self.emb_dropout = nn.Dropout(cfg.emb_dropout)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.emb_dropout = Dropout(cfg.emb_dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.cell, self.hidden, self.residual = cfg.cell, cfg.encoder_hidden, cfg.residual
         self.dirs = 2 if cfg.bidirectional else 1
         self.output_size = cfg.encoder_hidden * self.dirs
@@ -92,19 +115,14 @@ class Encoder(nn.Module):
         lengths = lengths.to(src.device)
         order = torch.argsort(lengths, descending=True, stable=True)
         unorder = torch.argsort(order)
-        lens = lengths[order]
-        positions = torch.arange(src.size(1), device=src.device)
-        # position t of row b read backwards: lens[b]-1-t inside the sentence, t in the padding
-        reverse = torch.where(positions < lens[:, None], lens[:, None] - 1 - positions, positions)
-        counts = torch.bincount(lens, minlength=src.size(1) + 1)
-        active = (lens.numel() - counts.cumsum(0))[: int(lens.max())].tolist()  # rows with len > t
+        packing = Packing.of(lengths[order], src.size(1), self.dirs)
 
         x = self.emb_dropout(self.embedding(src.index_select(0, order)))  # (batch, src_len, emb)
         for i, layer in enumerate(self.layers):
             if i == 0:
-                x, state = layer(x, reverse, active)
+                x, state = layer(x, packing)
             else:
-                out, state = layer(self.dropout(x), reverse, active)
+                out, state = layer(self.dropout(x), packing)
                 x = out + x if self.residual else out
         final = state.index_select(1, unorder)  # (dirs, batch, state)
         h = torch.cat(list(final[..., : self.hidden]), dim=-1)

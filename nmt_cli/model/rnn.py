@@ -34,6 +34,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from nmt_cli.model.dropout import Dropout
+
 GATES = {"gru": 3, "lstm": 4, "rnn": 1}  # blocks of ``hidden`` in a cell's input product
 
 
@@ -52,7 +54,7 @@ class StackedCells(nn.Module):
         self.inputs = nn.ModuleDict({k: nn.Linear(n, gates * hidden, bias=k == first) for k, n in inputs.items()})
         self.ih = nn.ModuleList(nn.Linear(hidden, gates * hidden) for _ in range(layers - 1))
         self.hh = nn.ModuleList(nn.Linear(hidden, gates * hidden, bias=cell == "gru") for _ in range(layers))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
