@@ -98,8 +98,7 @@ class Decoder(nn.Module):
         else:
             h, state = self.rnn(gi, state)
             context, weights = self._attend(h, memory, t)
-        att = torch.tanh(self.pre_output(torch.cat([h, context.to(h.dtype)], dim=-1)))
-        return att, state, weights
+        return self._attentional(h, context), state, weights
 
     def _attend(self, query: Tensor, memory: Memory, t: int) -> tuple[Tensor, Tensor]:
         """Attention for queries (rows, hidden) over a memory of ``rows / group`` sentences.
@@ -134,7 +133,15 @@ class Decoder(nn.Module):
         h = torch.stack(tops, dim=1)  # (batch, tgt_len, hidden)
         positions = torch.arange(h.size(1), device=h.device)
         context, _ = self.attention(h, memory.keys, memory.states, memory.mask, positions)
-        return torch.tanh(self.pre_output(torch.cat([h, context.to(h.dtype)], dim=-1)))
+        return self._attentional(h, context)
+
+    def _attentional(self, h: Tensor, context: Tensor) -> Tensor:
+        """h̃ = tanh(W_c [h; c]): (..., hidden) and (..., memory) -> (..., output).
+
+        Joined in the context's dtype: under autocast the attention's products are bf16
+        or fp16 already, and the fp32 RNN output would be cast to it by W_c anyway.
+        """
+        return torch.tanh(self.pre_output(torch.cat([h.to(context.dtype), context], dim=-1)))
 
     def sampled(self, tgt_in: Tensor, memory: Memory, state: list[Tensor], feed: Tensor | None, ratio: float) -> Tensor:
         """Scheduled sampling (Bengio et al. 2015): scores (batch, tgt_len, vocab) where step

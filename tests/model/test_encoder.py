@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from conftest import PAD_ID, make_batch, random_sequences, tiny_model_config
-from nmt_cli.model.encoder import Encoder
+from nmt_cli.model.encoder import Encoder, Packing
 
 VOCAB = 30
 LENGTHS = [4, 9, 1, 6, 9]  # words before EOS: unsorted, ties, a one-word sentence
@@ -145,3 +145,15 @@ def test_encoder_computes_what_torch_rnn_computes(cell, bidirectional, layers):
     assert torch.allclose(final_h, torch.cat(list(h[-dirs:]), dim=-1), atol=1e-5)
     if cell == "lstm":
         assert torch.allclose(final_c, torch.cat(list(c[-dirs:]), dim=-1), atol=1e-5)
+
+
+def test_packing_lists_each_steps_real_tokens_for_both_directions():
+    """Rows sorted by length 3, 2, 2, 1 in a grid of 4 columns: step t holds the rows
+    longer than t; forward reads position t, backward position len - 1 - t."""
+    packing = Packing.of(torch.tensor([3, 2, 2, 1]), length=4, dirs=2)
+    assert packing.steps == [4, 3, 1]
+    assert (packing.batch, packing.length) == (4, 4)
+    forward = [(0, 0), (1, 0), (2, 0), (3, 0), (0, 1), (1, 1), (2, 1), (0, 2)]  # (row, position)
+    backward = [(0, 2), (1, 1), (2, 1), (3, 0), (0, 1), (1, 0), (2, 0), (0, 0)]
+    assert packing.index.tolist() == [[b * 4 + s for b, s in forward], [b * 4 + s for b, s in backward]]
+    assert Packing.of(torch.tensor([3, 2, 2, 1]), length=4, dirs=1).index.tolist() == packing.index[:1].tolist()
