@@ -129,12 +129,14 @@ class SmoothedCrossEntropy(torch.autograd.Function):
         grad = torch.empty_like(logits)
         blocks = _blocks(logits)
         buffer = logits.new_empty(blocks[0].stop if blocks else 0, logits.size(1), dtype=torch.float32)
+        reference = torch.full_like(buffer[:, :1], ctx.eps - 1.0)  # (block, 1): -(1 - ε) at y
         for rows in blocks:
-            p = buffer[: rows.stop - rows.start]
+            n = rows.stop - rows.start
+            p = buffer[:n]
             torch.sub(logits[rows], lse[rows].unsqueeze(1), out=p).exp_()  # softmax, in fp32
             if ctx.eps:
                 p.sub_(ctx.eps / p.size(1))
-            p.scatter_add_(1, target[rows].unsqueeze(1), torch.full_like(weight[rows], ctx.eps - 1.0))
+            p.scatter_add_(1, target[rows].unsqueeze(1), reference[:n])
             grad[rows] = p.mul_(weight[rows])
         return grad, None, None
 

@@ -30,9 +30,9 @@ from typing import Any
 import torch
 import yaml
 
-from nmt_cli.config import Config, DataConfig, from_dict, parse_duration, to_dict
 from nmt_cli import allocator
 from nmt_cli import device as devices
+from nmt_cli.config import Config, DataConfig, from_dict, parse_duration, to_dict
 from nmt_cli.errors import NmtError
 from nmt_cli.model.seq2seq import Seq2Seq, parameter_count, token_losses
 from nmt_cli.prep import subwords
