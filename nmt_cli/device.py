@@ -6,6 +6,7 @@ import contextlib
 import functools
 
 import torch
+from torch import Tensor
 
 from nmt_cli.errors import NmtError
 
@@ -30,3 +31,10 @@ def autocast(device: torch.device, precision: str, key: str):
         raise NmtError(f"{key} fp16 needs CUDA; use bf16 on CPU")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
+
+
+def to_autocast_dtype(t: Tensor) -> Tensor:
+    """``t`` in autocast's dtype (bf16/fp16) when autocast is on for its device, else as it is:
+    what a matrix product would read it as, cast once rather than at every product."""
+    kind = t.device.type
+    return t.to(torch.get_autocast_dtype(kind)) if torch.is_autocast_enabled(kind) else t

@@ -26,8 +26,10 @@ import torch
 from torch import Tensor, nn
 
 from nmt_cli.config import ModelConfig
+from nmt_cli.device import to_autocast_dtype
 from nmt_cli.model.attention import Attention
 from nmt_cli.model.dropout import Dropout
+from nmt_cli.model.loss import Workspace, projected_losses
 from nmt_cli.model.rnn import StackedCells
 from nmt_cli.prep.subwords import PAD, SOS
 
@@ -64,6 +66,7 @@ class Decoder(nn.Module):
         self.output = nn.Linear(cfg.output_size, vocab_size)
         if cfg.tie_output:
             self.output.weight = embedding.weight
+        self.workspace = Workspace()  # the output layer's score table under the loss, kept between batches
         bridge_in = memory_size * (2 if cfg.cell == "lstm" else 1)
         self.bridge = nn.Linear(bridge_in, cfg.decoder_layers * self.rnn.state_size) if cfg.bridge else None
 
@@ -166,3 +169,8 @@ class Decoder(nn.Module):
     def logits(self, att: Tensor) -> Tensor:
         """(..., output) -> (..., vocab) unnormalized scores."""
         return self.output(self.dropout(att))
+
+    def losses(self, att: Tensor, target: Tensor, label_smoothing: float) -> tuple[Tensor, Tensor]:
+        """The loss sums of :meth:`logits` against ``target`` (...,), the scores never stored."""
+        x = to_autocast_dtype(self.dropout(att))  # (..., output)
+        return projected_losses(x, self.output.weight, self.output.bias, target, label_smoothing, self.workspace)

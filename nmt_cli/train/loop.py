@@ -34,7 +34,7 @@ from nmt_cli import allocator
 from nmt_cli import device as devices
 from nmt_cli.config import Config, DataConfig, from_dict, parse_duration, to_dict
 from nmt_cli.errors import NmtError
-from nmt_cli.model.seq2seq import Seq2Seq, parameter_count, token_losses
+from nmt_cli.model.seq2seq import Seq2Seq, parameter_count
 from nmt_cli.prep import subwords
 from nmt_cli.train import checkpoint
 from nmt_cli.train import data as prepared_data
@@ -159,8 +159,8 @@ def train_step(run: Run, group: list) -> tuple[float, float, int]:
         batch = run.data.train.collate(indices).to(run.device)
         with _gradient_sync(run, last=i == len(work) - 1):
             with run.autocast():
-                logits = run.net(batch.src, batch.src_lengths, batch.tgt_in, ratio)  # (batch, tgt_len, vocab)
-                loss, nll = token_losses(logits, batch.tgt_out, run.cfg.train.label_smoothing)
+                loss, nll = run.net(batch.src, batch.src_lengths, batch.tgt_in, ratio, batch.tgt_out,
+                                    run.cfg.train.label_smoothing)
             scaled = loss * weight
             (run.scaler.scale(scaled) if run.scaler else scaled).backward()
         if mine:

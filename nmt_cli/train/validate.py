@@ -16,7 +16,7 @@ import torch
 
 from nmt_cli.config import TrainConfig
 from nmt_cli.decode.greedy import greedy_encoded
-from nmt_cli.model.seq2seq import Seq2Seq, token_losses
+from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.train.batching import PairData
 
 
@@ -33,8 +33,7 @@ def validate(model: Seq2Seq, data: PairData, refs: list[str], sp: spm.SentencePi
         batch = data.collate(indices).to(device)
         with autocast():
             encoded = model.encode(batch.src, batch.src_lengths)  # once, for the loss and for decoding
-            logits = model.decoder.logits(model.decoder(batch.tgt_in, *encoded))
-            nll += token_losses(logits, batch.tgt_out, 0.0)[1].item()
+            nll += model.decoder.losses(model.decoder(batch.tgt_in, *encoded), batch.tgt_out, 0.0)[1].item()
             hyps_batch = greedy_encoded(model, encoded, batch.src_lengths, cfg.valid_max_len_a, cfg.valid_max_len_b,
                                         logprobs=False)
         tokens += batch.tokens

@@ -7,11 +7,10 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import COPY_MAX, COPY_MIN, COPY_VOCAB, PAD_ID, make_batch, random_sequences, tiny_model_config
-from nmt_cli.model import seq2seq
-from nmt_cli.model.seq2seq import Seq2Seq, parameter_count, token_losses
+from nmt_cli.model.loss import token_losses
+from nmt_cli.model.seq2seq import Seq2Seq, parameter_count
 
 VOCAB = 27  # one (joint) vocabulary for both sides, so sharing embeddings is possible
 ARCHITECTURES = [
@@ -99,100 +98,6 @@ def test_init_uniform_bounds_every_weight_and_keeps_pad_zero(share):
     assert not model.encoder.embedding.weight[PAD_ID].any() and not model.decoder.embedding.weight[PAD_ID].any()
     if share:
         assert model.decoder.output.weight is model.decoder.embedding.weight
-
-
-# ----------------------------------------------------------------------------- the loss
-
-
-def random_logits_and_targets(seed: int = 0, vocab: int = 11):
-    g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(4, 7, vocab, generator=g) * 3
-    target = torch.randint(1, vocab, (4, 7), generator=g)
-    for row, n in enumerate([7, 3, 5, 1]):  # PAD after each row's real tokens
-        target[row, n:] = PAD_ID
-    return logits, target
-
-
-@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
-def test_token_losses_is_cross_entropy(eps):
-    logits, target = random_logits_and_targets()
-    loss, nll = token_losses(logits, target, eps)
-    flat_logits, flat_target = logits.reshape(-1, logits.size(-1)), target.reshape(-1)
-    want = F.cross_entropy(flat_logits, flat_target, ignore_index=PAD_ID, label_smoothing=eps, reduction="sum")
-    want_nll = F.cross_entropy(flat_logits, flat_target, ignore_index=PAD_ID, reduction="sum")
-    assert torch.allclose(loss, want, rtol=1e-5), (loss, want)
-    assert torch.allclose(nll, want_nll, rtol=1e-5), (nll, want_nll)
-    # and its gradient is cross-entropy's
-    a = logits.clone().requires_grad_()
-    token_losses(a, target, eps)[0].backward()
-    b = logits.clone().requires_grad_()
-    F.cross_entropy(b.reshape(-1, b.size(-1)), flat_target, ignore_index=PAD_ID, label_smoothing=eps, reduction="sum").backward()
-    assert torch.allclose(a.grad, b.grad, atol=1e-6)
-
-
-@pytest.mark.parametrize("rows", [1, 5, 28, 100])
-def test_the_loss_is_the_same_whatever_the_block_of_rows(monkeypatch, rows):
-    """28 target positions in blocks of 1, 5 (a short last block), 28 and 100 rows."""
-    logits, target = random_logits_and_targets()
-    flat_logits, flat_target = logits.reshape(-1, logits.size(-1)), target.reshape(-1)
-    monkeypatch.setattr(seq2seq, "CHUNK_ROWS", rows)
-    a = logits.clone().requires_grad_()
-    loss, nll = token_losses(a, target, 0.1)
-    loss.backward()
-    b = flat_logits.clone().requires_grad_()
-    want = F.cross_entropy(b, flat_target, ignore_index=PAD_ID, label_smoothing=0.1, reduction="sum")
-    want.backward()
-    want_nll = F.cross_entropy(flat_logits, flat_target, ignore_index=PAD_ID, reduction="sum")
-    assert torch.allclose(loss, want, rtol=1e-5) and torch.allclose(nll, want_nll, rtol=1e-5)
-    assert torch.allclose(a.grad.reshape(b.shape), b.grad, atol=1e-6)
-
-
-def test_the_nll_sum_is_detached_or_differentiates_correctly():
-    logits, target = random_logits_and_targets()
-    a = logits.clone().requires_grad_()
-    _, nll = token_losses(a, target, 0.1)
-    if not nll.requires_grad:
-        return
-    nll.backward()
-    b = logits.clone().requires_grad_()
-    F.cross_entropy(b.reshape(-1, b.size(-1)), target.reshape(-1), ignore_index=PAD_ID, reduction="sum").backward()
-    assert torch.allclose(a.grad, b.grad, atol=1e-6)
-
-
-@pytest.mark.parametrize("eps", [0.0, 0.1])
-def test_padding_positions_contribute_nothing(eps):
-    logits, target = random_logits_and_targets()
-    pad = target == PAD_ID
-    garbage = logits.clone()
-    garbage[pad] = torch.randn(int(pad.sum()), logits.size(-1)) * 1e4
-    loss, nll = token_losses(logits, target, eps)
-    loss2, nll2 = token_losses(garbage.requires_grad_(), target, eps)
-    assert torch.allclose(loss, loss2) and torch.allclose(nll, nll2)
-    loss2.backward()
-    assert bool((garbage.grad[pad] == 0).all())
-    assert bool((garbage.grad[~pad].abs().sum(-1) > 0).all())
-    # all-PAD targets: zero loss
-    zero, zero_nll = token_losses(logits, torch.full_like(target, PAD_ID), eps)
-    assert zero.item() == 0 and zero_nll.item() == 0
-
-
-def test_half_precision_logits_are_scored_in_fp32():
-    logits, target = random_logits_and_targets()
-    loss, nll = token_losses(logits.to(torch.bfloat16), target, 0.1)
-    assert loss.dtype == torch.float32 and nll.dtype == torch.float32
-    want = token_losses(logits.to(torch.bfloat16).float(), target, 0.1)[0]
-    assert torch.allclose(loss, want)
-
-
-def test_half_precision_logits_get_cross_entropys_gradient_in_their_dtype():
-    logits, target = random_logits_and_targets()
-    a = logits.to(torch.bfloat16).requires_grad_()
-    token_losses(a, target, 0.1)[0].backward()
-    b = logits.to(torch.bfloat16).float().requires_grad_()
-    F.cross_entropy(b.reshape(-1, b.size(-1)), target.reshape(-1), ignore_index=PAD_ID, label_smoothing=0.1,
-                    reduction="sum").backward()
-    assert a.grad.dtype == torch.bfloat16
-    assert torch.allclose(a.grad.float(), b.grad, rtol=1e-2, atol=1e-5)  # bf16 rounds to 2^-8 relative
 
 
 @pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "luong_dot"])

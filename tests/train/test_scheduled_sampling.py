@@ -13,7 +13,8 @@ import torch
 from conftest import PAD_ID, SOS_ID, assert_ok, make_batch, random_sequences, run_train, sets, tiny_model_config
 from nmt_cli.config import TrainConfig
 from nmt_cli.errors import NmtError
-from nmt_cli.model.seq2seq import Seq2Seq, token_losses
+from nmt_cli.model.loss import token_losses
+from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.train.scheduled_sampling import teacher_forcing_ratio
 
 SRC_VOCAB, TGT_VOCAB = 31, 23
