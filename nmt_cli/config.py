@@ -138,7 +138,7 @@ class TrainConfig:
     teacher_forcing: float = 1.0  # the ratio (constant) or the ratio the schedule decays to
     teacher_forcing_schedule: Literal["constant", "linear", "inverse_sigmoid"] = "constant"
     teacher_forcing_steps: int = 10000  # linear: steps from 1.0 down to teacher_forcing; inverse_sigmoid: k
-    schedule: Literal["constant", "plateau", "inverse_sqrt"] = "plateau"
+    schedule: Literal["constant", "plateau", "inverse_sqrt", "budget"] = "plateau"
     warmup_steps: int = 0  # linear warmup (inverse_sqrt: the peak step)
     plateau_factor: float = 0.5  # plateau: lr *= factor after plateau_patience bad validations
     plateau_patience: int = 2
@@ -169,6 +169,9 @@ class TrainConfig:
         if self.schedule == "inverse_sqrt":
             _require(self.warmup_steps > 0, "train.warmup_steps", "must be > 0 for schedule inverse_sqrt")
         parse_duration(self.max_time)
+        if self.schedule == "budget":
+            _require(bool(self.max_steps or self.max_epochs or self.max_time), "train.schedule",
+                     "budget decays the lr over the run's budget: set train.max_steps, max_epochs or max_time")
 
 
 def parse_duration(text: str) -> float:

@@ -120,6 +120,7 @@ def loop(run: Run) -> None:
         if batches_epoch != p.epoch:
             batches, batches_epoch = run.data.train.batches(cfg.batch_tokens, cfg.seed, p.epoch), p.epoch
         group = batches[p.batches_done : p.batches_done + cfg.accumulate * run.ranks.world]
+        run.schedule.apply(run.optimizer, p.step + 1, budget_used(run, len(batches)))
         loss, nll, tokens = train_step(run, group)
         p.step, p.batches_done = p.step + 1, p.batches_done + len(group)
         if run.device.type == "cpu" and p.step % RELEASE_EVERY == 0:  # CUDA tensors are not on this heap
@@ -169,7 +170,6 @@ def train_step(run: Run, group: list) -> tuple[float, float, int]:
         run.scaler.unscale_(run.optimizer)
     if run.cfg.train.clip_norm:
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.train.clip_norm)
-    run.schedule.apply(run.optimizer, run.progress.step + 1)
     if run.scaler:
         run.scaler.step(run.optimizer)
         run.scaler.update()
@@ -221,6 +221,21 @@ def check_stop(run: Run, budget: float) -> bool:
     reasons = distributed.gather(stop_reason(run, budget))
     run.progress.stop_reason = next((r for r in reasons if r), "")
     return bool(run.progress.stop_reason)
+
+
+def budget_used(run: Run, epoch_batches: int) -> float:
+    """The share of the run's budget used so far: the largest of its shares of max_steps,
+    max_epochs and max_time (those set); 0 without limits. Rank 0's clock on every rank,
+    so that all ranks take the same learning rate."""
+    cfg, p = run.cfg.train, run.progress
+    shares = [0.0]
+    if cfg.max_steps:
+        shares.append(p.step / cfg.max_steps)
+    if cfg.max_epochs:
+        shares.append((p.epoch + p.batches_done / max(1, epoch_batches)) / cfg.max_epochs)
+    if cfg.max_time:
+        shares.append(distributed.from_main(p.elapsed) / parse_duration(cfg.max_time))
+    return max(shares)
 
 
 def stop_reason(run: Run, budget: float) -> str:

@@ -7,7 +7,14 @@ checkpoints:
 * ``constant``: lr, after an optional linear warmup of ``warmup_steps``;
 * ``plateau``: lr x factor^k, where k grows by one each time ``plateau_patience``
   validations in a row fail to improve BLEU (never below ``min_lr``);
-* ``inverse_sqrt``: linear warmup to lr at ``warmup_steps``, then lr * sqrt(warmup / step).
+* ``inverse_sqrt``: linear warmup to lr at ``warmup_steps``, then lr * sqrt(warmup / step);
+* ``budget``: lr * (1 - u), decaying linearly to ``min_lr`` over the run's budget, where u
+  is the share of it used: the largest of step / ``max_steps``, epochs / ``max_epochs``
+  and elapsed time / ``max_time``, for the limits that are set (after an optional
+  warmup). A run with a fixed budget ends at a small lr whatever its length, the best
+  of the simple schedules for training to a budget (Li et al. 2020, "Budgeted
+  Training"). With ``max_time`` the lr follows the clock, so a resumed run continues
+  the schedule but does not repeat an uninterrupted run's trajectory exactly.
 """
 
 from __future__ import annotations
@@ -34,17 +41,20 @@ class Schedule:
         self.best = -math.inf
         self.bad = 0
 
-    def lr(self, step: int) -> float:
-        """Learning rate for optimizer step ``step`` (1-based)."""
+    def lr(self, step: int, used: float = 0.0) -> float:
+        """Learning rate for optimizer step ``step`` (1-based); ``used`` the share of the
+        budget used before it (``budget``)."""
         cfg, warm = self.cfg, self.cfg.warmup_steps
         if cfg.schedule == "inverse_sqrt":
             return cfg.lr * (step / warm if warm and step < warm else math.sqrt(warm / step) if warm else 1.0)
         warmup = min(1.0, step / warm) if warm else 1.0
+        if cfg.schedule == "budget":
+            return max(cfg.lr * (1.0 - min(used, 1.0)), min(cfg.min_lr, cfg.lr)) * warmup
         floor = min(cfg.min_lr, cfg.lr) if self.scale < 1 else 0.0  # reductions never raise the lr
         return max(cfg.lr * self.scale, floor) * warmup
 
-    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
-        lr = self.lr(step)
+    def apply(self, optimizer: torch.optim.Optimizer, step: int, used: float = 0.0) -> float:
+        lr = self.lr(step, used)
         for group in optimizer.param_groups:
             group["lr"] = lr
         return lr

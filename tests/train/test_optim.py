@@ -143,3 +143,24 @@ def test_make_optimizer(name, kind):
     model(torch.randn(4, 3)).sum().backward()
     optimizer.step()
     assert not torch.equal(before, model.weight)
+
+
+def test_budget_decays_linearly_over_the_share_used_to_min_lr():
+    s = schedule(schedule="budget", lr=0.01, min_lr=1e-4, max_steps=100)
+    assert [s.lr(step, used) for step, used in [(1, 0.0), (26, 0.25), (51, 0.5), (100, 0.99)]] == pytest.approx(
+        [0.01, 0.0075, 0.005, 1e-4])
+    assert s.lr(200, 1.5) == pytest.approx(1e-4)  # past the budget (a resumed run with a larger one): the floor
+    for score in (1.0, 0.5, 0.5, 0.5):  # validations do not change it
+        s.validated(score)
+    assert s.lr(51, 0.5) == pytest.approx(0.005)
+
+
+def test_budget_with_warmup():
+    s = schedule(schedule="budget", lr=0.01, warmup_steps=10, max_time="20m")
+    assert s.lr(5, 0.01) == pytest.approx(0.01 * 0.99 * 0.5)
+    assert s.lr(10, 0.5) == pytest.approx(0.005)
+
+
+def test_budget_needs_a_budget():
+    with pytest.raises(NmtError, match="train.schedule.*max_steps, max_epochs or max_time"):
+        schedule(schedule="budget", lr=0.01)
