@@ -250,6 +250,25 @@ def test_max_time(tmp_path, prepped):
     assert progress.elapsed >= 0.3 and progress.step >= 1
 
 
+def test_the_budget_schedule_decays_over_max_steps(tmp_path, prepped):
+    """Step k runs at lr (1 - (k-1)/max_steps): the largest share of the budget used wins
+    over the (barely used) max_time."""
+    cfg = tiny_config("train.schedule=budget", "train.max_steps=8", "train.max_time=1h", "train.log_every=1",
+                      "train.valid_every=100", "train.min_lr=1e-7")
+    train(cfg, prepped, tmp_path / "m", resume=False, device="cpu")
+    lrs = [e["lr"] for e in events(tmp_path / "m") if e["event"] == "train"]
+    assert lrs == pytest.approx([cfg.train.lr * (1 - k / 8) for k in range(8)], rel=1e-3)
+
+
+def test_the_budget_schedule_decays_over_max_epochs(tmp_path, prepped):
+    cfg = tiny_config("train.schedule=budget", "train.max_epochs=1", "train.max_steps=0", "train.log_every=1",
+                      "train.valid_every=1000", "train.min_lr=1e-7")
+    n_batches = len(prepared_data.load(prepped).train.batches(cfg.train.batch_tokens, cfg.train.seed, 0))
+    train(cfg, prepped, tmp_path / "m", resume=False, device="cpu")
+    lrs = [e["lr"] for e in events(tmp_path / "m") if e["event"] == "train"]
+    assert lrs == pytest.approx([cfg.train.lr * (1 - k / n_batches) for k in range(n_batches)], rel=1e-3)
+
+
 def test_max_steps_stops_exactly(tmp_path, prepped):
     progress = train(tiny_config("train.max_steps=3", "train.valid_every=2"), prepped, tmp_path / "m", False, "cpu")
     assert (progress.step, progress.stop_reason) == (3, "max_steps 3")
