@@ -13,10 +13,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export MULTI30K_DIR
 
-.PHONY: install test demo data bench bench-prep bench-train bench-distributed bench-translate bench-architectures clean help
+.PHONY: install test demo multi30k multi30k-de-en multi30k-en-de data bench bench-prep bench-train bench-distributed bench-translate bench-architectures clean help
 
 help:
-	@echo "make test | demo | data | bench | bench-prep | bench-train | bench-distributed | bench-translate | bench-architectures | clean   (see README.md)"
+	@echo "make test | demo | multi30k PAIR=de-en|en-de | data | bench | bench-prep | bench-train | bench-distributed | bench-translate | bench-architectures | clean   (see README.md)"
 
 # torch first, pinned to the local CPU build, so the range in pyproject.toml is already
 # satisfied and pip never pulls a CUDA build; then nmt itself, editable, with test extras.
@@ -86,14 +86,54 @@ BENCH_MODEL ?= $(DEMO_MODEL)/best.pt
 bench-translate: $(BENCH_MODEL)
 	$(BIN)/python bench/bench_translate.py --model $(BENCH_MODEL)
 
-# Multi30k de-en prepared with the de-en recipe (re-running prep is a no-op when up to date).
-# DEMO_DATA: a directory of train/val/test_2016_flickr.{de,en}[.gz] used as it is, unverified
-# (the tests run the demo's stages on a slice with PREP_RECIPE=DEMO_RECIPE=recipes/tiny.yaml).
-PREP_RECIPE ?= recipes/multi30k_de_en.yaml
-DEMO_DATA   ?=
-$(WORK)/prep-de-en/manifest.json: $(STAMP) $(PREP_RECIPE)
-	@D=$(or $(DEMO_DATA),$$($(DATASETS) --print-dir)) && $(BIN)/nmt prep --recipe $(PREP_RECIPE) --src-lang de --tgt-lang en \
-	    --train $$D/train --valid $$D/val --test $$D/test_2016_flickr --out $(WORK)/prep-de-en
+# Full runs: a pair's recipe (recipes/multi30k_de_en.yaml, ..._en_de.yaml) trained until it
+# stops (early stopping or its max_time), test_2016_flickr translated greedy and beam 5, both
+# scored. `make multi30k PAIR=en-de`, or `make multi30k-de-en` / `make multi30k-en-de`.
+# TRAIN_ARGS adds nmt train options (e.g. TRAIN_ARGS="--set train.max_time=60m"); RECIPE
+# replaces the pair's recipe. A run stopped by Ctrl-C continues from its newest checkpoint.
+PAIR       ?= de-en
+RECIPE     ?=
+TRAIN_ARGS ?=
+pair_recipe = $(or $(RECIPE),recipes/multi30k_$(subst -,_,$(1)).yaml)
+src_of = $(firstword $(subst -, ,$(1)))
+tgt_of = $(lastword $(subst -, ,$(1)))
+
+multi30k: multi30k-$(PAIR)
+
+multi30k-de-en multi30k-en-de: multi30k-%: $(WORK)/multi30k-%/test.scores.txt
+	@cat $< >&2
+	@printf 'multi30k-$*: validation: ' >&2; $(BIN)/python -m nmt_cli.train.metrics $(WORK)/multi30k-$*
+	@echo "multi30k-$*: model $(WORK)/multi30k-$*/best.pt; test translations test.beam1.txt (greedy)" \
+	    "and test.beam5.txt and their scores test.scores.txt beside it" >&2
+
+.SECONDEXPANSION:
+.SECONDARY:  # keep every stage's output: each is a result, and the next make skips it
+# train.done marks a finished run (best.pt exists from the first validation on).
+$(WORK)/multi30k-%/train.done: $(WORK)/prep-%/manifest.json $$(call pair_recipe,$$*)
+	$(BIN)/nmt train $(call pair_recipe,$*) --data $(WORK)/prep-$* --out $(@D) \
+	    $(if $(wildcard $(@D)/ckpt-*.pt),--resume) $(TRAIN_ARGS)
+	@touch $@
+
+$(WORK)/multi30k-%/test.beam1.txt: $(WORK)/multi30k-%/train.done
+	$(BIN)/nmt translate -m $(@D)/best.pt --beam 1 $(WORK)/prep-$*/test_2016_flickr.$(call src_of,$*).txt -o $@
+
+$(WORK)/multi30k-%/test.beam5.txt: $(WORK)/multi30k-%/train.done
+	$(BIN)/nmt translate -m $(@D)/best.pt --beam 5 $(WORK)/prep-$*/test_2016_flickr.$(call src_of,$*).txt -o $@
+
+$(WORK)/multi30k-%/test.scores.txt: $(WORK)/multi30k-%/test.beam1.txt $(WORK)/multi30k-%/test.beam5.txt
+	$(BIN)/nmt score -r $(WORK)/prep-$*/test_2016_flickr.$(call tgt_of,$*).txt $^ --metrics bleu,chrf,ter > $@.tmp && mv $@.tmp $@
+
+# Multi30k prepared for a pair with the data section of its recipe (re-running prep is a
+# no-op when up to date); the demo's de-en and the full de-en run share one directory.
+# PREP_RECIPE replaces the recipe; DATA_DIR: a directory of train/val/test_2016_flickr.{de,en}[.gz]
+# used as it is, unverified (the tests run the stages on a slice with recipes/tiny.yaml).
+PREP_RECIPE ?=
+DATA_DIR    ?=
+prep_recipe = $(or $(PREP_RECIPE),recipes/multi30k_$(subst -,_,$(1)).yaml)
+$(WORK)/prep-%/manifest.json: $(STAMP) $$(call prep_recipe,$$*)
+	@D=$(or $(DATA_DIR),$$($(DATASETS) --print-dir)) && $(BIN)/nmt prep --recipe $(call prep_recipe,$*) \
+	    --src-lang $(call src_of,$*) --tgt-lang $(call tgt_of,$*) \
+	    --train $$D/train --valid $$D/val --test $$D/test_2016_flickr --out $(WORK)/prep-$*
 
 clean:
 	rm -rf $(WORK) .pytest_cache
