@@ -94,7 +94,8 @@ bench-translate: $(BENCH_MODEL)
 PAIR       ?= de-en
 RECIPE     ?=
 TRAIN_ARGS ?=
-pair_recipe = $(or $(RECIPE),recipes/multi30k_$(subst -,_,$(1)).yaml)
+recipe_of = recipes/multi30k_$(subst -,_,$(1)).yaml
+pair_recipe = $(or $(RECIPE),$(call recipe_of,$(1)))
 src_of = $(firstword $(subst -, ,$(1)))
 tgt_of = $(lastword $(subst -, ,$(1)))
 
@@ -114,11 +115,14 @@ $(WORK)/multi30k-%/train.done: $(WORK)/prep-%/manifest.json $$(call pair_recipe,
 	    $(if $(wildcard $(@D)/ckpt-*.pt),--resume) $(TRAIN_ARGS)
 	@touch $@
 
+# $(call translate_test,BEAM): the run's test source, translated by its best checkpoint
+translate_test = $(BIN)/nmt translate -m $(@D)/best.pt --beam $(1) $(WORK)/prep-$*/test_2016_flickr.$(call src_of,$*).txt -o $@
+
 $(WORK)/multi30k-%/test.beam1.txt: $(WORK)/multi30k-%/train.done
-	$(BIN)/nmt translate -m $(@D)/best.pt --beam 1 $(WORK)/prep-$*/test_2016_flickr.$(call src_of,$*).txt -o $@
+	$(call translate_test,1)
 
 $(WORK)/multi30k-%/test.beam5.txt: $(WORK)/multi30k-%/train.done
-	$(BIN)/nmt translate -m $(@D)/best.pt --beam 5 $(WORK)/prep-$*/test_2016_flickr.$(call src_of,$*).txt -o $@
+	$(call translate_test,5)
 
 $(WORK)/multi30k-%/test.scores.txt: $(WORK)/multi30k-%/test.beam1.txt $(WORK)/multi30k-%/test.beam5.txt
 	$(BIN)/nmt score -r $(WORK)/prep-$*/test_2016_flickr.$(call tgt_of,$*).txt $^ --metrics bleu,chrf,ter > $@.tmp && mv $@.tmp $@
@@ -129,7 +133,7 @@ $(WORK)/multi30k-%/test.scores.txt: $(WORK)/multi30k-%/test.beam1.txt $(WORK)/mu
 # used as it is, unverified (the tests run the stages on a slice with recipes/tiny.yaml).
 PREP_RECIPE ?=
 DATA_DIR    ?=
-prep_recipe = $(or $(PREP_RECIPE),recipes/multi30k_$(subst -,_,$(1)).yaml)
+prep_recipe = $(or $(PREP_RECIPE),$(call recipe_of,$(1)))
 $(WORK)/prep-%/manifest.json: $(STAMP) $$(call prep_recipe,$$*)
 	@D=$(or $(DATA_DIR),$$($(DATASETS) --print-dir)) && $(BIN)/nmt prep --recipe $(call prep_recipe,$*) \
 	    --src-lang $(call src_of,$*) --tgt-lang $(call tgt_of,$*) \

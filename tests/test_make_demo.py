@@ -14,12 +14,21 @@ from conftest import make_pairs, write_split
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.skipif(shutil.which("make") is None or not (ROOT / ".venv" / ".installed").exists(),
-                    reason="needs make and the environment `make test` installs (.venv)")
-def test_make_demo_runs_every_stage_then_skips_what_is_done(tmp_path):
+needs_make = pytest.mark.skipif(shutil.which("make") is None or not (ROOT / ".venv" / ".installed").exists(),
+                                reason="needs make and the environment `make test` installs (.venv)")
+
+
+def write_slice(tmp_path: Path) -> Path:
+    """A generated stand-in for Multi30k: train/val/test_2016_flickr.{de,en}."""
     data = tmp_path / "slice"
     for name, n, seed in (("train", 300, 1), ("val", 30, 2), ("test_2016_flickr", 20, 3)):
         write_split(data, name, make_pairs(n, seed))
+    return data
+
+
+@needs_make
+def test_make_demo_runs_every_stage_then_skips_what_is_done(tmp_path):
+    data = write_slice(tmp_path)
     args = ["make", "-C", str(ROOT), "demo", f"WORK={tmp_path / 'work'}", f"DATA_DIR={data}",
             "PREP_RECIPE=recipes/tiny.yaml", "DEMO_RECIPE=recipes/tiny.yaml", "DEMO_TIME=60s"]
     first = subprocess.run(args, capture_output=True, text=True, timeout=300)
@@ -34,14 +43,11 @@ def test_make_demo_runs_every_stage_then_skips_what_is_done(tmp_path):
     assert "nmt train" not in second.stdout and "nmt translate" not in second.stdout  # nothing redone
 
 
-@pytest.mark.skipif(shutil.which("make") is None or not (ROOT / ".venv" / ".installed").exists(),
-                    reason="needs make and the environment `make test` installs (.venv)")
+@needs_make
 def test_make_multi30k_trains_translates_greedy_and_beam_and_scores_both(tmp_path):
     """The full-run target's stages for en-de (the pair's languages reach prep and
     translate), with the tiny recipe in place of the pair's."""
-    data = tmp_path / "slice"
-    for name, n, seed in (("train", 300, 1), ("val", 30, 2), ("test_2016_flickr", 20, 3)):
-        write_split(data, name, make_pairs(n, seed))
+    data = write_slice(tmp_path)
     args = ["make", "-C", str(ROOT), "multi30k", "PAIR=en-de", f"WORK={tmp_path / 'work'}", f"DATA_DIR={data}",
             "PREP_RECIPE=recipes/tiny.yaml", "RECIPE=recipes/tiny.yaml", "TRAIN_ARGS=--set train.max_steps=30"]
     first = subprocess.run(args, capture_output=True, text=True, timeout=300)
