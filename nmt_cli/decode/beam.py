@@ -150,7 +150,7 @@ def beam_search(model: Seq2Seq, encoded: tuple, lengths: Tensor, beam: int, max_
     feed = feed.index_select(0, rows) if feed is not None else None
     prev = torch.full((batch * beam,), SOS, dtype=torch.long, device=device)
     for step in range(max(limits)):
-        att, state, weights = model.decoder.step(model.decoder.embed(prev), state, feed, memory, step)
+        att, state, weights = model.decoder.search_step(prev, state, feed, memory, step)
         logp = torch.log_softmax(model.decoder.logits(att).float(), dim=-1)  # (n*beam, vocab)
         logp[:, PAD] = logp[:, SOS] = float("-inf")
         weights = weights.float()  # (n*beam, src_len)

@@ -40,7 +40,7 @@ def greedy_encoded(model: Seq2Seq, encoded: tuple, lengths: Tensor, max_len_a: f
     alive = torch.arange(batch, device=device)  # original index of each row still decoding
     prev = torch.full((batch,), SOS, dtype=torch.long, device=device)
     for t in range(steps):
-        att, state, weights = model.decoder.step(model.decoder.embed(prev), state, feed, memory, t)
+        att, state, weights = model.decoder.search_step(prev, state, feed, memory, t)
         if feed is not None:
             feed = att
         logits = model.decoder.logits(att).float()  # (rows, vocab)

@@ -94,18 +94,24 @@ def _prepare(model: Seq2Seq, decode: DecodeConfig, device: torch.device) -> Seq2
     """The model on ``device`` for inference, int8-quantized when asked (CPU only).
 
     The encoder runs on torch's fused recurrent kernels (:class:`FusedEncoder`), except
-    under bf16 autocast on CPU, where the fused kernels would stay in fp32.
+    under bf16 autocast on CPU, where the fused kernels would stay in fp32. The decoder's
+    first-layer input parts are joined into one product (``StackedCells.join_inputs``).
+    int8 leaves Bahdanau's ``v`` in fp32: its input, a (rows, src_len, attention) table,
+    would be quantized anew at every step for a product with one output.
     """
     if decode.quantize == "int8" and device.type != "cpu":
         raise NmtError("--quantize int8 is for CPU decoding; on CUDA use --precision fp16 or bf16")
     model = model.to(device)
     model.decoder.attention.hard = decode.hard_attention
+    model.decoder.rnn.join_inputs()
     if not (decode.precision == "bf16" and device.type == "cpu"):
         model.encoder = FusedEncoder(model.encoder)
     if decode.quantize == "int8":
         with warnings.catch_warnings():  # torch.ao.quantization warns that it is deprecated
             warnings.simplefilter("ignore")
-            from torch.ao.quantization import quantize_dynamic
+            from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
 
-            model = quantize_dynamic(model, {torch.nn.Linear, torch.nn.GRU, torch.nn.LSTM}, dtype=torch.qint8)
+            spec = {torch.nn.Linear: default_dynamic_qconfig, torch.nn.GRU: default_dynamic_qconfig,
+                    torch.nn.LSTM: default_dynamic_qconfig, "decoder.attention.v": None}
+            model = quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
     return model

@@ -87,19 +87,36 @@ class Decoder(nn.Module):
 
     def step(self, emb_in: Tensor, state: list[Tensor], feed: Tensor | None, memory: Memory, t: int = 0):
         """Decoder step ``t`` (0-based target position) from the embedded previous word
-        ``emb_in`` (rows, gates*hidden).
+        ``emb_in`` (rows, gates*hidden): its layer-0 product, made for all steps at once
+        under teacher forcing (:meth:`embed`).
 
         ``rows`` is the memory's batch or a multiple of it (see :meth:`_attend`). Returns
         h̃_t (rows, output), the new state, and the attention weights (rows, src_len).
         """
-        gi = emb_in
-        if feed is not None:
-            gi = gi + self.rnn.project("feed", feed)
+        def product(parts: dict[str, Tensor]) -> Tensor:
+            gi = emb_in
+            for part, x in parts.items():
+                gi = gi + self.rnn.project(part, x)
+            return gi
+
+        return self._step(product, state, feed, memory, t)
+
+    def search_step(self, prev: Tensor, state: list[Tensor], feed: Tensor | None, memory: Memory, t: int = 0):
+        """:meth:`step` from the previous words' ids ``prev`` (rows,), for search: layer 0's
+        input parts (embedding, context, fed-back h̃) go into one product
+        (:meth:`StackedCells.project_all`)."""
+        emb = self.emb_dropout(self.embedding(prev))  # (rows, emb)
+        return self._step(lambda parts: self.rnn.project_all({"emb": emb, **parts}), state, feed, memory, t)
+
+    def _step(self, product, state: list[Tensor], feed: Tensor | None, memory: Memory, t: int):
+        """The step itself; ``product(parts)`` is layer 0's input product given the parts
+        other than the embedding ({"feed": h̃_{t-1}, "context": c_t} as the model has them)."""
+        parts = {} if feed is None else {"feed": feed}
         if self.bahdanau:
             context, weights = self._attend(state[-1][:, : self.rnn.hidden], memory, t)
-            h, state = self.rnn(gi + self.rnn.project("context", context), state)
+            h, state = self.rnn(product({**parts, "context": context}), state)
         else:
-            h, state = self.rnn(gi, state)
+            h, state = self.rnn(product(parts), state)
             context, weights = self._attend(h, memory, t)
         return self._attentional(h, context), state, weights
 

@@ -31,6 +31,9 @@ With ``residual``, layer i > 0 passes on its output plus its input, ``h_i + h_{i
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import torch
 from torch import Tensor, nn
 
@@ -55,6 +58,7 @@ class StackedCells(nn.Module):
         self.ih = nn.ModuleList(nn.Linear(hidden, gates * hidden) for _ in range(layers - 1))
         self.hh = nn.ModuleList(nn.Linear(hidden, gates * hidden, bias=cell == "gru") for _ in range(layers))
         self.dropout = Dropout(dropout)
+        self.joined: nn.Linear | None = None  # see join_inputs
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -69,6 +73,27 @@ class StackedCells(nn.Module):
     def project(self, part: str, x: Tensor) -> Tensor:
         """Layer 0's input product for one part: (..., size) -> (..., gates*hidden)."""
         return self.inputs[part](x)
+
+    def project_all(self, parts: dict[str, Tensor]) -> Tensor:
+        """Layer 0's whole input product Σ_k W_k x_k + b from every part (..., size_k).
+
+        After :meth:`join_inputs` one product over the parts side by side; else one per part.
+        """
+        if self.joined is None:
+            return functools.reduce(operator.add, (self.project(k, parts[k]) for k in self.inputs))
+        return self.joined(torch.cat([parts[k] for k in self.inputs], dim=-1))  # (..., gates*hidden)
+
+    def join_inputs(self) -> None:
+        """For decoding: one layer [W_emb W_context W_feed] instead of one per part, so a
+        search step makes one matrix product (with K = Σ sizes) instead of one per part and
+        the sums between them. Training keeps the parts: the embeddings' product is made
+        for all time steps at once there."""
+        layers = list(self.inputs.values())
+        joined = nn.Linear(sum(layer.in_features for layer in layers), layers[0].out_features, device=layers[0].weight.device)
+        with torch.no_grad():
+            joined.weight.copy_(torch.cat([layer.weight for layer in layers], dim=1))
+            joined.bias.copy_(layers[0].bias)
+        self.joined = joined
 
     def forward(self, gi: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         """One step. ``gi`` is layer 0's summed input products (batch, gates*hidden).

@@ -262,19 +262,17 @@ class Bigram:
     """Stands in for Seq2Seq where greedy_encoded and beam_search use it: the next word's
     log-probabilities depend on the previous word only, through ``table`` (vocab, vocab).
 
-    ``decoder.embed`` one-hot encodes the previous word, ``decoder.step`` passes it on
-    as h̃ (and spreads attention evenly over the real source positions), and
-    ``decoder.logits`` looks up that word's row: the source is ignored.
+    ``decoder.search_step`` one-hot encodes the previous word and passes it on as h̃ (and
+    spreads attention evenly over the real source positions), and ``decoder.logits``
+    looks up that word's row: the source is ignored.
     """
 
     def __init__(self, table: torch.Tensor):
         self.table = table
         self.decoder = self
 
-    def embed(self, prev: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.one_hot(prev, self.table.size(0)).float()
-
-    def step(self, emb_in, state, feed, memory: Memory, t: int = 0):
+    def search_step(self, prev: torch.Tensor, state, feed, memory: Memory, t: int = 0):
+        emb_in = torch.nn.functional.one_hot(prev, self.table.size(0)).float()
         rows, sentences = emb_in.size(0), memory.mask.size(0)
         assert state[0].size(0) == rows and (feed is None or feed.size(0) == rows)
         # the memory has a row per hypothesis, or (like Decoder.step allows) a row per

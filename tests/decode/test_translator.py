@@ -111,3 +111,19 @@ def test_alignment_target_indices_are_words_of_the_printed_line(trained):
     assert words >= 1
     for link in links.split():
         assert int(link.split("-")[1]) < words, (links, repr(text))
+
+
+def test_int8_quantizes_every_product_but_bahdanaus_v(trained):
+    """--quantize int8: the decoder's joined input layer, the output layer and the encoder's
+    recurrent layers are int8; Bahdanau's v (one output per (row, source position) pair,
+    whose input would be quantized anew at every step) stays fp32."""
+    from torch.ao.nn.quantized import dynamic
+
+    from nmt_cli.decode.inference import Inference
+
+    model = Inference.load(trained / "best.pt", {"quantize": "int8"}, torch.device("cpu")).model
+    assert model.cfg.attention == "bahdanau"
+    assert isinstance(model.decoder.rnn.joined, dynamic.Linear)
+    assert isinstance(model.decoder.output, dynamic.Linear)
+    assert all(isinstance(layer, (dynamic.GRU, dynamic.LSTM)) for layer in model.encoder.layers)
+    assert type(model.decoder.attention.v) is torch.nn.Linear

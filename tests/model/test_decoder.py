@@ -47,27 +47,39 @@ def test_a_sentence_gets_the_same_logits_alone_and_batched_with_longer_ones(atte
             assert torch.allclose(logits[row, :n], want, atol=1e-5), row
 
 
+def decode_step_by_step(model: Seq2Seq, batch, step) -> torch.Tensor:
+    """h̃ of every target position (batch, tgt_len, output) from ``step(t, prev ids, state,
+    feed, memory)``, one position at a time, checking the attention weights on the way."""
+    memory, state, feed = model.encode(batch.src, batch.src_lengths)
+    outputs = []
+    for t in range(batch.tgt_in.size(1)):
+        att, state, weights = step(batch.tgt_in[:, t], state, feed, memory, t)
+        if feed is not None:
+            feed = att
+        outputs.append(att)
+        assert bool((weights[batch.src == PAD_ID] == 0).all())
+        assert torch.allclose(weights.sum(-1), torch.ones(batch.src.size(0)), atol=1e-6)
+    return torch.stack(outputs, dim=1)
+
+
 @pytest.mark.parametrize("attention, cell, feeding", GRID)
 def test_teacher_forcing_equals_decoding_step_by_step(attention, cell, feeding):
     """forward() (with its all-steps-at-once paths) computes what step() computes one word
-    at a time: greedy and beam search use step(), training uses forward()."""
+    at a time, and so does search_step(), with the input parts joined into one product or
+    not: greedy and beam search use search_step(), training uses forward()."""
     model = build(attention=attention, cell=cell, input_feeding=feeding, decoder_layers=2)
     src, tgt = pairs([(4, 6), (7, 3), (2, 5)])
     batch = make_batch(src, tgt)
     dec = model.decoder
     with torch.no_grad():
-        memory, state, feed = model.encode(batch.src, batch.src_lengths)
-        forced = dec(batch.tgt_in, memory, state, feed)
-        steps = []
-        for t in range(batch.tgt_in.size(1)):
-            att, state, weights = dec.step(dec.embed(batch.tgt_in[:, t]), state, feed, memory)
-            if feed is not None:
-                feed = att
-            steps.append(att)
-            assert bool((weights[batch.src == PAD_ID] == 0).all())
-            assert torch.allclose(weights.sum(-1), torch.ones(len(src)), atol=1e-6)
+        forced = dec(batch.tgt_in, *model.encode(batch.src, batch.src_lengths))
+        stepped = decode_step_by_step(model, batch, lambda prev, *rest: dec.step(dec.embed(prev), *rest))
+        searched = decode_step_by_step(model, batch, dec.search_step)
+        dec.rnn.join_inputs()
+        joined = decode_step_by_step(model, batch, dec.search_step)
     assert forced.shape == (len(src), batch.tgt_in.size(1), model.cfg.output_size)
-    assert torch.allclose(forced, torch.stack(steps, dim=1), atol=1e-5)
+    for steps in (stepped, searched, joined):
+        assert torch.allclose(forced, steps, atol=1e-5)
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
