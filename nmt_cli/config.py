@@ -143,6 +143,7 @@ class TrainConfig:
     plateau_factor: float = 0.5  # plateau: lr *= factor after plateau_patience bad validations
     plateau_patience: int = 2
     min_lr: float = 1e-5
+    decay_share: float = 1.0  # budget: lr falls to min_lr over this last share of the budget, constant before it
     valid_every: int = 500  # steps
     log_every: int = 50  # steps
     patience: int = 8  # validations without BLEU improvement before stopping (0: never)
@@ -165,6 +166,7 @@ class TrainConfig:
         _require(0 <= self.teacher_forcing <= 1, "train.teacher_forcing", "must be in [0, 1]")
         _require(self.teacher_forcing_steps >= 1, "train.teacher_forcing_steps", "must be >= 1")
         _require(0 < self.plateau_factor <= 1, "train.plateau_factor", "must be in (0, 1]")
+        _require(0 < self.decay_share <= 1, "train.decay_share", "must be in (0, 1]")
         _require(self.clip_norm >= 0, "train.clip_norm", "must be >= 0 (0 turns clipping off)")
         if self.schedule == "inverse_sqrt":
             _require(self.warmup_steps > 0, "train.warmup_steps", "must be > 0 for schedule inverse_sqrt")

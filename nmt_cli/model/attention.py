@@ -102,7 +102,7 @@ class Attention(nn.Module):
         batch, src_len = keys.shape[:2]
         if self.kind == "bahdanau":
             # (batch, steps, 1, heads*att) + (batch, 1, src_len, heads*att): every head at once
-            hidden = torch.tanh(self.query_layer(query).unsqueeze(2) + keys.unsqueeze(1))
+            hidden = (self.query_layer(query).unsqueeze(2) + keys.unsqueeze(1)).tanh_()  # in place: the largest table of a step
             if self.heads == 1:
                 return self.v(hidden).squeeze(-1).unsqueeze(1)
             hidden = hidden.unflatten(-1, (self.heads, -1))  # (batch, steps, src_len, heads, att)

@@ -8,13 +8,15 @@ checkpoints:
 * ``plateau``: lr x factor^k, where k grows by one each time ``plateau_patience``
   validations in a row fail to improve BLEU (never below ``min_lr``);
 * ``inverse_sqrt``: linear warmup to lr at ``warmup_steps``, then lr * sqrt(warmup / step);
-* ``budget``: lr * (1 - u), decaying linearly to ``min_lr`` over the run's budget, where u
-  is the share of it used: the largest of step / ``max_steps``, epochs / ``max_epochs``
-  and elapsed time / ``max_time``, for the limits that are set (after an optional
-  warmup). A run with a fixed budget ends at a small lr whatever its length, the best
-  of the simple schedules for training to a budget (Li et al. 2020, "Budgeted
-  Training"). With ``max_time`` the lr follows the clock, so a resumed run continues
-  the schedule but does not repeat an uninterrupted run's trajectory exactly.
+* ``budget``: lr * min(1, (1 - u) / d), decaying linearly to ``min_lr`` over the last
+  share d (``decay_share``) of the run's budget, where u is the share of it used: the
+  largest of step / ``max_steps``, epochs / ``max_epochs`` and elapsed time /
+  ``max_time``, for the limits that are set (after an optional warmup). d = 1 decays
+  from the start; d < 1 holds lr for the first 1 - d of the budget, then decays
+  ("warmup-stable-decay"). A run with a fixed budget ends at a small lr whatever its
+  length, the best of the simple schedules for training to a budget (Li et al. 2020,
+  "Budgeted Training"). With ``max_time`` the lr follows the clock, so a resumed run
+  continues the schedule but does not repeat an uninterrupted run's trajectory exactly.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ class Schedule:
             return cfg.lr * (step / warm if warm and step < warm else math.sqrt(warm / step) if warm else 1.0)
         warmup = min(1.0, step / warm) if warm else 1.0
         if cfg.schedule == "budget":
-            return max(cfg.lr * (1.0 - min(used, 1.0)), min(cfg.min_lr, cfg.lr)) * warmup
+            left = max(1.0 - used, 0.0) / cfg.decay_share  # > 1 before the decay starts
+            return max(cfg.lr * min(left, 1.0), min(cfg.min_lr, cfg.lr)) * warmup
         floor = min(cfg.min_lr, cfg.lr) if self.scale < 1 else 0.0  # reductions never raise the lr
         return max(cfg.lr * self.scale, floor) * warmup
 

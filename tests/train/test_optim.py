@@ -155,6 +155,19 @@ def test_budget_decays_linearly_over_the_share_used_to_min_lr():
     assert s.lr(51, 0.5) == pytest.approx(0.005)
 
 
+def test_budget_decay_share_holds_the_lr_then_decays_over_the_rest():
+    """decay_share 0.4: lr constant over the first 60% of the budget, then linear to min_lr."""
+    s = schedule(schedule="budget", lr=0.01, min_lr=1e-4, max_time="20m", decay_share=0.4)
+    assert [s.lr(1, used) for used in (0.0, 0.3, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2)] == pytest.approx(
+        [0.01, 0.01, 0.01, 0.0075, 0.005, 0.0025, 1e-4, 1e-4])
+
+
+@pytest.mark.parametrize("share", [0.0, -0.5, 1.5])
+def test_decay_share_must_be_a_share(share):
+    with pytest.raises(NmtError, match=r"train.decay_share.*\(0, 1\]"):
+        schedule(schedule="budget", lr=0.01, max_steps=10, decay_share=share)
+
+
 def test_budget_with_warmup():
     s = schedule(schedule="budget", lr=0.01, warmup_steps=10, max_time="20m")
     assert s.lr(5, 0.01) == pytest.approx(0.01 * 0.99 * 0.5)
