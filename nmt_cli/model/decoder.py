@@ -93,13 +93,7 @@ class Decoder(nn.Module):
         ``rows`` is the memory's batch or a multiple of it (see :meth:`_attend`). Returns
         h̃_t (rows, output), the new state, and the attention weights (rows, src_len).
         """
-        def product(parts: dict[str, Tensor]) -> Tensor:
-            gi = emb_in
-            for part, x in parts.items():
-                gi = gi + self.rnn.project(part, x)
-            return gi
-
-        return self._step(product, state, feed, memory, t)
+        return self._step(lambda parts: self.rnn.project_all(parts, emb_in), state, feed, memory, t)
 
     def search_step(self, prev: Tensor, state: list[Tensor], feed: Tensor | None, memory: Memory, t: int = 0):
         """:meth:`step` from the previous words' ids ``prev`` (rows,), for search: layer 0's

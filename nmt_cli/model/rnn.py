@@ -31,9 +31,6 @@ With ``residual``, layer i > 0 passes on its output plus its input, ``h_i + h_{i
 
 from __future__ import annotations
 
-import functools
-import operator
-
 import torch
 from torch import Tensor, nn
 
@@ -74,14 +71,19 @@ class StackedCells(nn.Module):
         """Layer 0's input product for one part: (..., size) -> (..., gates*hidden)."""
         return self.inputs[part](x)
 
-    def project_all(self, parts: dict[str, Tensor]) -> Tensor:
-        """Layer 0's whole input product Σ_k W_k x_k + b from every part (..., size_k).
+    def project_all(self, parts: dict[str, Tensor], projected: Tensor | None = None) -> Tensor:
+        """Layer 0's input product Σ_k W_k x_k + b over the ``parts`` (..., size_k), added
+        in their order to ``projected``, the product of parts already made (the target
+        embeddings', for all steps at once under teacher forcing), when given.
 
-        After :meth:`join_inputs` one product over the parts side by side; else one per part.
+        After :meth:`join_inputs`, all parts at once: one product over them side by side.
         """
-        if self.joined is None:
-            return functools.reduce(operator.add, (self.project(k, parts[k]) for k in self.inputs))
-        return self.joined(torch.cat([parts[k] for k in self.inputs], dim=-1))  # (..., gates*hidden)
+        if self.joined is not None and projected is None:
+            return self.joined(torch.cat([parts[k] for k in self.inputs], dim=-1))  # (..., gates*hidden)
+        gi = projected
+        for part, x in parts.items():
+            gi = self.project(part, x) if gi is None else gi + self.project(part, x)
+        return gi
 
     def join_inputs(self) -> None:
         """For decoding: one layer [W_emb W_context W_feed] instead of one per part, so a
