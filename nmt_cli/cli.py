@@ -362,7 +362,7 @@ def _score_model(model: Path, src: Optional[str], references: list[str], fmt: Fo
         raise NmtError("--model needs --src SOURCE: the references are scored as translations of it")
     if len(references) != 1:
         raise NmtError("--model scores one reference file at a time")
-    inference = Inference.load(model, {}, resolve(device.value))
+    inference = Inference.load(model, {}, resolve(device.value), search=False)
     logprob, tokens, lines = 0.0, 0, 0
     if fmt is not Format.json:
         typer.echo("line\tlogprob\ttokens\tavg_logprob")

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from nmt_cli.decode.hypothesis import Hypothesis, coverage_penalty, length_penalty, ranking_score
 from nmt_cli.model.seq2seq import Seq2Seq
-from nmt_cli.prep.subwords import EOS, PAD, SOS
+from nmt_cli.prep.subwords import EOS, SOS
 
 
 class _Sentence:
@@ -59,8 +59,9 @@ class _Candidates:
     open: Tensor  # True for the best `beam` extensions that do not end the hypothesis
 
     @classmethod
-    def best(cls, logp: Tensor, scores: Tensor, beam: int) -> "_Candidates":
-        """From word log-probabilities (n*beam, vocab) and open scores (n, beam).
+    def best(cls, logp: Tensor, scores: Tensor, beam: int, word_ids=lambda columns: columns) -> "_Candidates":
+        """From word log-probabilities (n*beam, words) and open scores (n, beam); column j
+        of ``logp`` is the word ``word_ids(j)``.
 
         A sentence's best 2·beam extensions are among each hypothesis' own best 2·beam
         words, so the (beam × vocab) table is never built: n × (beam × 2·beam) candidates.
@@ -70,7 +71,7 @@ class _Candidates:
         word_logp, words = logp.topk(per_row, dim=-1)  # (n*beam, per_row)
         top_scores, top = (scores.view(-1, 1) + word_logp).view(n, -1).topk(2 * beam, dim=-1)
         rows = top // per_row + torch.arange(n, device=logp.device).unsqueeze(1) * beam
-        word = words.view(n, -1).gather(1, top)
+        word = word_ids(words.view(n, -1).gather(1, top))
         not_eos = word != EOS
         return cls(top_scores, rows, word, not_eos & (not_eos.cumsum(dim=-1) <= beam))
 
@@ -151,12 +152,11 @@ def beam_search(model: Seq2Seq, encoded: tuple, lengths: Tensor, beam: int, max_
     prev = torch.full((batch * beam,), SOS, dtype=torch.long, device=device)
     for step in range(max(limits)):
         att, state, weights = model.decoder.search_step(prev, state, feed, memory, step)
-        logp = torch.log_softmax(model.decoder.logits(att).float(), dim=-1)  # (n*beam, vocab)
-        logp[:, PAD] = logp[:, SOS] = float("-inf")
+        logp = torch.log_softmax(model.decoder.search_scores(att), dim=-1)  # (n*beam, words)
         weights = weights.float()  # (n*beam, src_len)
         if beta:
             search.coverage = search.coverage + weights
-        candidates = _Candidates.best(logp, search.scores, beam)
+        candidates = _Candidates.best(logp, search.scores, beam, model.decoder.word_ids)
         still = search.searching(candidates, step, weights, memory.mask)
         if not still:
             break

@@ -39,7 +39,10 @@ class Pair:
 
 @torch.no_grad()
 def score_pairs(inference: Inference, pairs: list[Pair], batch_size: int) -> None:
-    """Fill ``pair.logprob`` for every pair (an empty source still gets EOS to read)."""
+    """Fill ``pair.logprob`` for every pair (an empty source still gets EOS to read).
+    The model must score every word: loaded with ``Inference.load(..., search=False)``."""
+    if inference.model.decoder.output_ids is not None:
+        raise ValueError("forced decoding needs the whole output layer: load with search=False")
     ordered = sorted(pairs, key=lambda p: -len(p.src))
     for batch in batches(ordered, lambda p: len(p.src) + 1, batch_size, 0):
         src, lengths = inference.source_tensor([p.src for p in batch])

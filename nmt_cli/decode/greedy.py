@@ -43,10 +43,10 @@ def greedy_encoded(model: Seq2Seq, encoded: tuple, lengths: Tensor, max_len_a: f
         att, state, weights = model.decoder.search_step(prev, state, feed, memory, t)
         if feed is not None:
             feed = att
-        logits = model.decoder.logits(att).float()  # (rows, vocab)
-        normalizer = torch.logsumexp(logits, dim=-1) if logprobs else None
-        logits[:, PAD] = logits[:, SOS] = float("-inf")
-        best, prev = logits.max(dim=-1)  # (rows,)
+        scores = model.decoder.search_scores(att)  # (rows, words)
+        normalizer = torch.logsumexp(scores, dim=-1) if logprobs else None
+        best, column = scores.max(dim=-1)  # (rows,)
+        prev = model.decoder.word_ids(column)
         tokens[alive, t] = prev
         if normalizer is not None:
             word_logp[alive, t] = best - normalizer

@@ -37,12 +37,17 @@ class Inference:
     autocast: Callable
 
     @classmethod
-    def load(cls, path: Path | str, overrides: dict, device: torch.device) -> "Inference":
+    def load(cls, path: Path | str, overrides: dict, device: torch.device, search: bool = True) -> "Inference":
+        """``search``: the model will translate, so its output layer may keep to the words
+        it was trained to produce (``Decoder.restrict_output``); forced decoding, which
+        scores given targets, needs every word."""
         # mapped, not read: the optimizer's state is never touched
         payload = checkpoint.load(path, device="cpu", mmap=True, require=checkpoint.FOR_INFERENCE)
         model, cfg = checkpoint.load_model(payload)
         cfg = with_values(cfg, "decode", overrides)
         vocab = payload["vocab"]
+        if search and "tgt_words" in vocab:  # checkpoints from before 2026-11-23 lack the list
+            model.decoder.restrict_output(torch.tensor(vocab["tgt_words"]))
         return cls(_prepare(model, cfg.decode, device), cfg,
                    subwords.from_bytes(vocab["src_spm"], f"{path} (source)"),
                    subwords.from_bytes(vocab["tgt_spm"], f"{path} (target)"),

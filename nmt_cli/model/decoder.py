@@ -67,6 +67,7 @@ class Decoder(nn.Module):
         if cfg.tie_output:
             self.output.weight = embedding.weight
         self.workspace = Workspace()  # the output layer's score table under the loss, kept between batches
+        self.output_ids: Tensor | None = None  # the words the output layer scores, if not all (restrict_output)
         bridge_in = memory_size * (2 if cfg.cell == "lstm" else 1)
         self.bridge = nn.Linear(bridge_in, cfg.decoder_layers * self.rnn.state_size) if cfg.bridge else None
 
@@ -180,6 +181,33 @@ class Decoder(nn.Module):
     def logits(self, att: Tensor) -> Tensor:
         """(..., output) -> (..., vocab) unnormalized scores."""
         return self.output(self.dropout(att))
+
+    def restrict_output(self, ids: Tensor) -> None:
+        """For search: an output layer that scores the words ``ids`` (k,) alone, e.g. the
+        target words of the training data. Left out are words the model has never been
+        trained to produce (with a joint vocabulary, the source language's own subwords:
+        half of it for Multi30k de-en), and the output layer, softmax and top-k of every
+        search step shrink by as much. Never PAD or SOS. The layer is a copy: it is not
+        tied to the embedding any more."""
+        keep = ids[(ids != PAD) & (ids != SOS)].to(self.output.weight.device)
+        layer = nn.Linear(self.output.in_features, keep.numel(), device=keep.device)
+        with torch.no_grad():
+            layer.weight.copy_(self.output.weight[keep])
+            layer.bias.copy_(self.output.bias[keep])
+        self.output, self.output_ids = layer, keep
+
+    def search_scores(self, att: Tensor) -> Tensor:
+        """fp32 scores (rows, k) of the words a search may produce: those of
+        :meth:`restrict_output`, or every word with PAD and SOS at -inf. Column j is the
+        word ``word_ids(j)``."""
+        scores = self.logits(att).float()
+        if self.output_ids is None:
+            scores[:, PAD] = scores[:, SOS] = float("-inf")
+        return scores
+
+    def word_ids(self, columns: Tensor) -> Tensor:
+        """The vocabulary ids of columns of :meth:`search_scores`."""
+        return columns if self.output_ids is None else self.output_ids[columns]
 
     def losses(self, att: Tensor, target: Tensor, label_smoothing: float) -> tuple[Tensor, Tensor]:
         """The loss sums of :meth:`logits` against ``target`` (...,), the scores never stored."""

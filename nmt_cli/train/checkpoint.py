@@ -11,7 +11,8 @@ A checkpoint is a dict of tensors and plain data only (loaded with
     rng           torch's CPU (and CUDA) generator states (rank 0's)
     rng_ranks     every rank's generator states, for a run started by torchrun
     progress      step, epoch, batches done in the epoch, elapsed seconds, best score...
-    vocab         languages, sizes, SentencePiece model bytes per side, special ids
+    vocab         languages, sizes, SentencePiece model bytes per side, special ids, the
+                  target words of the training data (`tgt_words`, what search scores)
     data          the prep manifest's fingerprint
 
 Files are written under a temporary name and renamed, so a crash mid-write never leaves a

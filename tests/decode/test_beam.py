@@ -5,6 +5,7 @@ when the beam holds every prefix)."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -17,7 +18,7 @@ from conftest import (
 from nmt_cli.decode.beam import beam_search
 from nmt_cli.decode.greedy import greedy_encoded
 from nmt_cli.decode.hypothesis import ranking_score
-from nmt_cli.model.decoder import Memory
+from nmt_cli.model.decoder import Decoder, Memory
 from nmt_cli.model.seq2seq import Seq2Seq
 
 VOCAB = 25
@@ -270,6 +271,10 @@ class Bigram:
     def __init__(self, table: torch.Tensor):
         self.table = table
         self.decoder = self
+        self.output_ids = None  # every word: Decoder's search_scores and word_ids below apply
+
+    search_scores = Decoder.search_scores
+    word_ids = Decoder.word_ids
 
     def search_step(self, prev: torch.Tensor, state, feed, memory: Memory, t: int = 0):
         emb_in = torch.nn.functional.one_hot(prev, self.table.size(0)).float()
@@ -339,7 +344,9 @@ def test_beam_1_on_the_trap_is_greedy():
 def exhaustive(table: torch.Tensor, limit: int, alpha: float) -> list[tuple[float, list[int], float]]:
     """Every hypothesis beam search can return for a Bigram with this length limit:
     (score, tokens, logprob), best first."""
-    logp = torch.log_softmax(table.double(), dim=-1)
+    scores = table.double().clone()
+    scores[:, [PAD_ID, SOS_ID]] = float("-inf")  # search normalizes over the words it can produce
+    logp = torch.log_softmax(scores, dim=-1)
     words = [w for w in range(table.size(0)) if w not in SPECIAL]
     out = []
     for n in range(limit + 1):
@@ -383,3 +390,32 @@ def test_a_tiny_vocabulary_narrower_than_the_beam():
     assert all(math.isfinite(h.logprob) for h in hyps)
     assert len({tuple(h.tokens) for h in hyps}) == len(hyps)
     assert sorted(tuple(h.tokens) for h in hyps) == [(), (1,), (4,), (5,)]  # EOS at once, or one word
+
+
+def restricted(model: Seq2Seq, ids: list[int]) -> Seq2Seq:
+    model = copy.deepcopy(model)
+    model.decoder.restrict_output(torch.tensor(ids))
+    return model
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_an_output_layer_restricted_to_every_word_searches_as_the_whole_one(beam):
+    model = untrained(seed=4)
+    seqs = sources()
+    every = restricted(model, list(range(VOCAB)))
+    assert every.decoder.output_ids.numel() == VOCAB - 2  # without PAD and SOS
+    for a, b in zip(run_beam(model, seqs, beam), run_beam(every, seqs, beam)):
+        assert [h.tokens for h in a] == [h.tokens for h in b]
+        assert [h.logprob for h in a] == pytest.approx([h.logprob for h in b], abs=1e-5)
+    for a, b in zip(run_greedy(model, seqs), run_greedy(every, seqs)):
+        assert a.tokens == b.tokens and a.logprob == pytest.approx(b.logprob, abs=1e-5)
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_a_restricted_search_produces_only_the_kept_words(beam):
+    kept = [EOS_ID, 5, 8, 9]
+    model = restricted(untrained(seed=5), kept)
+    outputs = [h.tokens for hyps in run_beam(model, sources(), beam) for h in hyps]
+    outputs += [h.tokens for h in run_greedy(model, sources())]
+    assert outputs and all(set(tokens) <= set(kept) for tokens in outputs)
+    assert any(tokens for tokens in outputs)  # not all empty: the check above bites

@@ -144,7 +144,7 @@ def test_score_pairs_equals_the_step_by_step_sum(ckpt, independent, batch_size):
     from nmt_cli.decode import forced
     from nmt_cli.decode.inference import Inference
 
-    inference = Inference.load(ckpt, {}, torch.device("cpu"))
+    inference = Inference.load(ckpt, {}, torch.device("cpu"), search=False)
     pairs = [chunk for chunk in forced.read_pairs(inference, iter(PAIRS), ("src", "ref"))]
     assert len(pairs) == 1
     pairs = pairs[0]

@@ -127,3 +127,17 @@ def test_int8_quantizes_every_product_but_bahdanaus_v(trained):
     assert isinstance(model.decoder.output, dynamic.Linear)
     assert all(isinstance(layer, (dynamic.GRU, dynamic.LSTM)) for layer in model.encoder.layers)
     assert type(model.decoder.attention.v) is torch.nn.Linear
+
+
+def test_translation_scores_only_the_training_targets_words_and_forced_decoding_all(trained):
+    from nmt_cli.decode import forced
+    from nmt_cli.decode.inference import Inference
+
+    words = torch.load(trained / "best.pt", weights_only=True)["vocab"]["tgt_words"]
+    search = Inference.load(trained / "best.pt", {}, torch.device("cpu"))
+    assert search.model.decoder.output_ids.tolist() == [w for w in words if w not in (PAD_ID, SOS_ID)]
+    assert search.model.decoder.output.out_features == len(words)  # UNK and EOS in, PAD and SOS never were
+    scoring = Inference.load(trained / "best.pt", {}, torch.device("cpu"), search=False)
+    assert scoring.model.decoder.output_ids is None
+    with pytest.raises(ValueError, match="search=False"):
+        forced.score_pairs(search, [], 8)

@@ -129,3 +129,16 @@ def test_memory_select_takes_rows():
     assert torch.equal(picked.states, states[[2, 0, 2]])
     assert torch.equal(picked.keys, keys[[2, 0, 2]])
     assert torch.equal(picked.mask, mask[[2, 0, 2]])
+
+
+def test_restricted_output_scores_the_kept_words_as_the_whole_layer_does():
+    model = build()
+    att = torch.randn(5, model.cfg.output_size)
+    full = model.decoder.search_scores(att)  # (5, vocab), PAD and SOS at -inf
+    assert torch.isinf(full[:, [PAD_ID, 2]]).all() and torch.isfinite(full[:, 3:]).all()
+    ids = torch.tensor([0, 2, 3, 5, 7, 11])  # PAD and SOS are dropped from any list
+    model.decoder.restrict_output(ids)
+    kept = model.decoder.search_scores(att)  # (5, 4)
+    assert model.decoder.output_ids.tolist() == [3, 5, 7, 11]
+    torch.testing.assert_close(kept, full[:, [3, 5, 7, 11]])
+    assert model.decoder.word_ids(torch.tensor([[0, 3], [1, 2]])).tolist() == [[3, 11], [5, 7]]

@@ -24,3 +24,11 @@ def test_load_a_prep_directory(prepped):
     vocab = loaded.vocab
     assert vocab["special_ids"] == SPECIAL_IDS and vocab["joint"] is True
     assert vocab["src_size"] == vocab["tgt_size"] == m["vocab"]["size"]["de"]
+
+
+def test_the_target_words_are_those_of_the_training_targets_with_eos_and_unk(prepped):
+    loaded = prepared_data.load(prepped)
+    seen = {i for sentence in ids(prepped, "train", "en") for i in sentence}
+    assert loaded.vocab["tgt_words"] == sorted(seen | {SPECIAL_IDS["eos"], SPECIAL_IDS["unk"]})
+    source_only = {i for sentence in ids(prepped, "train", "de") for i in sentence} - seen
+    assert source_only  # the joint vocabulary has words of its own per side: the list leaves them out
