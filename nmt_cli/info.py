@@ -46,7 +46,8 @@ def _checkpoint(path: Path) -> dict[str, Any]:
         "minutes_trained": round(progress.get("elapsed", 0.0) / 60, 1),
         "best_valid_bleu": round(progress["best_bleu"], 2) if "best_bleu" in progress else None,
         "best_step": progress.get("best_step"),
-        "vocab": {"joint": vocab["joint"], "src_size": vocab["src_size"], "tgt_size": vocab["tgt_size"]},
+        "vocab": {"joint": vocab["joint"], "src_size": vocab["src_size"], "tgt_size": vocab["tgt_size"],
+                  "target_words": len(vocab["tgt_words"]) if "tgt_words" in vocab else None},  # what search scores
         "special_ids": vocab["special_ids"],
         "data_fingerprint": (payload.get("data") or {}).get("fingerprint"),
         "resumable": all(key in payload for key in ("optimizer", "schedule", "rng")),

@@ -22,6 +22,7 @@ def test_a_checkpoint_shows_its_step_vocabulary_config_and_data(trained, prepped
     assert d["data_fingerprint"] == manifest["fingerprint"]
     assert d["config"]["data"] == manifest["options"]
     assert d["step"] >= 1 and d["parameters"] > 0 and d["vocab"]["src_size"] > 4
+    assert 4 < d["vocab"]["target_words"] < d["vocab"]["tgt_size"]  # the joint vocabulary's target side
 
 
 def test_a_model_directory_adds_its_checkpoints_and_best_validation(trained):
