@@ -188,14 +188,19 @@ def train(
 @app.command(epilog="Example: nmt average work/model --last 5 -o work/model/averaged.pt")
 def average(
     inputs: list[Path] = typer.Argument(..., help="Checkpoints of one run, oldest first, or one model directory (see --last)."),
-    last: int = typer.Option(5, "--last", "-n", help="With a model directory: average its newest N step checkpoints."),
+    last: Optional[int] = typer.Option(None, "--last", "-n", help="With a model directory: average its newest N step checkpoints [5]."),
     out: Path = typer.Option(..., "--output", "-o", help="The averaged checkpoint to write (for translating, not resuming)."),
 ) -> None:
     """Average the weights of several checkpoints of one run into one (usually a better translator)."""
     from nmt_cli.train import checkpoint
     from nmt_cli.train.average import average as mean_of, last_checkpoints
 
-    paths = last_checkpoints(inputs[0], last) if len(inputs) == 1 and inputs[0].is_dir() else inputs
+    if len(inputs) == 1 and inputs[0].is_dir():
+        paths = last_checkpoints(inputs[0], 5 if last is None else last)
+    elif last is not None:
+        raise NmtError("--last picks from a model directory; with checkpoint files, list the ones to average")
+    else:
+        paths = inputs
     checkpoint.save(out, mean_of(paths))
     typer.echo(f"nmt average: wrote {out}, the mean of {', '.join(p.name for p in paths)}", err=True)
 

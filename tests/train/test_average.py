@@ -92,6 +92,8 @@ def test_a_file_that_is_not_a_checkpoint_is_a_one_line_error(trained, tmp_path):
     bad = tmp_path / "notes.pt"
     bad.write_text("not a checkpoint")
     assert_one_line_error(run(trained / "ckpt-0000030.pt", bad, "-o", tmp_path / "x.pt"), "notes.pt")
+    assert_one_line_error(run(trained / "ckpt-0000020.pt", trained / "ckpt-0000030.pt", "--last", 2, "-o", tmp_path / "x.pt"),
+                          "--last picks from a model directory")
     empty = tmp_path / "empty"
     shutil.copytree(trained, empty, ignore=shutil.ignore_patterns("ckpt-*"))
     assert_one_line_error(run(empty, "-o", tmp_path / "x.pt"), "0 step checkpoints")
