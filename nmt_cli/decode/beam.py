@@ -21,6 +21,7 @@ shrinks as the batch empties.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -59,7 +60,7 @@ class _Candidates:
     open: Tensor  # True for the best `beam` extensions that do not end the hypothesis
 
     @classmethod
-    def best(cls, logp: Tensor, scores: Tensor, beam: int, word_ids=lambda columns: columns) -> "_Candidates":
+    def best(cls, logp: Tensor, scores: Tensor, beam: int, word_ids: Callable[[Tensor], Tensor]) -> "_Candidates":
         """From word log-probabilities (n*beam, words) and open scores (n, beam); column j
         of ``logp`` is the word ``word_ids(j)``.
 

@@ -16,6 +16,9 @@ from nmt_cli.prep.store import IdStore
 from nmt_cli.train.batching import PairData
 
 
+WORDS_CHUNK = 1 << 20  # target ids read at a time by target_words
+
+
 @dataclass
 class Prepared:
     manifest: dict[str, Any]
@@ -38,13 +41,18 @@ def load_split(directory: Path | str, split: str) -> tuple[PairData, list[str]]:
     return pairs, list(nio.read_lines(directory / f"{split}.{tgt}.txt"))
 
 
-def target_words(train: PairData) -> list[int]:
+def target_words(train: PairData, vocab_size: int) -> list[int]:
     """The ids that occur on the training data's target side, and EOS and UNK: the words a
     trained model can give any weight to. With a joint vocabulary this leaves out the
     source language's own subwords (Multi30k de-en: 3,960 of 8,000), which translation
-    then never scores (``Decoder.restrict_output``)."""
-    seen = np.unique(np.asarray(train.tgt.ids))
-    return sorted(set(seen.tolist()) | {subwords.EOS, subwords.UNK})
+    then never scores (``Decoder.restrict_output``). The mapped ids are read in chunks, so
+    memory does not grow with the corpus."""
+    seen = np.zeros(vocab_size, dtype=bool)
+    ids = train.tgt.ids
+    for start in range(0, len(ids), WORDS_CHUNK):
+        seen[np.unique(ids[start : start + WORDS_CHUNK])] = True
+    seen[[subwords.EOS, subwords.UNK]] = True
+    return np.flatnonzero(seen).tolist()
 
 
 def load(directory: Path | str) -> Prepared:
@@ -69,6 +77,6 @@ def load(directory: Path | str) -> Prepared:
         "special_ids": manifest["special_ids"],
     }
     train = pairs("train")
-    vocab["tgt_words"] = target_words(train)
+    vocab["tgt_words"] = target_words(train, vocab["tgt_size"])
     refs = list(nio.read_lines(directory / f"valid.{tgt}.txt"))
     return Prepared(manifest, train, pairs("valid"), refs, vocab, subwords.from_bytes(vocab["tgt_spm"], "target model"))
