@@ -146,7 +146,7 @@ class TrainConfig:
     decay_share: float = 1.0  # budget: lr falls to min_lr over this last share of the budget, constant before it
     valid_every: int = 500  # steps
     log_every: int = 50  # steps
-    patience: int = 8  # validations without BLEU improvement before stopping (0: never)
+    patience: int = 8  # validations without BLEU improvement before stopping (0: never); budget: counted once the lr decays
     max_steps: int = 0  # 0: no limit
     max_epochs: int = 0  # 0: no limit
     max_time: str = ""  # wall-clock budget, e.g. 20m, 1h30m, 90s ("": no limit)

@@ -17,6 +17,12 @@ checkpoints:
   length, the best of the simple schedules for training to a budget (Li et al. 2020,
   "Budgeted Training"). With ``max_time`` the lr follows the clock, so a resumed run
   continues the schedule but does not repeat an uninterrupted run's trajectory exactly.
+
+Early stopping counts validations without improvement (``bad``, against ``patience``).
+Under ``budget`` those of the hold (d < 1, before the decay starts) do not count: at the
+peak lr the score levels off, and the decay still to come is what raises it (a 2-hour
+de-en run with d = 0.5 and patience 8 stopped after 54 minutes, at validation BLEU 36.4,
+against 39.5 at the end of a 60-minute one).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class Schedule:
         self.scale = 1.0  # plateau reductions so far, as a factor
         self.best = -math.inf
         self.bad = 0
+        self.holding = False  # budget: the lr is still held at its peak (set by apply)
 
     def lr(self, step: int, used: float = 0.0) -> float:
         """Learning rate for optimizer step ``step`` (1-based); ``used`` the share of the
@@ -58,14 +65,19 @@ class Schedule:
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int, used: float = 0.0) -> float:
         lr = self.lr(step, used)
+        self.holding = self.cfg.schedule == "budget" and 1.0 - used > self.cfg.decay_share
         for group in optimizer.param_groups:
             group["lr"] = lr
         return lr
 
     def validated(self, score: float) -> None:
-        """Plateau bookkeeping after a validation (higher score is better)."""
+        """Bookkeeping after a validation (higher score is better): the validations
+        without improvement, for early stopping and the plateau schedule; under ``budget``
+        none count while the lr is held."""
         if score > self.best:
             self.best, self.bad = score, 0
+            return
+        if self.holding:
             return
         self.bad += 1
         patience = self.cfg.plateau_patience

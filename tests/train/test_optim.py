@@ -19,6 +19,10 @@ def schedule(**values) -> Schedule:
     return Schedule(cfg)
 
 
+def sgd() -> torch.optim.Optimizer:
+    return torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+
+
 def test_constant():
     s = schedule(schedule="constant", lr=0.01)
     assert [s.lr(step) for step in (1, 2, 100, 10**6)] == [0.01] * 4
@@ -160,6 +164,32 @@ def test_budget_decay_share_holds_the_lr_then_decays_over_the_rest():
     s = schedule(schedule="budget", lr=0.01, min_lr=1e-4, max_time="20m", decay_share=0.4)
     assert [s.lr(1, used) for used in (0.0, 0.3, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2)] == pytest.approx(
         [0.01, 0.01, 0.01, 0.0075, 0.005, 0.0025, 1e-4, 1e-4])
+
+
+def test_validations_during_the_budget_hold_do_not_count_against_patience():
+    """decay_share 0.5: no improvement while the lr is held is not a bad validation;
+    once it decays, each one is."""
+    s, opt = schedule(schedule="budget", lr=0.01, max_steps=100, decay_share=0.5), sgd()
+    s.apply(opt, 1, 0.0)
+    s.validated(30.0)
+    for step in range(2, 50):  # up to half the budget: held
+        s.apply(opt, step, step / 100)
+        s.validated(29.0)
+    assert s.bad == 0
+    for step in (60, 70, 80):
+        s.apply(opt, step, step / 100)
+        s.validated(29.0)
+    assert s.bad == 3
+    s.validated(31.0)
+    assert (s.best, s.bad) == (31.0, 0)
+
+
+def test_a_budget_decaying_from_the_start_counts_every_validation():
+    s, opt = schedule(schedule="budget", lr=0.01, max_steps=100), sgd()
+    for step in (10, 20, 30):
+        s.apply(opt, step, step / 100)
+        s.validated(1.0 if step == 10 else 0.5)
+    assert s.bad == 2
 
 
 @pytest.mark.parametrize("share", [0.0, -0.5, 1.5])
