@@ -441,7 +441,21 @@ def main() -> None:
         code = getattr(e, "exit_code", 2)
     except typer.Abort:
         code = 1
-    sys.exit(code or 0)
+    _exit(code or 0)
+
+
+def _exit(code: int) -> None:
+    """End the process without the interpreter's teardown, once the standard streams are
+    flushed. With torch loaded, that teardown (freeing some 1,100 modules and their
+    objects) takes about 0.25 s, a tenth of a whole ``nmt translate`` of 1,000 lines;
+    every file a command writes is closed, and renamed into place, before it returns.
+    Under a profiler or tracer (cProfile, coverage) the usual exit lets it write its report."""
+    if sys.getprofile() or sys.gettrace():
+        sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a reader gone (head), a stream closed
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

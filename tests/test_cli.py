@@ -155,6 +155,15 @@ def test_subprocess_version():
     assert (proc.returncode, proc.stdout) == (0, f"nmt {nmt_cli.__version__}\n")
 
 
+def test_profiler_still_writes_its_report(tmp_path):
+    """The process ends without the interpreter's teardown, except under a profiler."""
+    report = tmp_path / "nmt.prof"
+    proc = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(report), "-m", "nmt_cli", "--version"],
+                          capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout) == (0, f"nmt {nmt_cli.__version__}\n")
+    assert report.stat().st_size > 0
+
+
 def test_subprocess_prep_success_and_noop(tmp_path):
     data = write_corpus(tmp_path)
     args = ["prep", "-s", "de", "-t", "en", "--train", data / "train", "--valid", data / "valid", "--out", tmp_path / "out", "--vocab-size", "100"]

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from nmt_cli import io as nio
 from nmt_cli.errors import NmtError
@@ -88,6 +90,20 @@ def prune(directory: Path, keep_last: int) -> None:
         path.unlink(missing_ok=True)
 
 
+class _SkipInit(TorchFunctionMode):
+    """Builds modules without drawing their random initial weights (0.08 s of a 7M-parameter
+    model, 4% of a whole ``nmt translate``). Not the meta device: its context imports
+    ``torch._dynamo``, a second of start-up."""
+
+    SKIP = {torch.Tensor.uniform_, torch.Tensor.normal_, nn.init.uniform_, nn.init.normal_, nn.init.kaiming_uniform_}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.SKIP:
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
+
+
 def load_model(payload: dict[str, Any], device: str | torch.device = "cpu"):
     """The Seq2Seq model a checkpoint holds, in eval mode, with its config."""
     from nmt_cli.config import Config, from_dict
@@ -95,7 +111,8 @@ def load_model(payload: dict[str, Any], device: str | torch.device = "cpu"):
 
     cfg = from_dict(Config, payload["config"])
     vocab = payload["vocab"]
-    model = Seq2Seq(cfg.model, vocab["src_size"], vocab["tgt_size"])
+    with _SkipInit():  # every weight is replaced below
+        model = Seq2Seq(cfg.model, vocab["src_size"], vocab["tgt_size"])
     model.load_state_dict(payload["model"], assign=True)  # take the (possibly mmapped) tensors, no copy
     if cfg.model.tie_output:  # assign=True set each name's tensor: tie the output layer again
         model.decoder.output.weight = model.decoder.embedding.weight
