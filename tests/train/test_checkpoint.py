@@ -110,6 +110,21 @@ def test_a_checkpoint_translates_alone(trained, tmp_path):
     assert all(len(o) <= 1.5 * len(x) + 10 for o, x in zip(out, ids))
 
 
+def test_load_model_is_the_saved_model_and_draws_no_random_numbers(trained):
+    """load_model builds the model without random initial weights (they are replaced):
+    every tensor is the checkpoint's, the output layer is tied again, and torch's random
+    generator is where it was."""
+    payload = checkpoint.load(trained / "best.pt")
+    rng = torch.random.get_rng_state()
+    model, _ = checkpoint.load_model(payload)
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    state = model.state_dict()
+    assert state.keys() == payload["model"].keys()
+    assert all(torch.equal(state[name], tensor) for name, tensor in payload["model"].items())
+    if model.cfg.tie_output:
+        assert model.decoder.output.weight is model.decoder.embedding.weight
+
+
 # ----------------------------------------------------------------------------- bad files
 
 
