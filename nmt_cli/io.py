@@ -64,9 +64,10 @@ class _HashingReader:
             yield pending
 
 
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
+def _is_gzip(stream: BinaryIO) -> bool:
+    """Whether the opened file starts with gzip's magic bytes, peeked at, not consumed, so a
+    pipe (``<(zcat ref.gz)``, a FIFO) is read once and whole."""
+    return stream.peek(2)[:2] == b"\x1f\x8b"
 
 
 @contextlib.contextmanager
@@ -85,7 +86,7 @@ def _open_bytes(path: Path, digest=None) -> Iterator[BinaryIO]:
         raise NmtError(f"{path}: permission denied") from None
     with raw:
         source = raw if digest is None else _HashingReader(raw, digest)
-        if _is_gzip(path):
+        if _is_gzip(raw):
             with gzip.GzipFile(fileobj=source, mode="rb") as gz:  # type: ignore[arg-type]
                 yield gz  # type: ignore[misc]
         else:

@@ -218,3 +218,24 @@ def test_atomic_dir_removes_its_temp_dir_on_error(tmp_path, error, existing):
     assert os.listdir(tmp_path) == (["out"] if existing else [])
     if existing:
         assert [p.name for p in out.iterdir()] == ["keep"] and (out / "keep").read_text() == "old"
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gz"])
+def test_a_pipe_is_read_once_and_whole(tmp_path, compressed):
+    """A FIFO (what `nmt score -r <(zcat ref.gz)` hands over) can be read only once: telling
+    gzip from plain text must not take its first bytes."""
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    text = "ein Hund\nzwei Katzen\n".encode()
+    data = gzip.compress(text) if compressed else text
+
+    def write() -> None:
+        with open(fifo, "wb") as f:
+            f.write(data)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert list(nio.read_lines(fifo)) == ["ein Hund", "zwei Katzen"]
+    writer.join()
