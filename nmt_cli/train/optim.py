@@ -58,14 +58,17 @@ class Schedule:
             return cfg.lr * (step / warm if warm and step < warm else math.sqrt(warm / step) if warm else 1.0)
         warmup = min(1.0, step / warm) if warm else 1.0
         if cfg.schedule == "budget":
-            left = max(1.0 - used, 0.0) / cfg.decay_share  # > 1 before the decay starts
-            return max(cfg.lr * min(left, 1.0), min(cfg.min_lr, cfg.lr)) * warmup
+            return max(cfg.lr * min(self._decay_left(used), 1.0), min(cfg.min_lr, cfg.lr)) * warmup
         floor = min(cfg.min_lr, cfg.lr) if self.scale < 1 else 0.0  # reductions never raise the lr
         return max(cfg.lr * self.scale, floor) * warmup
 
+    def _decay_left(self, used: float) -> float:
+        """``budget``: the share of the decay still ahead, > 1 while the lr is held."""
+        return max(1.0 - used, 0.0) / self.cfg.decay_share
+
     def apply(self, optimizer: torch.optim.Optimizer, step: int, used: float = 0.0) -> float:
         lr = self.lr(step, used)
-        self.holding = self.cfg.schedule == "budget" and 1.0 - used > self.cfg.decay_share
+        self.holding = self.cfg.schedule == "budget" and self._decay_left(used) > 1.0
         for group in optimizer.param_groups:
             group["lr"] = lr
         return lr
