@@ -16,6 +16,12 @@ a layer's input products ``W_i x + b_i`` for every step and both directions are 
 batched product over real tokens alone. Each step's recurrent products are one batched
 product (``baddbmm``) for both directions.
 
+Each step's recurrent product runs over its n_t rows rounded up to a multiple of
+``STEP_ROWS`` (zero rows added, their products dropped). The matrix-product library
+(oneDNN, under bf16 autocast) compiles and caches a kernel for every distinct shape it
+meets; unrounded, the row counts 1 ... batch of every step, forward and backward, are
+hundreds of shapes that crowd its cache (``docs/performance.md``).
+
 With ``residual``, every layer after the first adds its input to its output.
 """
 
@@ -29,6 +35,8 @@ from torch import Tensor, nn
 from nmt_cli.config import ModelConfig
 from nmt_cli.model.dropout import Dropout
 from nmt_cli.model.rnn import GATES, cell_step, state_size
+
+STEP_ROWS = 8
 
 
 @dataclass
@@ -76,21 +84,29 @@ class RecurrentLayer(nn.Module):
         xs = x.reshape(-1, x.size(-1)).index_select(0, packing.index.view(-1)).view(dirs, tokens, -1)  # (dirs, tokens, input)
         weight = self.ih.weight.view(dirs, -1, x.size(-1)).transpose(1, 2)  # (dirs, input, gates)
         gi = torch.baddbmm(self.ih.bias.view(dirs, 1, -1), xs, weight)  # (dirs, tokens, gates)
-        state = x.new_zeros(dirs, packing.batch, state_size(self.cell, self.hidden), dtype=torch.float32)  # gates run in fp32 (rnn.cell_step)
+        packed, final = self._recur(gi, packing)  # (dirs, tokens, hidden), (dirs, batch, state)
+        grid = packed.new_zeros(packing.batch * packing.length, self.hidden)
+        out = torch.cat([grid.index_copy(0, packing.index[d], packed[d]) for d in range(dirs)], dim=-1)
+        return out.view(packing.batch, packing.length, -1), final
+
+    def _recur(self, gi: Tensor, packing: Packing) -> tuple[Tensor, Tensor]:
+        """The recurrence from the input products gi (dirs, tokens, gates): the packed
+        outputs (dirs, tokens, hidden) and each row's final state (dirs, batch, state)."""
+        state = gi.new_zeros(self.dirs, packing.batch, state_size(self.cell, self.hidden), dtype=torch.float32)  # gates run in fp32 (rnn.cell_step)
         finals, outputs = [], []
         for n, gi_t in zip(packing.steps, gi.split(packing.steps, dim=1)):  # gi_t (dirs, n, gates)
             if n < state.size(1):  # rows n... have ended: their state is final
                 finals.append(state[:, n:])
                 state = state[:, :n]
-            h = state[..., : self.hidden]
+            h = state[..., : self.hidden]  # (dirs, n, hidden)
+            rows = min(-(-n // STEP_ROWS) * STEP_ROWS, packing.batch)
+            if rows > n:
+                h = nn.functional.pad(h, (0, 0, 0, rows - n))  # (dirs, rows, hidden), zeros below
             gh = torch.bmm(h, self.hh_weight) if self.hh_bias is None else torch.baddbmm(self.hh_bias, h, self.hh_weight)
+            gh = gh[:, :n]  # (dirs, n, gates)
             out, state = cell_step(self.cell, gi_t, gh, state)
             outputs.append(out)  # (dirs, n, hidden)
-        final = torch.cat([state, *reversed(finals)], dim=1)  # (dirs, batch, state), rows in order
-        packed = torch.cat(outputs, dim=1)  # (dirs, tokens, hidden)
-        grid = packed.new_zeros(packing.batch * packing.length, self.hidden)
-        out = torch.cat([grid.index_copy(0, packing.index[d], packed[d]) for d in range(dirs)], dim=-1)
-        return out.view(packing.batch, packing.length, -1), final
+        return torch.cat(outputs, dim=1), torch.cat([state, *reversed(finals)], dim=1)  # final rows in order
 
 
 class Encoder(nn.Module):

@@ -147,6 +147,34 @@ def test_encoder_computes_what_torch_rnn_computes(cell, bidirectional, layers):
         assert torch.allclose(final_c, torch.cat(list(c[-dirs:]), dim=-1), atol=1e-5)
 
 
+@pytest.mark.parametrize("cell, bidirectional, layers", GRID)
+def test_encoder_gradients_are_what_torch_rnn_gets(cell, bidirectional, layers):
+    """Against autograd through nn.GRU / nn.LSTM with the same weights and the same loss:
+    the packed steps, their rows rounded up (``STEP_ROWS``), the ended rows' final states."""
+    encoder = build(cell, bidirectional, layers).train()
+    torch.manual_seed(1)
+    ref = (nn.GRU if cell == "gru" else nn.LSTM)(16, 12, num_layers=layers, bidirectional=bidirectional, batch_first=True)
+    load_torch_rnn(encoder, ref)
+    batch = make_batch(sources())
+    states, final_h, _ = encoder(batch.src, batch.src_lengths)
+    mix = torch.randn(states.shape, generator=torch.Generator().manual_seed(2))
+    ((states * mix).sum() + final_h.square().sum()).backward()
+    x = encoder.embedding(batch.src).detach()
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, batch.src_lengths, batch_first=True, enforce_sorted=False)
+    out, final = ref(packed)
+    out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=batch.src.size(1))
+    h = final[0] if cell == "lstm" else final
+    dirs = 2 if bidirectional else 1
+    ((out * mix).sum() + torch.cat(list(h[-dirs:]), dim=-1).square().sum()).backward()
+    suffixes = ["", "_reverse"][:dirs]
+    for k, layer in enumerate(encoder.layers):
+        grads = lambda name: [getattr(ref, f"{name}_l{k}{s}").grad for s in suffixes]  # noqa: E731
+        torch.testing.assert_close(layer.hh_weight.grad, torch.stack([g.t() for g in grads("weight_hh")]), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(layer.ih.weight.grad, torch.cat(grads("weight_ih")), atol=1e-5, rtol=1e-4)
+        if layer.hh_bias is not None:
+            torch.testing.assert_close(layer.hh_bias.grad, torch.stack(grads("bias_hh"))[:, None, :], atol=1e-5, rtol=1e-4)
+
+
 def test_packing_lists_each_steps_real_tokens_for_both_directions():
     """Rows sorted by length 3, 2, 2, 1 in a grid of 4 columns: step t holds the rows
     longer than t; forward reads position t, backward position len - 1 - t."""
