@@ -21,6 +21,10 @@ from typer.core import TyperGroup
 from nmt_cli import __version__
 from nmt_cli.errors import NmtError
 
+# torch's import looks for out-of-tree device backends through every installed package's
+# entry points; nmt runs on cpu or cuda only. An explicit setting still wins.
+os.environ.setdefault("TORCH_DEVICE_BACKEND_AUTOLOAD", "0")
+
 EXAMPLES = {
     "prep": "nmt prep --src-lang de --tgt-lang en --train D/train --valid D/val --test D/test_2016_flickr --out work/prep",
     "train": "nmt train recipes/multi30k_de_en.yaml --data work/prep --out work/model",
