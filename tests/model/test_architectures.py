@@ -253,7 +253,7 @@ def test_residual_is_off_by_default_and_adds_no_parameter():
         shapes(Seq2Seq(tiny_model_config(residual=True, **cfg), VOCAB, VOCAB))
 
 
-def copy_task_losses(residual: bool, steps: int = 100) -> list[float]:
+def copy_task_losses(residual: bool, steps: int = 150) -> list[float]:
     """Per-token training losses of a 4+4-layer model on the copy task, Adam, one batch a step."""
     torch.manual_seed(0)
     cfg = tiny_model_config(residual=residual, encoder_layers=4, decoder_layers=4, emb_size=32, encoder_hidden=32,
@@ -276,10 +276,11 @@ def copy_task_losses(residual: bool, steps: int = 100) -> list[float]:
 
 
 def test_deep_residual_model_learns_to_copy():
-    """4 encoder and 4 decoder layers with residual connections: 100 Adam steps on the copy
+    """4 encoder and 4 decoder layers with residual connections: 150 Adam steps on the copy
     task bring the loss down clearly (to under half), finite all along, and well below
     where the same stack without residual connections gets in those steps. (Over seeds
-    0-2: residual 0.9-1.2 nats, plain 1.8-2.2, from 2.8.)"""
+    0-2: residual 0.4-0.6 nats, plain 1.8-2.1, from 2.8. After 100 steps, residual was
+    1.1-1.6 and moved by 0.5 with the rounding of the products: too close to the line.)"""
     residual, plain = copy_task_losses(True), copy_task_losses(False)
     first, last = sum(residual[:10]) / 10, sum(residual[-10:]) / 10
     assert first > 2.5  # about ln(20) = 3.0 at the start
