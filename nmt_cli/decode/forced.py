@@ -40,8 +40,11 @@ class Pair:
 @torch.no_grad()
 def score_pairs(inference: Inference, pairs: list[Pair], batch_size: int) -> None:
     """Fill ``pair.logprob`` for every pair (an empty source still gets EOS to read).
-    The model must score every word: loaded with ``Inference.load(..., search=False)``."""
-    if inference.model.decoder.output_ids is not None:
+    The model must score every word it was trained on: loaded with ``Inference.load(...,
+    search=False)``. With ``output_vocab: target`` a reference word outside the model's
+    output words is scored as UNK."""
+    decoder = inference.model.decoder
+    if decoder.output_ids is not None and decoder.columns is None:
         raise ValueError("forced decoding needs the whole output layer: load with search=False")
     ordered = sorted(pairs, key=lambda p: -len(p.src))
     for batch in batches(ordered, lambda p: len(p.src) + 1, batch_size, 0):
@@ -53,10 +56,10 @@ def score_pairs(inference: Inference, pairs: list[Pair], batch_size: int) -> Non
             tgt_in[row, : p.tokens] = torch.tensor([SOS] + p.tgt)
             tgt_out[row, : p.tokens] = torch.tensor(p.tgt + [EOS])
         with inference.autocast():
-            logits = inference.model(src, lengths, tgt_in.to(inference.device))  # (batch, tgt_len, vocab)
+            logits = inference.model(src, lengths, tgt_in.to(inference.device))  # (batch, tgt_len, k)
         logp = torch.log_softmax(logits.float(), dim=-1)
         target = tgt_out.to(inference.device)
-        token_logp = logp.gather(2, target.unsqueeze(2)).squeeze(2) * (target != PAD)  # (batch, tgt_len)
+        token_logp = logp.gather(2, decoder.target_columns(target).unsqueeze(2)).squeeze(2) * (target != PAD)  # (batch, tgt_len)
         for p, total in zip(batch, token_logp.sum(dim=1).tolist()):
             p.logprob = total
 

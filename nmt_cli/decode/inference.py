@@ -100,7 +100,8 @@ def _prepare(model: Seq2Seq, decode: DecodeConfig, device: torch.device) -> Seq2
 
     The encoder runs on torch's fused recurrent kernels (:class:`FusedEncoder`), except
     under bf16 autocast on CPU, where the fused kernels would stay in fp32. The decoder's
-    first-layer input parts are joined into one product (``StackedCells.join_inputs``).
+    first-layer input parts are joined into one product (``StackedCells.join_inputs``),
+    and its output layer keeps the rows of the words it scores (``Decoder.cut_output``).
     int8 leaves Bahdanau's ``v`` in fp32: its input, a (rows, src_len, attention) table,
     would be quantized anew at every step for a product with one output.
     """
@@ -109,6 +110,7 @@ def _prepare(model: Seq2Seq, decode: DecodeConfig, device: torch.device) -> Seq2
     model = model.to(device)
     model.decoder.attention.hard = decode.hard_attention
     model.decoder.rnn.join_inputs()
+    model.decoder.cut_output()
     if not (decode.precision == "bf16" and device.type == "cpu"):
         model.encoder = FusedEncoder(model.encoder)
     if decode.quantize == "int8":

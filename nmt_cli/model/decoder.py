@@ -16,6 +16,9 @@ Luong attention, the RNN does not depend on attention at all, so the attention a
 output layers run once over all time steps after the recurrence.
 
 Then P(y_t) = softmax(W_out dropout(h̃_t)), W_out optionally tied to the target embedding.
+The softmax runs over the whole target vocabulary, or over a list of words
+(``output_vocab: target``: those of the training targets), W_out's rows for them alone;
+a word outside the list is then scored as UNK.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from nmt_cli.config import ModelConfig
 from nmt_cli.device import to_autocast_dtype
@@ -31,7 +35,7 @@ from nmt_cli.model.attention import Attention
 from nmt_cli.model.dropout import Dropout
 from nmt_cli.model.loss import Workspace, projected_losses
 from nmt_cli.model.rnn import StackedCells
-from nmt_cli.prep.subwords import PAD, SOS
+from nmt_cli.prep.subwords import PAD, SOS, UNK
 
 
 @dataclass
@@ -48,7 +52,8 @@ class Memory:
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: ModelConfig, embedding: nn.Embedding, memory_size: int, vocab_size: int):
+    def __init__(self, cfg: ModelConfig, embedding: nn.Embedding, memory_size: int, vocab_size: int,
+                 output_words: Tensor | None = None):
         super().__init__()
         self.cfg = cfg
         self.embedding = embedding
@@ -67,7 +72,15 @@ class Decoder(nn.Module):
         if cfg.tie_output:
             self.output.weight = embedding.weight
         self.workspace = Workspace()  # the output layer's score table under the loss, kept between batches
-        self.output_ids: Tensor | None = None  # the words the output layer scores, if not all (restrict_output)
+        # The words the output layer scores, if not all: column j is word output_ids[j]; and
+        # each word's column (UNK's for a word the layer does not score). Not saved: a
+        # checkpoint's vocabulary holds the list (``checkpoint.load_model``).
+        self.register_buffer("output_ids", None, persistent=False)  # (k,)
+        self.register_buffer("columns", None, persistent=False)  # (vocab,)
+        self.banned: list[int] = [PAD, SOS]  # columns search never picks
+        self.cut = False  # the output layer holds the rows of output_ids alone (cut_output)
+        if output_words is not None:
+            self.score_words(output_words)
         bridge_in = memory_size * (2 if cfg.cell == "lstm" else 1)
         self.bridge = nn.Linear(bridge_in, cfg.decoder_layers * self.rnn.state_size) if cfg.bridge else None
 
@@ -159,7 +172,7 @@ class Decoder(nn.Module):
         return torch.tanh(self.pre_output(torch.cat([h.to(context.dtype), context], dim=-1)))
 
     def sampled(self, tgt_in: Tensor, memory: Memory, state: list[Tensor], feed: Tensor | None, ratio: float) -> Tensor:
-        """Scheduled sampling (Bengio et al. 2015): scores (batch, tgt_len, vocab) where step
+        """Scheduled sampling (Bengio et al. 2015): scores (batch, tgt_len, k) where step
         t > 0 reads the reference word y_{t-1} with probability ``ratio`` (per sentence and
         step) and otherwise the model's own greedy choice at t-1 (no gradient through the
         choice). The output layer runs inside the loop, so this path costs more than
@@ -168,19 +181,28 @@ class Decoder(nn.Module):
         scores, prev = [], tgt_in[:, 0]  # SOS
         for t in range(tgt_in.size(1)):
             if t > 0:
-                own = scores[-1].detach().float().clone()  # (batch, vocab); a copy: the scores are returned
-                own[:, PAD] = own[:, SOS] = float("-inf")
+                own = scores[-1].detach().float().clone()  # (batch, k); a copy: the scores are returned
+                own[:, self.banned] = float("-inf")
                 reference = torch.rand(prev.size(0), device=prev.device) < ratio  # (batch,)
-                prev = torch.where(reference, tgt_in[:, t], own.argmax(dim=-1))
+                prev = torch.where(reference, tgt_in[:, t], self.word_ids(own.argmax(dim=-1)))
             att, state, _ = self.step(self.embed(prev), state, feed, memory, t)
             if feed is not None:
                 feed = att
-            scores.append(self.logits(att))  # (batch, vocab)
+            scores.append(self.logits(att))  # (batch, k)
         return torch.stack(scores, dim=1)
 
-    def logits(self, att: Tensor) -> Tensor:
-        """(..., output) -> (..., vocab) unnormalized scores."""
-        return self.output(self.dropout(att))
+    def score_words(self, ids: Tensor) -> None:
+        """Let the output layer score the words ``ids`` alone (``output_vocab: target``):
+        column j of the scores is word ``ids[j]``, in id order. PAD is kept as column 0, so
+        that a PAD target still marks padding for the loss. The layer itself stays whole
+        (and tied to the embedding): its rows for these words are taken at each call."""
+        vocab = self.output.out_features
+        ids = torch.unique(torch.cat([ids.long().cpu(), torch.tensor([PAD, UNK])]))  # sorted: PAD first
+        columns = torch.full((vocab,), int((ids == UNK).nonzero()), dtype=torch.long)
+        columns[ids] = torch.arange(ids.numel())
+        device = self.output.weight.device
+        self.output_ids, self.columns = ids.to(device), columns.to(device)
+        self.banned = [j for j, i in enumerate(ids.tolist()) if i in (PAD, SOS)]
 
     def restrict_output(self, ids: Tensor) -> None:
         """For search: an output layer that scores the words ``ids`` (k,) alone, e.g. the
@@ -190,19 +212,46 @@ class Decoder(nn.Module):
         search step shrink by as much. Never PAD or SOS. The layer is a copy: it is not
         tied to the embedding any more."""
         keep = ids[(ids != PAD) & (ids != SOS)].to(self.output.weight.device)
-        layer = nn.Linear(self.output.in_features, keep.numel(), device=keep.device)
+        self.output_ids, self.columns, self.banned = keep, None, []
+        self.cut_output()
+
+    def cut_output(self) -> None:
+        """For inference: make the output layer a copy of its rows for the words it scores
+        (:meth:`score_words`, :meth:`restrict_output`), a plain layer of k rows that int8
+        quantization can take; nothing to do when it scores every word."""
+        if self.output_ids is None or self.cut:
+            return
+        layer = nn.Linear(self.output.in_features, self.output_ids.numel(), device=self.output_ids.device)
         with torch.no_grad():
-            layer.weight.copy_(self.output.weight[keep])
-            layer.bias.copy_(self.output.bias[keep])
-        self.output, self.output_ids = layer, keep
+            layer.weight.copy_(self.output.weight[self.output_ids])
+            layer.bias.copy_(self.output.bias[self.output_ids])
+        self.output, self.cut = layer, True
+
+    def logits(self, att: Tensor) -> Tensor:
+        """(..., output) -> (..., k) unnormalized scores of the output words (column j:
+        word ``word_ids(j)``; k = vocab when the layer scores every word)."""
+        x = self.dropout(att)
+        return self.output(x) if self.output_ids is None or self.cut else F.linear(x, *self._output_rows())
+
+    def _output_rows(self) -> tuple[Tensor, Tensor]:
+        """The output layer's weight (k, output) and bias (k,) for the words it scores."""
+        weight, bias = self.output.weight, self.output.bias
+        if self.output_ids is None or self.cut:
+            return weight, bias
+        return weight.index_select(0, self.output_ids), bias.index_select(0, self.output_ids)  # the whole layer's rows
+
+    def target_columns(self, target: Tensor) -> Tensor:
+        """Target word ids (...) -> their columns of :meth:`logits` (a word the layer does
+        not score counts as UNK); PAD stays PAD."""
+        return target if self.columns is None else self.columns[target]
 
     def search_scores(self, att: Tensor) -> Tensor:
         """fp32 scores (rows, k) of the words a search may produce: those of
         :meth:`restrict_output`, or every word with PAD and SOS at -inf. Column j is the
         word ``word_ids(j)``."""
         scores = self.logits(att).float()
-        if self.output_ids is None:
-            scores[:, PAD] = scores[:, SOS] = float("-inf")
+        if self.banned:
+            scores[:, self.banned] = float("-inf")
         return scores
 
     def word_ids(self, columns: Tensor) -> Tensor:
@@ -212,4 +261,5 @@ class Decoder(nn.Module):
     def losses(self, att: Tensor, target: Tensor, label_smoothing: float) -> tuple[Tensor, Tensor]:
         """The loss sums of :meth:`logits` against ``target`` (...,), the scores never stored."""
         x = to_autocast_dtype(self.dropout(att))  # (..., output)
-        return projected_losses(x, self.output.weight, self.output.bias, target, label_smoothing, self.workspace)
+        weight, bias = self._output_rows()  # (k, output), (k,)
+        return projected_losses(x, weight, bias, self.target_columns(target), label_smoothing, self.workspace)

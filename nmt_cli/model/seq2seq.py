@@ -7,6 +7,7 @@ predicts y_1 … y_n EOS. The loss is the label-smoothed cross-entropy of ``loss
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -34,15 +35,20 @@ class Batch:
 
 
 class Seq2Seq(nn.Module):
-    def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int):
+    def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int, output_words: Sequence[int] | None = None):
+        """``output_words``: the target words of the training data, which the output layer
+        scores alone with ``output_vocab: target`` (``train/data.py:target_words``)."""
         super().__init__()
         self.cfg = cfg
         if cfg.share_embeddings and src_vocab != tgt_vocab:
             raise ValueError(f"share_embeddings needs one vocabulary, got sizes {src_vocab} and {tgt_vocab}")
+        if cfg.output_vocab == "target" and output_words is None:
+            raise ValueError("output_vocab: target needs the list of the training data's target words")
+        words = torch.tensor(list(output_words)) if cfg.output_vocab == "target" else None
         src_embedding = _embedding(src_vocab, cfg.emb_size)
         tgt_embedding = src_embedding if cfg.share_embeddings else _embedding(tgt_vocab, cfg.emb_size)
         self.encoder = Encoder(cfg, src_embedding)
-        self.decoder = Decoder(cfg, tgt_embedding, self.encoder.output_size, tgt_vocab)
+        self.decoder = Decoder(cfg, tgt_embedding, self.encoder.output_size, tgt_vocab, words)
         if cfg.init_uniform:
             with torch.no_grad():
                 for p in self.parameters():
@@ -65,9 +71,10 @@ class Seq2Seq(nn.Module):
 
     def forward(self, src: Tensor, lengths: Tensor, tgt_in: Tensor, teacher_forcing: float = 1.0,
                 target: Tensor | None = None, label_smoothing: float = 0.0):
-        """Scores (batch, tgt_len, vocab) of each target position given the previous words:
-        the reference's (teacher forcing), or with ``teacher_forcing`` < 1 a random share
-        of the model's own (scheduled sampling, see :meth:`Decoder.sampled`).
+        """Scores (batch, tgt_len, k) of the k words the output layer scores
+        (``Decoder.logits``) at each target position given the previous words: the
+        reference's (teacher forcing), or with ``teacher_forcing`` < 1 a random share of
+        the model's own (scheduled sampling, see :meth:`Decoder.sampled`).
 
         Given the ``target`` (batch, tgt_len), the loss sums of ``loss.py`` instead: under
         teacher forcing the output layer then runs inside the loss, and the scores are
@@ -76,7 +83,7 @@ class Seq2Seq(nn.Module):
         memory, state, feed = self.encode(src, lengths)
         if teacher_forcing < 1.0:
             scores = self.decoder.sampled(tgt_in, memory, state, feed, teacher_forcing)
-            return scores if target is None else token_losses(scores, target, label_smoothing)
+            return scores if target is None else token_losses(scores, self.decoder.target_columns(target), label_smoothing)
         att = self.decoder(tgt_in, memory, state, feed)
         return self.decoder.logits(att) if target is None else self.decoder.losses(att, target, label_smoothing)
 

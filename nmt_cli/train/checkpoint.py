@@ -112,7 +112,7 @@ def load_model(payload: dict[str, Any], device: str | torch.device = "cpu"):
     cfg = from_dict(Config, payload["config"])
     vocab = payload["vocab"]
     with _SkipInit():  # every weight is replaced below
-        model = Seq2Seq(cfg.model, vocab["src_size"], vocab["tgt_size"])
+        model = Seq2Seq(cfg.model, vocab["src_size"], vocab["tgt_size"], vocab.get("tgt_words"))
     model.load_state_dict(payload["model"], assign=True)  # take the (possibly mmapped) tensors, no copy
     if cfg.model.tie_output:  # assign=True set each name's tensor: tie the output layer again
         model.decoder.output.weight = model.decoder.embedding.weight

@@ -337,7 +337,7 @@ def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, dev: torch.devic
     _check_vocab(cfg, data)
     autocast = devices.autocast(dev, cfg.train.precision, "train.precision")  # refuses fp16 on CPU before anything is written
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
-    model = Seq2Seq(cfg.model, data.vocab["src_size"], data.vocab["tgt_size"]).to(dev)
+    model = Seq2Seq(cfg.model, data.vocab["src_size"], data.vocab["tgt_size"], data.vocab["tgt_words"]).to(dev)
     if ranks.rank:
         torch.manual_seed(cfg.train.seed + ranks.rank)  # but each rank its own dropout
     optimizer = make_optimizer(cfg.train, model.parameters())

@@ -272,6 +272,7 @@ class Bigram:
         self.table = table
         self.decoder = self
         self.output_ids = None  # every word: Decoder's search_scores and word_ids below apply
+        self.banned = [PAD_ID, SOS_ID]  # as Decoder's, for a layer that scores every word
 
     search_scores = Decoder.search_scores
     word_ids = Decoder.word_ids

@@ -73,6 +73,22 @@ def test_greedy_picks_the_argmax_of_the_teacher_forced_scores(attention, cell, f
             assert best[len(ids)] == EOS_ID
 
 
+def test_greedy_over_a_target_vocabulary_writes_its_words_alone():
+    """With ``output_vocab: target`` the scores have a column per listed word; greedy
+    maps its choices back to word ids, and they are the listed words' argmax."""
+    words = [1, 3, 6, 9, 14, 20]  # UNK, EOS and four words
+    torch.manual_seed(8)
+    model = Seq2Seq(tiny_model_config(output_vocab="target"), VOCAB, VOCAB, words).eval()
+    batch = make_batch(sources(8, seed=5))
+    out = greedy_ids(model, batch.src, batch.src_lengths, 1.0, 3)
+    assert {w for ids in out for w in ids} <= set(words) - {EOS_ID}
+    for row, ids in enumerate(out):
+        with torch.no_grad():
+            first = model(batch.src[row : row + 1], batch.src_lengths[row : row + 1], torch.tensor([[SOS_ID]]))[0, 0]
+        best = words[int(first[1:].argmax())]  # (k,) scores over PAD and the words
+        assert ids[:1] == ([] if best == EOS_ID else [best])
+
+
 @pytest.mark.parametrize("a, b", [(1.5, 2), (0.0, 1), (2.0, 0), (1.0, 5)])
 def test_length_limit_per_sentence(a, b):
     model = untrained()

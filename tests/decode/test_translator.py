@@ -4,13 +4,14 @@ hypotheses over the trained tiny model's real subword models."""
 from __future__ import annotations
 
 import io
+import math
 import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import EOS_ID, PAD_ID, SOS_ID, UNK_ID, make_pairs, manifest
+from conftest import EOS_ID, PAD_ID, SOS_ID, UNK_ID, assert_ok, make_pairs, manifest, run_train, sets
 from nmt_cli.decode.alignment import WORD_START
 from nmt_cli.decode.hypothesis import Hypothesis
 from nmt_cli.decode.translate import Line, Outputs, Translator, format_line, write_attention
@@ -141,3 +142,32 @@ def test_translation_scores_only_the_training_targets_words_and_forced_decoding_
     assert scoring.model.decoder.output_ids is None
     with pytest.raises(ValueError, match="search=False"):
         forced.score_pairs(search, [], 8)
+
+
+def test_a_model_trained_on_its_target_words_translates_and_scores_over_them(tmp_path, prepped):
+    """``output_vocab: target``: training, validation, search and forced decoding all run
+    over the training targets' words; forced decoding counts any other word as UNK."""
+    from nmt_cli.decode import forced
+    from nmt_cli.decode.inference import Inference
+
+    out = tmp_path / "m"
+    assert_ok(run_train(prepped, out, *sets("model.output_vocab=target", "train.max_steps=4", "train.valid_every=2")))
+    payload = torch.load(out / "best.pt", weights_only=True)
+    words = payload["vocab"]["tgt_words"]
+    assert payload["config"]["model"]["output_vocab"] == "target"
+    scoring = Inference.load(out / "best.pt", {}, torch.device("cpu"), search=False)
+    assert scoring.model.decoder.output_ids.tolist() == [PAD_ID, *words]
+    other = next(i for i in range(4, payload["vocab"]["tgt_size"]) if i not in words)
+    pairs = [forced.Pair(0, [5, 6, 7], [words[-1], other])]  # scored as UNK (tests/model/test_decoder.py)
+    forced.score_pairs(scoring, pairs, 8)
+    assert math.isfinite(pairs[0].logprob) and pairs[0].logprob < 0
+    int8 = Inference.load(out / "best.pt", {"quantize": "int8"}, torch.device("cpu"), search=False)
+    quantized = [forced.Pair(0, [5, 6, 7], [words[-1], other])]
+    forced.score_pairs(int8, quantized, 8)
+    assert quantized[0].logprob == pytest.approx(pairs[0].logprob, rel=0.05)
+    search = Inference.load(out / "best.pt", {}, torch.device("cpu"))
+    assert search.model.decoder.output_ids.tolist() == [w for w in words if w not in (PAD_ID, SOS_ID)]
+    translator = Translator(search)
+    line = encoded(translator, "ein Hund läuft")
+    translator.translate([line])
+    assert line.hyps and set(line.hyps[0].tokens) <= set(words)

@@ -82,6 +82,28 @@ def test_teacher_forcing_equals_decoding_step_by_step(attention, cell, feeding):
         assert torch.allclose(forced, steps, atol=1e-5)
 
 
+@pytest.mark.parametrize("attention, cell, feeding", GRID)
+def test_teacher_forcing_gradients_equal_step_by_step_ones(attention, cell, feeding):
+    """The gradients of forward() (with its all-steps-at-once paths) are those of step()
+    one word at a time."""
+    model = build(attention=attention, cell=cell, input_feeding=feeding, decoder_layers=2).train()
+    batch = make_batch(*pairs([(4, 6), (7, 3), (2, 5)]))
+    dec = model.decoder
+    mix = torch.randn(len(batch.tgt_in), batch.tgt_in.size(1), model.cfg.output_size,
+                      generator=torch.Generator().manual_seed(3))
+
+    def gradients(outputs) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        (outputs * mix).sum().backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    forced = gradients(dec(batch.tgt_in, *model.encode(batch.src, batch.src_lengths)))
+    stepped = gradients(decode_step_by_step(model, batch, lambda prev, *rest: dec.step(dec.embed(prev), *rest)))
+    assert forced.keys() == stepped.keys() and any(name.startswith("decoder.rnn.hh") for name in forced)
+    for name in forced:
+        torch.testing.assert_close(forced[name], stepped[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("bridge", [True, False])
@@ -142,3 +164,43 @@ def test_restricted_output_scores_the_kept_words_as_the_whole_layer_does():
     assert model.decoder.output_ids.tolist() == [3, 5, 7, 11]
     torch.testing.assert_close(kept, full[:, [3, 5, 7, 11]])
     assert model.decoder.word_ids(torch.tensor([[0, 3], [1, 2]])).tolist() == [[3, 11], [5, 7]]
+
+
+TARGET_WORDS = [1, 3, 5, 7, 11]  # UNK, EOS and three words: PAD joins them as column 0
+
+
+def test_a_target_vocabulary_scores_its_words_alone_with_the_whole_layers_weights():
+    full = build(seed=4)
+    torch.manual_seed(4)
+    target = Seq2Seq(tiny_model_config(output_vocab="target"), SRC_VOCAB, TGT_VOCAB, TARGET_WORDS).eval()
+    assert target.decoder.output_ids.tolist() == [PAD_ID, *TARGET_WORDS]
+    att = torch.randn(3, full.cfg.output_size)
+    with torch.no_grad():
+        torch.testing.assert_close(target.decoder.logits(att), full.decoder.logits(att)[:, [PAD_ID, *TARGET_WORDS]])
+        scores = target.decoder.search_scores(att)
+    assert torch.isinf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()  # PAD never; SOS is not there
+    assert target.decoder.word_ids(torch.tensor([1, 5])).tolist() == [1, 11]
+
+
+def test_a_target_vocabulary_loss_is_over_its_words_and_counts_any_other_as_unk():
+    torch.manual_seed(5)
+    model = Seq2Seq(tiny_model_config(output_vocab="target"), SRC_VOCAB, TGT_VOCAB, TARGET_WORDS).eval()
+    att = torch.randn(1, 4, model.cfg.output_size, requires_grad=True)
+    target = torch.tensor([[3, 11, 4, PAD_ID]])  # 4 is not among the words: it counts as UNK (column 1)
+    eps = 0.1
+    loss, nll = model.decoder.losses(att, target, eps)
+    logp = torch.log_softmax(model.decoder.logits(att).double(), dim=-1)[0]  # (4, 6): PAD UNK EOS 5 7 11
+    picked = logp[[0, 1, 2], [2, 5, 1]]
+    torch.testing.assert_close(nll.double(), -picked.sum())
+    smoothed = (1 - eps) * -picked + eps * -logp[:3].mean(dim=-1)
+    torch.testing.assert_close(loss.double(), smoothed.sum())
+    loss.backward()
+    rows = model.decoder.output.weight.grad.abs().sum(dim=1)  # (vocab,)
+    kept = torch.zeros(TGT_VOCAB, dtype=torch.bool)
+    kept[[PAD_ID, *TARGET_WORDS]] = True
+    assert (rows[~kept] == 0).all() and (rows[kept] > 0).all()  # the other words' rows are never scored
+
+
+def test_a_target_vocabulary_needs_its_word_list():
+    with pytest.raises(ValueError, match="target words"):
+        Seq2Seq(tiny_model_config(output_vocab="target"), SRC_VOCAB, TGT_VOCAB)
