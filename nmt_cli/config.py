@@ -102,7 +102,7 @@ class ModelConfig:
     init_uniform: float = 0.0  # > 0: every weight uniform in ±init_uniform (OpenNMT's param_init); 0: per-layer defaults
     # The words the output layer's softmax runs over: every id of the target vocabulary, or
     # those on the training data's target side (a joint vocabulary's source-only subwords
-    # left out: Multi30k de-en keeps 3,961 of 8,000, and the output layer and loss halve).
+    # left out: Multi30k de-en keeps 3,960 of 8,000, and the output layer and loss halve).
     output_vocab: Literal["all", "target"] = "all"
 
     def validate(self) -> None:
