@@ -181,8 +181,7 @@ class Decoder(nn.Module):
         scores, prev = [], tgt_in[:, 0]  # SOS
         for t in range(tgt_in.size(1)):
             if t > 0:
-                own = scores[-1].detach().float().clone()  # (batch, k); a copy: the scores are returned
-                own[:, self.banned] = float("-inf")
+                own = self._ban(scores[-1].detach().float().clone())  # (batch, k); a copy: the scores are returned
                 reference = torch.rand(prev.size(0), device=prev.device) < ratio  # (batch,)
                 prev = torch.where(reference, tgt_in[:, t], self.word_ids(own.argmax(dim=-1)))
             att, state, _ = self.step(self.embed(prev), state, feed, memory, t)
@@ -231,14 +230,19 @@ class Decoder(nn.Module):
         """(..., output) -> (..., k) unnormalized scores of the output words (column j:
         word ``word_ids(j)``; k = vocab when the layer scores every word)."""
         x = self.dropout(att)
-        return self.output(x) if self.output_ids is None or self.cut else F.linear(x, *self._output_rows())
+        return F.linear(x, *self._output_rows()) if self._takes_rows else self.output(x)
+
+    @property
+    def _takes_rows(self) -> bool:
+        """Whether the layer is whole and the words it scores are some of its rows (score_words)."""
+        return self.output_ids is not None and not self.cut
 
     def _output_rows(self) -> tuple[Tensor, Tensor]:
         """The output layer's weight (k, output) and bias (k,) for the words it scores."""
         weight, bias = self.output.weight, self.output.bias
-        if self.output_ids is None or self.cut:
+        if not self._takes_rows:
             return weight, bias
-        return weight.index_select(0, self.output_ids), bias.index_select(0, self.output_ids)  # the whole layer's rows
+        return weight.index_select(0, self.output_ids), bias.index_select(0, self.output_ids)
 
     def target_columns(self, target: Tensor) -> Tensor:
         """Target word ids (...) -> their columns of :meth:`logits` (a word the layer does
@@ -249,9 +253,12 @@ class Decoder(nn.Module):
         """fp32 scores (rows, k) of the words a search may produce: those of
         :meth:`restrict_output`, or every word with PAD and SOS at -inf. Column j is the
         word ``word_ids(j)``."""
-        scores = self.logits(att).float()
-        if self.banned:
-            scores[:, self.banned] = float("-inf")
+        return self._ban(self.logits(att).float())
+
+    def _ban(self, scores: Tensor) -> Tensor:
+        """``scores`` (rows, k) with the columns search never picks at -inf, in place."""
+        for column in self.banned:  # one fill per column: a list index would build an index tensor every step
+            scores[:, column] = float("-inf")
         return scores
 
     def word_ids(self, columns: Tensor) -> Tensor:

@@ -275,6 +275,7 @@ class Bigram:
         self.banned = [PAD_ID, SOS_ID]  # as Decoder's, for a layer that scores every word
 
     search_scores = Decoder.search_scores
+    _ban = Decoder._ban
     word_ids = Decoder.word_ids
 
     def search_step(self, prev: torch.Tensor, state, feed, memory: Memory, t: int = 0):
