@@ -130,6 +130,7 @@ class TrainConfig:
 
     seed: int = 1
     batch_tokens: int = 4000  # per batch: sentences x padded (longest side + 1) length
+    batch_multiple: int = 1  # a full batch holds a multiple of this many sentences
     accumulate: int = 1  # batches per optimizer step
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3
@@ -161,7 +162,7 @@ class TrainConfig:
     valid_batch_size: int = 200  # sentences per validation decoding batch
 
     def validate(self) -> None:
-        for key in ("batch_tokens", "accumulate", "valid_every", "log_every", "valid_batch_size"):
+        for key in ("batch_tokens", "batch_multiple", "accumulate", "valid_every", "log_every", "valid_batch_size"):
             _require(getattr(self, key) >= 1, f"train.{key}", "must be >= 1")
         for key in ("patience", "max_steps", "max_epochs", "keep_last", "warmup_steps", "plateau_patience"):
             _require(getattr(self, key) >= 0, f"train.{key}", "must be >= 0")

@@ -60,18 +60,21 @@ class _Candidates:
     open: Tensor  # True for the best `beam` extensions that do not end the hypothesis
 
     @classmethod
-    def best(cls, logp: Tensor, scores: Tensor, beam: int, word_ids: Callable[[Tensor], Tensor]) -> "_Candidates":
-        """From word log-probabilities (n*beam, words) and open scores (n, beam); column j
-        of ``logp`` is the word ``word_ids(j)``.
+    def best(cls, logits: Tensor, scores: Tensor, beam: int, word_ids: Callable[[Tensor], Tensor]) -> "_Candidates":
+        """From word scores (n*beam, words) and open scores (n, beam); column j of
+        ``logits`` is the word ``word_ids(j)``.
 
         A sentence's best 2·beam extensions are among each hypothesis' own best 2·beam
         words, so the (beam × vocab) table is never built: n × (beam × 2·beam) candidates.
+        The softmax keeps the order of a row's words, so they are picked by score and only
+        the picked ones are normalized: log P = z - logsumexp(z), no log-probability table.
         """
         n = scores.size(0)
-        per_row = min(2 * beam, logp.size(-1))
-        word_logp, words = logp.topk(per_row, dim=-1)  # (n*beam, per_row)
+        per_row = min(2 * beam, logits.size(-1))
+        word_logp, words = logits.topk(per_row, dim=-1)  # (n*beam, per_row)
+        word_logp -= torch.logsumexp(logits, dim=-1, keepdim=True)
         top_scores, top = (scores.view(-1, 1) + word_logp).view(n, -1).topk(2 * beam, dim=-1)
-        rows = top // per_row + torch.arange(n, device=logp.device).unsqueeze(1) * beam
+        rows = top // per_row + torch.arange(n, device=logits.device).unsqueeze(1) * beam
         word = word_ids(words.view(n, -1).gather(1, top))
         not_eos = word != EOS
         return cls(top_scores, rows, word, not_eos & (not_eos.cumsum(dim=-1) <= beam))
@@ -153,11 +156,11 @@ def beam_search(model: Seq2Seq, encoded: tuple, lengths: Tensor, beam: int, max_
     prev = torch.full((batch * beam,), SOS, dtype=torch.long, device=device)
     for step in range(max(limits)):
         att, state, weights = model.decoder.search_step(prev, state, feed, memory, step)
-        logp = torch.log_softmax(model.decoder.search_scores(att), dim=-1)  # (n*beam, words)
+        logits = model.decoder.search_scores(att)  # (n*beam, words)
         weights = weights.float()  # (n*beam, src_len)
         if beta:
             search.coverage = search.coverage + weights
-        candidates = _Candidates.best(logp, search.scores, beam, model.decoder.word_ids)
+        candidates = _Candidates.best(logits, search.scores, beam, model.decoder.word_ids)
         still = search.searching(candidates, step, weights, memory.mask)
         if not still:
             break

@@ -1,8 +1,10 @@
 """Greedy decoding: at each step take the single most probable word.
 
-Batched: all sentences step together; a sentence leaves the batch as soon as it has
-produced EOS or reached its length limit ``max_len_a * src_len + max_len_b``, so the work
-per step shrinks as sentences finish and padding rows cost nothing.
+Batched: all sentences step together; a sentence stops as soon as it has produced EOS or
+reached its length limit ``max_len_a * src_len + max_len_b``, and finished sentences leave
+the batch, so the work per step shrinks as sentences finish. The rows left are rounded up
+to a multiple of ``STEP_ROWS`` (finished rows stay as padding, their words dropped): the
+matrix-product library compiles a kernel for each shape it meets (see ``encoder.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import torch
 from torch import Tensor
 
 from nmt_cli.decode.hypothesis import Hypothesis
+from nmt_cli.model.encoder import STEP_ROWS
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.prep.subwords import EOS, PAD, SOS
 
@@ -34,10 +37,12 @@ def greedy_encoded(model: Seq2Seq, encoded: tuple, lengths: Tensor, max_len_a: f
     batch, src_len, device = memory.mask.size(0), memory.mask.size(1), memory.mask.device
     limits = (lengths.float() * max_len_a + max_len_b).long().clamp(min=1).to(device)  # (batch,)
     steps = int(limits.max())
-    tokens = torch.full((batch, steps), PAD, dtype=torch.long, device=device)
-    word_logp = torch.zeros(batch, steps, device=device) if logprobs else torch.full((batch, steps), float("nan"), device=device)
-    attention = torch.zeros(batch, steps, src_len, device=device) if keep_attention else None
-    alive = torch.arange(batch, device=device)  # original index of each row still decoding
+    limits = torch.cat([limits, limits.new_zeros(1)])  # (batch+1,): row `batch` is the sink, never going on
+    # one row more than the batch: the sink, where rows kept only as padding write
+    tokens = torch.full((batch + 1, steps), PAD, dtype=torch.long, device=device)
+    word_logp = torch.zeros(batch + 1, steps, device=device) if logprobs else torch.full((batch + 1, steps), float("nan"), device=device)
+    attention = torch.zeros(batch + 1, steps, src_len, device=device) if keep_attention else None
+    alive = torch.arange(batch, device=device)  # original index of each row (the sink's for a finished one)
     prev = torch.full((batch,), SOS, dtype=torch.long, device=device)
     for t in range(steps):
         att, state, weights = model.decoder.search_step(prev, state, feed, memory, t)
@@ -52,16 +57,20 @@ def greedy_encoded(model: Seq2Seq, encoded: tuple, lengths: Tensor, max_len_a: f
             word_logp[alive, t] = best - normalizer
         if attention is not None:
             attention[alive, t] = weights.float()
-        going = (prev != EOS) & (limits[alive] > t + 1)
+        going = (prev != EOS) & (limits[alive] > t + 1)  # (rows,)
         if not bool(going.all()):
-            if not bool(going.any()):
+            n = int(going.sum())
+            if n == 0:
                 break
-            keep = going.nonzero().squeeze(1)
-            alive, prev = alive[keep], prev[keep]
-            memory, state = memory.select(keep), [s.index_select(0, keep) for s in state]
-            feed = feed.index_select(0, keep) if feed is not None else None
+            alive = torch.where(going, alive, batch)
+            rows = min(-(-n // STEP_ROWS) * STEP_ROWS, alive.numel())
+            if rows < alive.numel():
+                keep = torch.argsort((~going).to(torch.uint8), stable=True)[:rows]  # going rows first
+                alive, prev = alive[keep], prev[keep]
+                memory, state = memory.select(keep), [s.index_select(0, keep) for s in state]
+                feed = feed.index_select(0, keep) if feed is not None else None
     return [_hypothesis(row, lp, att) for row, lp, att in
-            zip(tokens.tolist(), word_logp.cpu(), attention.cpu() if attention is not None else [None] * batch)]
+            zip(tokens[:batch].tolist(), word_logp[:batch].cpu(), attention[:batch].cpu() if attention is not None else [None] * batch)]
 
 
 def _hypothesis(row: list[int], logprobs: Tensor, attention: Tensor | None) -> Hypothesis:

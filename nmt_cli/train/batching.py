@@ -61,10 +61,11 @@ class PairData:
             int(tgt_lens.sum()),
         )
 
-    def batches(self, batch_tokens: int, seed: int | None = None, epoch: int = 0) -> list[np.ndarray]:
-        """Index arrays of an epoch's batches: shuffled and pooled with a seed, else sorted."""
+    def batches(self, batch_tokens: int, seed: int | None = None, epoch: int = 0, multiple: int = 1) -> list[np.ndarray]:
+        """Index arrays of an epoch's batches: shuffled and pooled with a seed, else sorted.
+        A full batch holds a multiple of ``multiple`` sentences (see :func:`_cut`)."""
         if seed is None:
-            return _cut(np.argsort(self.size, kind="stable"), self.size, batch_tokens)
+            return _cut(np.argsort(self.size, kind="stable"), self.size, batch_tokens, multiple)
         rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(len(self))
         pool = max(1, int(POOL_BATCHES * batch_tokens / max(1.0, float(self.size.mean()))))
@@ -72,18 +73,26 @@ class PairData:
         for start in range(0, len(order), pool):
             chunk = order[start : start + pool]
             chunk = chunk[np.lexsort((self.src_len[chunk], self.tgt_len[chunk]))]
-            batches.extend(_cut(chunk, self.size, batch_tokens))
+            batches.extend(_cut(chunk, self.size, batch_tokens, multiple))
         return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def _cut(order: np.ndarray, size: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
-    """Split ``order`` (sorted by length) so that count x longest <= batch_tokens."""
+def _cut(order: np.ndarray, size: np.ndarray, batch_tokens: int, multiple: int = 1) -> list[np.ndarray]:
+    """Split ``order`` (sorted by length) so that count x longest <= batch_tokens.
+
+    A batch that is full (the next sentence does not fit) keeps the largest multiple of
+    ``multiple`` sentences it can and hands the rest on to the next batch, so that batch
+    sizes, and with them the shapes of the decoder's per-step products, take few values.
+    """
     batches, start, longest = [], 0, 0
     for end, i in enumerate(order):
         longest_with = max(longest, int(size[i]))
         if end > start and (end - start + 1) * longest_with > batch_tokens:
-            batches.append(order[start:end])
-            start, longest_with = end, int(size[i])
+            count = end - start
+            count -= count % multiple if count >= multiple else 0
+            batches.append(order[start : start + count])
+            start += count
+            longest_with = int(size[order[start : end + 1]].max())
         longest = longest_with
     if len(order) > start:
         batches.append(order[start:])

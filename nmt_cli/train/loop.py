@@ -118,7 +118,7 @@ def loop(run: Run) -> None:
     batches, batches_epoch = [], -1
     while not check_stop(run, budget):
         if batches_epoch != p.epoch:
-            batches, batches_epoch = run.data.train.batches(cfg.batch_tokens, cfg.seed, p.epoch), p.epoch
+            batches, batches_epoch = run.data.train.batches(cfg.batch_tokens, cfg.seed, p.epoch, cfg.batch_multiple), p.epoch
         group = batches[p.batches_done : p.batches_done + cfg.accumulate * run.ranks.world]
         run.schedule.apply(run.optimizer, p.step + 1, budget_used(run, len(batches)))
         loss, nll, tokens = train_step(run, group)

@@ -41,21 +41,23 @@ def test_lengths_count_eos_and_sos(pairs):
     assert np.array_equal(pairs.size, np.maximum(pairs.src_len, pairs.tgt_len))
 
 
+@pytest.mark.parametrize("multiple", [1, 8])
 @pytest.mark.parametrize("batch_tokens", BATCH_TOKENS)
 @pytest.mark.parametrize("seed, epoch", [(1, 0), (1, 1), (7, 12), (None, 0)])
-def test_every_pair_exactly_once_per_epoch(pairs, batch_tokens, seed, epoch):
-    batches = pairs.batches(batch_tokens, seed, epoch)
+def test_every_pair_exactly_once_per_epoch(pairs, batch_tokens, seed, epoch, multiple):
+    batches = pairs.batches(batch_tokens, seed, epoch, multiple)
     seen = np.concatenate(batches)
     assert len(seen) == len(pairs)
     assert np.array_equal(np.sort(seen), np.arange(len(pairs)))
     assert all(len(b) > 0 for b in batches)
 
 
+@pytest.mark.parametrize("multiple", [1, 8])
 @pytest.mark.parametrize("batch_tokens", BATCH_TOKENS)
 @pytest.mark.parametrize("seed", [1, None])
-def test_batches_respect_the_token_bound(pairs, batch_tokens, seed):
+def test_batches_respect_the_token_bound(pairs, batch_tokens, seed, multiple):
     """sentences x (longest side + 1) <= batch_tokens, unless the batch is one sentence."""
-    batches = pairs.batches(batch_tokens, seed, 0)
+    batches = pairs.batches(batch_tokens, seed, 0, multiple)
     for b in batches:
         padded = len(b) * int(pairs.size[b].max())
         assert padded <= batch_tokens or len(b) == 1, (len(b), padded)
@@ -76,6 +78,22 @@ def test_batches_are_filled(pairs, batch_tokens):
     for b, following in zip(batches, batches[1:]):
         grown = np.append(b, following[0])
         assert len(grown) * int(pairs.size[grown].max()) > batch_tokens
+
+
+@pytest.mark.parametrize("seed", [1, None])
+@pytest.mark.parametrize("batch_tokens", [700, 2000])
+def test_full_batches_hold_a_multiple_of_the_batch_multiple(pairs, batch_tokens, seed):
+    """Of each pool (one here) only its last batch may hold another count; each batch
+    would still have been overfull with the next batch's first sentence added, up to
+    the sentences handed on to it (fewer than the multiple)."""
+    batches = pairs.batches(batch_tokens, seed, 0, 8)
+    assert sum(len(b) % 8 != 0 for b in batches) <= 1
+    plain = pairs.batches(batch_tokens, seed, 0)
+    assert len(plain) <= len(batches) <= len(plain) + len(plain) // 2
+    if seed is None:  # cut order: the next batch starts with the sentences handed on
+        for b, following in zip(batches, batches[1:]):
+            grown = np.append(b, following[:8])
+            assert len(grown) * int(pairs.size[grown].max()) > batch_tokens
 
 
 @pytest.mark.parametrize("batch_tokens", [30, 100, 700])
