@@ -82,17 +82,20 @@ def _cut(order: np.ndarray, size: np.ndarray, batch_tokens: int, multiple: int =
 
     A batch that is full (the next sentence does not fit) keeps the largest multiple of
     ``multiple`` sentences it can and hands the rest on to the next batch, so that batch
-    sizes, and with them the shapes of the decoder's per-step products, take few values.
+    sizes, and with them the shapes of the decoder's per-step products, take few values
+    (unless the rest and the next sentence would not fit together).
     """
     batches, start, longest = [], 0, 0
     for end, i in enumerate(order):
         longest_with = max(longest, int(size[i]))
         if end > start and (end - start + 1) * longest_with > batch_tokens:
             count = end - start
-            count -= count % multiple if count >= multiple else 0
-            batches.append(order[start : start + count])
-            start += count
-            longest_with = int(size[order[start : end + 1]].max())
+            kept = count - count % multiple if count >= multiple else count
+            longest_with = int(size[order[start + kept : end + 1]].max())  # of the next batch so far
+            if (end + 1 - start - kept) * longest_with > batch_tokens:
+                kept, longest_with = count, int(size[i])
+            batches.append(order[start : start + kept])
+            start += kept
         longest = longest_with
     if len(order) > start:
         batches.append(order[start:])

@@ -11,7 +11,7 @@ import torch
 
 from conftest import EOS_ID, PAD_ID, SOS_ID
 from nmt_cli.prep.store import IdStore, IdWriter
-from nmt_cli.train.batching import PairData
+from nmt_cli.train.batching import PairData, _cut
 
 
 def pair_data(root: Path, sources: list[list[int]], targets: list[list[int]], split: str = "train") -> PairData:
@@ -94,6 +94,15 @@ def test_full_batches_hold_a_multiple_of_the_batch_multiple(pairs, batch_tokens,
         for b, following in zip(batches, batches[1:]):
             grown = np.append(b, following[:8])
             assert len(grown) * int(pairs.size[grown].max()) > batch_tokens
+
+
+def test_sentences_are_not_handed_on_to_a_batch_they_would_overfill():
+    """Ten sentences of size 10 fill 100 tokens; the eleventh is 100 long. Keeping 8 and
+    handing 2 on would make a batch of 3 x 100 tokens: the ten stay together."""
+    size = np.array([10] * 10 + [100, 10])
+    batches = _cut(np.arange(12), size, 100, 8)
+    assert [b.tolist() for b in batches] == [list(range(10)), [10], [11]]
+    assert [len(b) for b in _cut(np.arange(12), np.full(12, 10), 100, 8)] == [8, 4]
 
 
 @pytest.mark.parametrize("batch_tokens", [30, 100, 700])
