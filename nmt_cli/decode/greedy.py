@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from nmt_cli.decode.hypothesis import Hypothesis
-from nmt_cli.model.encoder import STEP_ROWS
+from nmt_cli.model.encoder import rounded_rows
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.prep.subwords import EOS, PAD, SOS
 
@@ -63,7 +63,7 @@ def greedy_encoded(model: Seq2Seq, encoded: tuple, lengths: Tensor, max_len_a: f
             if n == 0:
                 break
             alive = torch.where(going, alive, batch)
-            rows = min(-(-n // STEP_ROWS) * STEP_ROWS, alive.numel())
+            rows = rounded_rows(n, alive.numel())
             if rows < alive.numel():
                 keep = torch.argsort((~going).to(torch.uint8), stable=True)[:rows]  # going rows first
                 alive, prev = alive[keep], prev[keep]

@@ -178,6 +178,7 @@ class Decoder(nn.Module):
         choice). The output layer runs inside the loop, so this path costs more than
         :meth:`forward`, which is the ratio-1 case.
         """
+        rows = self._output_rows()  # once: taken at every step, the rows (and their gradient) would be copied per step
         scores, prev = [], tgt_in[:, 0]  # SOS
         for t in range(tgt_in.size(1)):
             if t > 0:
@@ -187,7 +188,7 @@ class Decoder(nn.Module):
             att, state, _ = self.step(self.embed(prev), state, feed, memory, t)
             if feed is not None:
                 feed = att
-            scores.append(self.logits(att))  # (batch, k)
+            scores.append(self.logits(att, rows))  # (batch, k)
         return torch.stack(scores, dim=1)
 
     def score_words(self, ids: Tensor) -> None:
@@ -226,11 +227,14 @@ class Decoder(nn.Module):
             layer.bias.copy_(self.output.bias[self.output_ids])
         self.output, self.cut = layer, True
 
-    def logits(self, att: Tensor) -> Tensor:
+    def logits(self, att: Tensor, rows: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """(..., output) -> (..., k) unnormalized scores of the output words (column j:
-        word ``word_ids(j)``; k = vocab when the layer scores every word)."""
+        word ``word_ids(j)``; k = vocab when the layer scores every word); ``rows``: the
+        layer's :meth:`_output_rows`, when the caller has taken them already."""
         x = self.dropout(att)
-        return F.linear(x, *self._output_rows()) if self._takes_rows else self.output(x)
+        if rows is None and not self._takes_rows:
+            return self.output(x)  # a plain or int8 layer
+        return F.linear(x, *(rows or self._output_rows()))
 
     @property
     def _takes_rows(self) -> bool:

@@ -39,6 +39,12 @@ from nmt_cli.model.rnn import GATES, cell_step, state_size
 STEP_ROWS = 8
 
 
+def rounded_rows(n: int, limit: int) -> int:
+    """``n`` rows rounded up to a multiple of ``STEP_ROWS``, at most ``limit``: the row
+    count a step's products run over (see the module docstring)."""
+    return min(-(-n // STEP_ROWS) * STEP_ROWS, limit)
+
+
 @dataclass
 class Packing:
     """Where a batch's real tokens go, one step after another; see the module docstring."""
@@ -99,7 +105,7 @@ class RecurrentLayer(nn.Module):
                 finals.append(state[:, n:])
                 state = state[:, :n]
             h = state[..., : self.hidden]  # (dirs, n, hidden)
-            rows = min(-(-n // STEP_ROWS) * STEP_ROWS, packing.batch)
+            rows = rounded_rows(n, packing.batch)
             if rows > n:
                 h = nn.functional.pad(h, (0, 0, 0, rows - n))  # (dirs, rows, hidden), zeros below
             gh = torch.bmm(h, self.hh_weight) if self.hh_bias is None else torch.baddbmm(self.hh_bias, h, self.hh_weight)
