@@ -150,13 +150,12 @@ def beam_search(model: Seq2Seq, encoded: tuple, lengths: Tensor, beam: int, max_
     batch, device = memory.mask.size(0), memory.mask.device
     limits = (lengths.float() * max_len_a + max_len_b).long().clamp(min=1).tolist()
     search = _Search(limits, beam, alpha, beta, keep_attention, memory.mask.size(1), device)
-    rows = torch.arange(batch, device=device).repeat_interleave(beam)  # (batch*beam,)
-    state = [s.index_select(0, rows) for s in state]
-    feed = feed.index_select(0, rows) if feed is not None else None
-    prev = torch.full((batch * beam,), SOS, dtype=torch.long, device=device)
+    prev = torch.full((batch,), SOS, dtype=torch.long, device=device)  # one row a sentence at first
     for step in range(max(limits)):
         att, state, weights = model.decoder.search_step(prev, state, feed, memory, step)
         logits = model.decoder.search_scores(att)  # (n*beam, words)
+        if step == 0:  # every hypothesis is SOS: the decoder ran once a sentence, its rows are copied
+            att, logits, weights, *state = (x.repeat_interleave(beam, dim=0) for x in (att, logits, weights, *state))
         weights = weights.float()  # (n*beam, src_len)
         if beta:
             search.coverage = search.coverage + weights

@@ -6,6 +6,8 @@ Shared by ``nmt translate`` (search) and ``nmt score --model`` (forced decoding)
 
 from __future__ import annotations
 
+import gc
+import itertools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,13 +97,26 @@ def batches(items: list, size: Callable[[object], int], batch_size: int, batch_t
         yield batch
 
 
+def _own(model: Seq2Seq, vectors_only: bool = False) -> None:
+    """Copies of the model's tensors (or of its vectors alone: biases) in place of views of
+    the mapped checkpoint file, so that the mapping goes with the payload. Before int8
+    quantization the biases, which the int8 layers keep as they are (a few kB that would
+    hold every page of the file read: 27 MB of a 0.4 GB process); after it, what is left
+    of fp32 (the embeddings)."""
+    with torch.no_grad():
+        for tensor in itertools.chain(model.parameters(), model.buffers()):
+            if tensor.dim() == 1 or not vectors_only:
+                tensor.data = tensor.data.clone()
+
+
 def _prepare(model: Seq2Seq, decode: DecodeConfig, device: torch.device) -> Seq2Seq:
     """The model on ``device`` for inference, int8-quantized when asked (CPU only).
 
     The encoder runs on torch's fused recurrent kernels (:class:`FusedEncoder`), except
     under bf16 autocast on CPU, where the fused kernels would stay in fp32. The decoder's
-    first-layer input parts are joined into one product (``StackedCells.join_inputs``),
-    and its output layer keeps the rows of the words it scores (``Decoder.cut_output``).
+    first-layer input parts are joined into one product (``StackedCells.join_inputs``), so
+    are Bahdanau's query and the recurrent product that read the same state
+    (``Decoder.join_query``), and its output layer keeps the rows of the words it scores (``Decoder.cut_output``).
     int8 leaves Bahdanau's ``v`` in fp32: its input, a (rows, src_len, attention) table,
     would be quantized anew at every step for a product with one output.
     """
@@ -110,6 +125,7 @@ def _prepare(model: Seq2Seq, decode: DecodeConfig, device: torch.device) -> Seq2
     model = model.to(device)
     model.decoder.attention.hard = decode.hard_attention
     model.decoder.rnn.join_inputs()
+    model.decoder.join_query()
     model.decoder.cut_output()
     if not (decode.precision == "bf16" and device.type == "cpu"):
         model.encoder = FusedEncoder(model.encoder)
@@ -120,5 +136,9 @@ def _prepare(model: Seq2Seq, decode: DecodeConfig, device: torch.device) -> Seq2
 
             spec = {torch.nn.Linear: default_dynamic_qconfig, torch.nn.GRU: default_dynamic_qconfig,
                     torch.nn.LSTM: default_dynamic_qconfig, "decoder.attention.v": None}
+            _own(model, vectors_only=True)
             model = quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+        gc.collect()  # the float layers it replaced are in reference cycles, and hold the mapping
+    if device.type == "cpu":
+        _own(model)
     return model

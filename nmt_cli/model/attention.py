@@ -72,14 +72,16 @@ class Attention(nn.Module):
         """Per-batch precomputation: (batch, src_len, memory) -> (batch, src_len, heads*key)."""
         return memory if self.kind == "luong_dot" else self.key_layer(memory)
 
-    def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor, step: int | Tensor = 0) -> tuple[Tensor, Tensor]:
+    def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor, step: int | Tensor = 0,
+                projected: bool = False) -> tuple[Tensor, Tensor]:
         """Context and weights for queries (batch, steps, query); mask (batch, src_len), True
         = real token; ``step`` (local-m) the target position of every query, or a tensor
-        (steps,) of each query's position.
+        (steps,) of each query's position; ``projected``: Bahdanau's queries are W_q q
+        already (batch, steps, heads*att).
 
         Returns context (batch, steps, memory) and weights (batch, steps, src_len).
         """
-        scores = self.scores(query, keys).float()  # (batch, heads, steps, src_len)
+        scores = self.scores(query, keys, projected).float()  # (batch, heads, steps, src_len)
         allowed = mask[:, None, None, :]  # (batch, 1, 1, src_len)
         gauss = None
         if self.kind in LOCAL:
@@ -97,12 +99,13 @@ class Attention(nn.Module):
         context = self.combine(torch.cat(context.unbind(1), dim=-1))  # (batch, steps, memory)
         return context, weights.mean(dim=1)
 
-    def scores(self, query: Tensor, keys: Tensor) -> Tensor:
+    def scores(self, query: Tensor, keys: Tensor, projected: bool = False) -> Tensor:
         """Unmasked scores (batch, heads, steps, src_len); keys (batch, src_len, heads*key)."""
         batch, src_len = keys.shape[:2]
         if self.kind == "bahdanau":
+            query = query if projected else self.query_layer(query)  # (batch, steps, heads*att)
             # (batch, steps, 1, heads*att) + (batch, 1, src_len, heads*att): every head at once
-            hidden = (self.query_layer(query).unsqueeze(2) + keys.unsqueeze(1)).tanh_()  # in place: the largest table of a step
+            hidden = (query.unsqueeze(2) + keys.unsqueeze(1)).tanh_()  # in place: the largest table of a step
             if self.heads == 1:
                 return self.v(hidden).squeeze(-1).unsqueeze(1)
             hidden = hidden.unflatten(-1, (self.heads, -1))  # (batch, steps, src_len, heads, att)

@@ -66,6 +66,7 @@ class Decoder(nn.Module):
             parts["feed"] = cfg.output_size
         self.rnn = StackedCells(cfg.cell, parts, cfg.decoder_hidden, cfg.decoder_layers, cfg.dropout, cfg.residual)
         self.attention = Attention(cfg.attention, cfg.decoder_hidden, memory_size, cfg.attention_size, cfg.heads, cfg.window)
+        self.query_joined: nn.Linear | None = None  # see join_query
         self.pre_output = nn.Linear(cfg.decoder_hidden + memory_size, cfg.output_size)
         self.dropout = Dropout(cfg.dropout)
         self.output = nn.Linear(cfg.output_size, vocab_size)
@@ -121,22 +122,50 @@ class Decoder(nn.Module):
         other than the embedding ({"feed": h̃_{t-1}, "context": c_t} as the model has them)."""
         parts = {} if feed is None else {"feed": feed}
         if self.bahdanau:
-            context, weights = self._attend(state[-1][:, : self.rnn.hidden], memory, t)
-            h, state = self.rnn(product({**parts, "context": context}), state)
+            query, recurrent = self._query(state[-1][:, : self.rnn.hidden])
+            context, weights = self._attend(query, memory, t, projected=recurrent is not None)
+            h, state = self.rnn(product({**parts, "context": context}), state, recurrent)
         else:
             h, state = self.rnn(product(parts), state)
             context, weights = self._attend(h, memory, t)
         return self._attentional(h, context), state, weights
 
-    def _attend(self, query: Tensor, memory: Memory, t: int) -> tuple[Tensor, Tensor]:
-        """Attention for queries (rows, hidden) over a memory of ``rows / group`` sentences.
+    def _query(self, state: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Bahdanau's query from s_{t-1} (rows, hidden): s_{t-1} itself, or after
+        :meth:`join_query` its projection W_q s_{t-1} (rows, heads*att) together with the
+        top layer's recurrent product (rows, gates*hidden)."""
+        if self.query_joined is None:
+            return state, None
+        both = self.query_joined(state)  # (rows, heads*att + gates*hidden)
+        size = self.attention.query_layer.out_features
+        return both[:, :size], both[:, size:]
+
+    def join_query(self) -> None:
+        """For decoding with Bahdanau attention: the query W_q s_{t-1} and the top layer's
+        recurrent product W_hh s_{t-1} + b_hh read the same state, so one layer [W_q; W_hh]
+        makes both, one product a step instead of two. Training keeps them apart."""
+        if not self.bahdanau:
+            return
+        query, hh = self.attention.query_layer, self.rnn.hh[-1]
+        joined = nn.Linear(hh.in_features, query.out_features + hh.out_features, device=hh.weight.device)
+        with torch.no_grad():
+            joined.weight.copy_(torch.cat([query.weight, hh.weight]))
+            joined.bias.zero_()
+            if hh.bias is not None:
+                joined.bias[query.out_features :] = hh.bias
+        self.query_joined = joined
+
+    def _attend(self, query: Tensor, memory: Memory, t: int, projected: bool = False) -> tuple[Tensor, Tensor]:
+        """Attention for queries (rows, hidden) over a memory of ``rows / group`` sentences;
+        ``projected``: the queries are Bahdanau's W_q s already (:meth:`_query`).
 
         Rows come in groups of consecutive rows that share a sentence (the hypotheses of a
         beam), so the memory is never copied per hypothesis: a group is attention's
         "steps" dimension. Returns context (rows, memory) and weights (rows, src_len).
         """
         rows, sentences = query.size(0), memory.mask.size(0)
-        context, weights = self.attention(query.view(sentences, rows // sentences, -1), memory.keys, memory.states, memory.mask, t)
+        context, weights = self.attention(query.view(sentences, rows // sentences, -1), memory.keys, memory.states,
+                                          memory.mask, t, projected)
         return context.reshape(rows, -1), weights.reshape(rows, -1)
 
     def forward(self, tgt_in: Tensor, memory: Memory, state: list[Tensor], feed: Tensor | None) -> Tensor:

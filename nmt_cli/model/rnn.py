@@ -97,15 +97,19 @@ class StackedCells(nn.Module):
             joined.bias.copy_(layers[0].bias)
         self.joined = joined
 
-    def forward(self, gi: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        """One step. ``gi`` is layer 0's summed input products (batch, gates*hidden).
+    def forward(self, gi: Tensor, state: list[Tensor], top_recurrent: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+        """One step. ``gi`` is layer 0's summed input products (batch, gates*hidden);
+        ``top_recurrent`` the top layer's recurrent product W_hh h + b_hh, when the caller
+        has made it (``Decoder.join_query``).
 
         Returns the top layer's output h (batch, hidden) and the new state of every layer.
         """
         new_state, h = [], gi
         for i, layer_state in enumerate(state):
             inputs = gi if i == 0 else self.ih[i - 1](self.dropout(h))  # layer i reads layer i-1's output
-            out, layer_state = cell_step(self.cell, inputs, self.hh[i](layer_state[..., : self.hidden]), layer_state)
+            top = i == len(state) - 1 and top_recurrent is not None
+            recurrent = top_recurrent if top else self.hh[i](layer_state[..., : self.hidden])
+            out, layer_state = cell_step(self.cell, inputs, recurrent, layer_state)
             h = out + h if self.residual and i > 0 else out
             new_state.append(layer_state)
         return h, new_state

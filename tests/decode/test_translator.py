@@ -125,9 +125,23 @@ def test_int8_quantizes_every_product_but_bahdanaus_v(trained):
     model = Inference.load(trained / "best.pt", {"quantize": "int8"}, torch.device("cpu")).model
     assert model.cfg.attention == "bahdanau"
     assert isinstance(model.decoder.rnn.joined, dynamic.Linear)
+    assert isinstance(model.decoder.query_joined, dynamic.Linear)
     assert isinstance(model.decoder.output, dynamic.Linear)
     assert all(isinstance(layer, (dynamic.GRU, dynamic.LSTM)) for layer in model.encoder.layers)
     assert type(model.decoder.attention.v) is torch.nn.Linear
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/self/maps")
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_a_loaded_model_does_not_keep_its_checkpoint_file_mapped(trained, quantize):
+    """The checkpoint is mapped while it loads (its optimizer state is never read), and
+    the mapping goes with it: the translator's tensors are its own, so the file's pages
+    do not count towards its memory."""
+    from nmt_cli.decode.inference import Inference
+
+    inference = Inference.load(trained / "best.pt", {"quantize": quantize}, torch.device("cpu"))
+    assert inference.model is not None
+    assert str(trained / "best.pt") not in Path("/proc/self/maps").read_text()
 
 
 def test_translation_scores_only_the_training_targets_words_and_forced_decoding_all(trained):

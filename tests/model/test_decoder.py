@@ -65,8 +65,9 @@ def decode_step_by_step(model: Seq2Seq, batch, step) -> torch.Tensor:
 @pytest.mark.parametrize("attention, cell, feeding", GRID)
 def test_teacher_forcing_equals_decoding_step_by_step(attention, cell, feeding):
     """forward() (with its all-steps-at-once paths) computes what step() computes one word
-    at a time, and so does search_step(), with the input parts joined into one product or
-    not: greedy and beam search use search_step(), training uses forward()."""
+    at a time, and so does search_step(), with the input parts joined into one product
+    (and Bahdanau's query with the recurrent product) or not: greedy and beam search use
+    search_step(), training uses forward()."""
     model = build(attention=attention, cell=cell, input_feeding=feeding, decoder_layers=2)
     src, tgt = pairs([(4, 6), (7, 3), (2, 5)])
     batch = make_batch(src, tgt)
@@ -76,6 +77,8 @@ def test_teacher_forcing_equals_decoding_step_by_step(attention, cell, feeding):
         stepped = decode_step_by_step(model, batch, lambda prev, *rest: dec.step(dec.embed(prev), *rest))
         searched = decode_step_by_step(model, batch, dec.search_step)
         dec.rnn.join_inputs()
+        dec.join_query()
+        assert (dec.query_joined is not None) == (attention == "bahdanau")
         joined = decode_step_by_step(model, batch, dec.search_step)
     assert forced.shape == (len(src), batch.tgt_in.size(1), model.cfg.output_size)
     for steps in (stepped, searched, joined):
