@@ -39,6 +39,18 @@ from nmt_cli.prep.subwords import PAD, SOS, UNK
 
 
 @dataclass
+class Joined:
+    """Under teacher forcing, the products of a step that read the same input, joined into
+    one product each, their weights joined once per batch (in autocast's dtype: cast once,
+    not at every step): Bahdanau's query with the top layer's recurrent product (both read
+    s_{t-1}), and layer 0's context and fed-back input parts. A step then makes two
+    products instead of four, and its backward pass as many fewer."""
+
+    query: tuple[Tensor, Tensor] | None  # [W_q; W_hh] (heads*att + gates*hidden, hidden), [0; b_hh]
+    inputs: Tensor | None  # [W_context W_feed] (gates*hidden, memory + output)
+
+
+@dataclass
 class Memory:
     """What the decoder reads from the encoder, computed once per batch."""
 
@@ -100,15 +112,17 @@ class Decoder(nn.Module):
         """Layer 0's input product for target words: (...,) ids -> (..., gates*hidden)."""
         return self.rnn.project("emb", self.emb_dropout(self.embedding(tokens)))
 
-    def step(self, emb_in: Tensor, state: list[Tensor], feed: Tensor | None, memory: Memory, t: int = 0):
+    def step(self, emb_in: Tensor, state: list[Tensor], feed: Tensor | None, memory: Memory, t: int = 0,
+             joined: Joined | None = None):
         """Decoder step ``t`` (0-based target position) from the embedded previous word
         ``emb_in`` (rows, gates*hidden): its layer-0 product, made for all steps at once
-        under teacher forcing (:meth:`embed`).
+        under teacher forcing (:meth:`embed`); ``joined``: the batch's :meth:`joined` weights.
 
         ``rows`` is the memory's batch or a multiple of it (see :meth:`_attend`). Returns
         h̃_t (rows, output), the new state, and the attention weights (rows, src_len).
         """
-        return self._step(lambda parts: self.rnn.project_all(parts, emb_in), state, feed, memory, t)
+        weight = joined.inputs if joined is not None else None
+        return self._step(lambda parts: self.rnn.project_all(parts, emb_in, weight), state, feed, memory, t, joined)
 
     def search_step(self, prev: Tensor, state: list[Tensor], feed: Tensor | None, memory: Memory, t: int = 0):
         """:meth:`step` from the previous words' ids ``prev`` (rows,), for search: layer 0's
@@ -117,12 +131,13 @@ class Decoder(nn.Module):
         emb = self.emb_dropout(self.embedding(prev))  # (rows, emb)
         return self._step(lambda parts: self.rnn.project_all({"emb": emb, **parts}), state, feed, memory, t)
 
-    def _step(self, product, state: list[Tensor], feed: Tensor | None, memory: Memory, t: int):
+    def _step(self, product, state: list[Tensor], feed: Tensor | None, memory: Memory, t: int,
+              joined: Joined | None = None):
         """The step itself; ``product(parts)`` is layer 0's input product given the parts
         other than the embedding ({"feed": h̃_{t-1}, "context": c_t} as the model has them)."""
         parts = {} if feed is None else {"feed": feed}
         if self.bahdanau:
-            query, recurrent = self._query(state[-1][:, : self.rnn.hidden])
+            query, recurrent = self._query(state[-1][:, : self.rnn.hidden], joined)
             context, weights = self._attend(query, memory, t, projected=recurrent is not None)
             h, state = self.rnn(product({**parts, "context": context}), state, recurrent)
         else:
@@ -130,29 +145,47 @@ class Decoder(nn.Module):
             context, weights = self._attend(h, memory, t)
         return self._attentional(h, context), state, weights
 
-    def _query(self, state: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Bahdanau's query from s_{t-1} (rows, hidden): s_{t-1} itself, or after
-        :meth:`join_query` its projection W_q s_{t-1} (rows, heads*att) together with the
-        top layer's recurrent product (rows, gates*hidden)."""
-        if self.query_joined is None:
+    def _query(self, state: Tensor, joined: Joined | None) -> tuple[Tensor, Tensor | None]:
+        """Bahdanau's query from s_{t-1} (rows, hidden): s_{t-1} itself, or (after
+        :meth:`join_query`, or with ``joined`` weights) its projection W_q s_{t-1} (rows,
+        heads*att) made in one product with the top layer's recurrent product (rows,
+        gates*hidden)."""
+        if self.query_joined is not None:
+            both = self.query_joined(state)  # (rows, heads*att + gates*hidden)
+        elif joined is not None and joined.query is not None:
+            both = F.linear(state, *joined.query)
+        else:
             return state, None
-        both = self.query_joined(state)  # (rows, heads*att + gates*hidden)
         size = self.attention.query_layer.out_features
         return both[:, :size], both[:, size:]
 
+    def _query_weights(self) -> tuple[Tensor, Tensor]:
+        """[W_q; W_hh] (heads*att + gates*hidden, hidden) and [0; b_hh]: Bahdanau's query and
+        the top layer's recurrent product W_hh s_{t-1} + b_hh, which read the same state."""
+        query, hh = self.attention.query_layer.weight, self.rnn.hh[-1]
+        hh_bias = hh.bias if hh.bias is not None else hh.weight.new_zeros(hh.out_features)  # an LSTM's is in gi
+        return torch.cat([query, hh.weight]), torch.cat([query.new_zeros(query.size(0)), hh_bias])
+
+    def joined(self) -> Joined:
+        """The batch's :class:`Joined` weights, for teacher forcing."""
+        parts = [k for k in self.rnn.inputs if k != "emb"]
+        inputs = to_autocast_dtype(self.rnn.joined_weight(parts)) if len(parts) > 1 else None
+        if not self.bahdanau:
+            return Joined(None, inputs)
+        weight, bias = self._query_weights()
+        return Joined((to_autocast_dtype(weight), bias), inputs)
+
     def join_query(self) -> None:
-        """For decoding with Bahdanau attention: the query W_q s_{t-1} and the top layer's
-        recurrent product W_hh s_{t-1} + b_hh read the same state, so one layer [W_q; W_hh]
-        makes both, one product a step instead of two. Training keeps them apart."""
+        """For decoding with Bahdanau attention: one layer [W_q; W_hh] for the query and the
+        top layer's recurrent product (:meth:`_query_weights`), one product a step instead
+        of two."""
         if not self.bahdanau:
             return
-        query, hh = self.attention.query_layer, self.rnn.hh[-1]
-        joined = nn.Linear(hh.in_features, query.out_features + hh.out_features, device=hh.weight.device)
+        weight, bias = self._query_weights()
+        joined = nn.Linear(weight.size(1), weight.size(0), device=weight.device)
         with torch.no_grad():
-            joined.weight.copy_(torch.cat([query.weight, hh.weight]))
-            joined.bias.zero_()
-            if hh.bias is not None:
-                joined.bias[query.out_features :] = hh.bias
+            joined.weight.copy_(weight)
+            joined.bias.copy_(bias)
         self.query_joined = joined
 
     def _attend(self, query: Tensor, memory: Memory, t: int, projected: bool = False) -> tuple[Tensor, Tensor]:
@@ -173,9 +206,9 @@ class Decoder(nn.Module):
         emb_in = self.embed(tgt_in)  # (batch, tgt_len, gates*hidden), all steps in one product
         if not self.bahdanau and feed is None:
             return self._forward_luong_no_feed(emb_in, memory, state)
-        outputs = []
+        outputs, joined = [], self.joined()
         for t, emb_t in enumerate(emb_in.unbind(1)):  # unbind: one backward op, not a full-size zero fill per step
-            att, state, _ = self.step(emb_t, state, feed, memory, t)
+            att, state, _ = self.step(emb_t, state, feed, memory, t, joined)
             outputs.append(att)
             if feed is not None:
                 feed = att
@@ -208,13 +241,14 @@ class Decoder(nn.Module):
         :meth:`forward`, which is the ratio-1 case.
         """
         rows = self._output_rows()  # once: taken at every step, the rows (and their gradient) would be copied per step
+        joined = self.joined()
         scores, prev = [], tgt_in[:, 0]  # SOS
         for t in range(tgt_in.size(1)):
             if t > 0:
                 own = self._ban(scores[-1].detach().float().clone())  # (batch, k); a copy: the scores are returned
                 reference = torch.rand(prev.size(0), device=prev.device) < ratio  # (batch,)
                 prev = torch.where(reference, tgt_in[:, t], self.word_ids(own.argmax(dim=-1)))
-            att, state, _ = self.step(self.embed(prev), state, feed, memory, t)
+            att, state, _ = self.step(self.embed(prev), state, feed, memory, t, joined)
             if feed is not None:
                 feed = att
             scores.append(self.logits(att, rows))  # (batch, k)

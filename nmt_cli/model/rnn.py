@@ -71,13 +71,16 @@ class StackedCells(nn.Module):
         """Layer 0's input product for one part: (..., size) -> (..., gates*hidden)."""
         return self.inputs[part](x)
 
-    def project_all(self, parts: dict[str, Tensor], projected: Tensor | None = None) -> Tensor:
+    def project_all(self, parts: dict[str, Tensor], projected: Tensor | None = None, weight: Tensor | None = None) -> Tensor:
         """Layer 0's input product Σ_k W_k x_k + b over the ``parts`` (..., size_k), added
         in their order to ``projected``, the product of parts already made (the target
         embeddings', for all steps at once under teacher forcing), when given.
 
-        After :meth:`join_inputs`, all parts at once: one product over them side by side.
+        With ``weight``, the parts' :meth:`joined_weight`, and after :meth:`join_inputs`:
+        all parts at once, one product over them side by side.
         """
+        if weight is not None:
+            return projected + nn.functional.linear(torch.cat([parts[k] for k in self.inputs if k in parts], dim=-1), weight)
         if self.joined is not None and projected is None:
             return self.joined(torch.cat([parts[k] for k in self.inputs], dim=-1))  # (..., gates*hidden)
         gi = projected
@@ -85,16 +88,21 @@ class StackedCells(nn.Module):
             gi = self.project(part, x) if gi is None else gi + self.project(part, x)
         return gi
 
+    def joined_weight(self, parts: list[str]) -> Tensor:
+        """[W_a W_b ...] (gates*hidden, Σ sizes): the named parts' weights side by side."""
+        return torch.cat([self.inputs[k].weight for k in parts], dim=1)
+
     def join_inputs(self) -> None:
         """For decoding: one layer [W_emb W_context W_feed] instead of one per part, so a
         search step makes one matrix product (with K = Σ sizes) instead of one per part and
-        the sums between them. Training keeps the parts: the embeddings' product is made
-        for all time steps at once there."""
-        layers = list(self.inputs.values())
-        joined = nn.Linear(sum(layer.in_features for layer in layers), layers[0].out_features, device=layers[0].weight.device)
+        the sums between them. Training joins the parts but the embedding (``weight`` of
+        :meth:`project_all`): the embeddings' product is made for all steps at once there."""
+        first = next(iter(self.inputs.values()))
+        weight = self.joined_weight(list(self.inputs))
+        joined = nn.Linear(weight.size(1), weight.size(0), device=weight.device)
         with torch.no_grad():
-            joined.weight.copy_(torch.cat([layer.weight for layer in layers], dim=1))
-            joined.bias.copy_(layers[0].bias)
+            joined.weight.copy_(weight)
+            joined.bias.copy_(first.bias)
         self.joined = joined
 
     def forward(self, gi: Tensor, state: list[Tensor], top_recurrent: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
