@@ -116,7 +116,8 @@ def _prepare(model: Seq2Seq, decode: DecodeConfig, device: torch.device) -> Seq2
     under bf16 autocast on CPU, where the fused kernels would stay in fp32. The decoder's
     first-layer input parts are joined into one product (``StackedCells.join_inputs``), so
     are Bahdanau's query and the recurrent product that read the same state
-    (``Decoder.join_query``), and its output layer keeps the rows of the words it scores (``Decoder.cut_output``).
+    (``Decoder.join_query``), and its output layer keeps the rows of the words it scores
+    (``Decoder.cut_output``).
     int8 leaves Bahdanau's ``v`` in fp32: its input, a (rows, src_len, attention) table,
     would be quantized anew at every step for a product with one output.
     """

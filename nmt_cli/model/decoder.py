@@ -166,8 +166,12 @@ class Decoder(nn.Module):
         hh_bias = hh.bias if hh.bias is not None else hh.weight.new_zeros(hh.out_features)  # an LSTM's is in gi
         return torch.cat([query, hh.weight]), torch.cat([query.new_zeros(query.size(0)), hh_bias])
 
-    def joined(self) -> Joined:
-        """The batch's :class:`Joined` weights, for teacher forcing."""
+    def joined(self) -> Joined | None:
+        """The batch's :class:`Joined` weights, for teacher forcing; None once the model is
+        made ready for inference (:meth:`join_query`, ``StackedCells.join_inputs``, whose
+        layers may be int8): forced decoding then runs on those layers."""
+        if self.query_joined is not None or self.rnn.joined is not None:
+            return None
         parts = [k for k in self.rnn.inputs if k != "emb"]
         inputs = to_autocast_dtype(self.rnn.joined_weight(parts)) if len(parts) > 1 else None
         if not self.bahdanau:
