@@ -4,7 +4,7 @@ Batched: all sentences step together; a sentence stops as soon as it has produce
 reached its length limit ``max_len_a * src_len + max_len_b``, and finished sentences leave
 the batch, so the work per step shrinks as sentences finish. The rows left are rounded up
 to a multiple of ``STEP_ROWS`` (finished rows stay as padding, their words dropped): the
-matrix-product library compiles a kernel for each shape it meets (see ``encoder.py``).
+matrix-product library compiles a kernel for each shape it meets (see ``shapes.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from nmt_cli.decode.hypothesis import Hypothesis
-from nmt_cli.model.encoder import rounded_rows
+from nmt_cli.model.shapes import rounded_rows
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.prep.subwords import EOS, PAD, SOS
 

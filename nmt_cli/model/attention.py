@@ -33,6 +33,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from nmt_cli.model.shapes import over_rounded_rows
+
 LOCAL = ("luong_local", "luong_local_m")
 
 
@@ -70,7 +72,7 @@ class Attention(nn.Module):
 
     def keys(self, memory: Tensor) -> Tensor:
         """Per-batch precomputation: (batch, src_len, memory) -> (batch, src_len, heads*key)."""
-        return memory if self.kind == "luong_dot" else self.key_layer(memory)
+        return memory if self.kind == "luong_dot" else over_rounded_rows(self.key_layer, memory)
 
     def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor, step: int | Tensor = 0,
                 projected: bool = False) -> tuple[Tensor, Tensor]:

@@ -23,6 +23,7 @@ a word outside the list is then scored as UNK.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,7 @@ from nmt_cli.model.attention import Attention
 from nmt_cli.model.dropout import Dropout
 from nmt_cli.model.loss import Workspace, projected_losses
 from nmt_cli.model.rnn import StackedCells
+from nmt_cli.model.shapes import over_rounded_rows
 from nmt_cli.prep.subwords import PAD, SOS, UNK
 
 
@@ -110,7 +112,7 @@ class Decoder(nn.Module):
 
     def embed(self, tokens: Tensor) -> Tensor:
         """Layer 0's input product for target words: (...,) ids -> (..., gates*hidden)."""
-        return self.rnn.project("emb", self.emb_dropout(self.embedding(tokens)))
+        return over_rounded_rows(functools.partial(self.rnn.project, "emb"), self.emb_dropout(self.embedding(tokens)))
 
     def step(self, emb_in: Tensor, state: list[Tensor], feed: Tensor | None, memory: Memory, t: int = 0,
              joined: Joined | None = None):

@@ -17,10 +17,10 @@ batched product over real tokens alone. Each step's recurrent products are one b
 product (``baddbmm``) for both directions.
 
 Each step's recurrent product runs over its n_t rows rounded up to a multiple of
-``STEP_ROWS`` (zero rows added, their products dropped). The matrix-product library
-(oneDNN, under bf16 autocast) compiles and caches a kernel for every distinct shape it
-meets; unrounded, the row counts 1 ... batch of every step, forward and backward, are
-hundreds of shapes that crowd its cache (``docs/performance.md``).
+``STEP_ROWS``, and a layer's input product over the batch's tokens rounded up to a
+multiple of ``TOKEN_ROWS`` (rows added, their products dropped): the
+matrix-product library compiles and caches a kernel for every distinct shape it meets
+(``shapes.py``).
 
 With ``residual``, every layer after the first adds its input to its output.
 """
@@ -35,14 +35,7 @@ from torch import Tensor, nn
 from nmt_cli.config import ModelConfig
 from nmt_cli.model.dropout import Dropout
 from nmt_cli.model.rnn import GATES, cell_step, state_size
-
-STEP_ROWS = 8
-
-
-def rounded_rows(n: int, limit: int) -> int:
-    """``n`` rows rounded up to a multiple of ``STEP_ROWS``, at most ``limit``: the row
-    count a step's products run over (see the module docstring)."""
-    return min(-(-n // STEP_ROWS) * STEP_ROWS, limit)
+from nmt_cli.model.shapes import rounded_rows, token_rows
 
 
 @dataclass
@@ -50,6 +43,7 @@ class Packing:
     """Where a batch's real tokens go, one step after another; see the module docstring."""
 
     index: Tensor  # (dirs, tokens) flat position b*src_len + s of each packed token
+    gather: Tensor  # (dirs, shapes.token_rows(tokens)) index, then position 0: the rows input products read
     steps: list[int]  # n_t: rows inside their sentence at step t (non-increasing)
     batch: int
     length: int  # src_len
@@ -63,7 +57,8 @@ class Packing:
         b = torch.arange(t.numel(), device=lens.device) - (steps.cumsum(0) - steps)[t]  # row within the step
         positions = [t, lens[b] - 1 - t][:dirs]  # source position read by each direction
         index = torch.stack([b * length + s for s in positions])
-        return cls(index, steps.tolist(), lens.numel(), length)
+        gather = nn.functional.pad(index, (0, token_rows(t.numel()) - t.numel()))
+        return cls(index, gather, steps.tolist(), lens.numel(), length)
 
 
 class RecurrentLayer(nn.Module):
@@ -87,9 +82,9 @@ class RecurrentLayer(nn.Module):
         state (dirs, batch, state) of each row.
         """
         dirs, tokens = packing.index.shape
-        xs = x.reshape(-1, x.size(-1)).index_select(0, packing.index.view(-1)).view(dirs, tokens, -1)  # (dirs, tokens, input)
+        xs = x.reshape(-1, x.size(-1)).index_select(0, packing.gather.view(-1)).view(dirs, -1, x.size(-1))  # (dirs, rows, input)
         weight = self.ih.weight.view(dirs, -1, x.size(-1)).transpose(1, 2)  # (dirs, input, gates)
-        gi = torch.baddbmm(self.ih.bias.view(dirs, 1, -1), xs, weight)  # (dirs, tokens, gates)
+        gi = torch.baddbmm(self.ih.bias.view(dirs, 1, -1), xs, weight)[:, :tokens]  # (dirs, tokens, gates)
         packed, final = self._recur(gi, packing)  # (dirs, tokens, hidden), (dirs, batch, state)
         grid = packed.new_zeros(packing.batch * packing.length, self.hidden)
         out = torch.cat([grid.index_copy(0, packing.index[d], packed[d]) for d in range(dirs)], dim=-1)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from nmt_cli.model.shapes import padded_rows, token_rows
 from nmt_cli.prep.subwords import PAD
 
 CHUNK_ROWS = 128  # 128 x 8k vocabulary x 4 bytes: a 4 MB fp32 block
@@ -50,8 +51,10 @@ def projected_losses(x: Tensor, weight: Tensor, bias: Tensor | None, target: Ten
     x (..., in) in the dtype the product should run in (autocast's, when it is on);
     weight (vocab, in) and bias (vocab,) the output layer's parameters, in their own dtype.
     """
-    flat = x.reshape(-1, x.size(-1))
-    return ProjectedCrossEntropy.apply(flat, weight, bias, target.reshape(-1), label_smoothing, workspace)
+    flat, target = x.reshape(-1, x.size(-1)), target.reshape(-1)  # (tokens, in), (tokens,)
+    rows = token_rows(flat.size(0))  # PAD rows added: few product shapes (shapes.py), no loss
+    return ProjectedCrossEntropy.apply(padded_rows(flat, rows), weight, bias, padded_rows(target, rows, PAD),
+                                       label_smoothing, workspace)
 
 
 def _forward_blocks(logits: Tensor, target: Tensor, eps: float) -> tuple[Tensor, Tensor]:

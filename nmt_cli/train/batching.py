@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from nmt_cli.model.seq2seq import Batch
+from nmt_cli.model.shapes import LENGTH_MULTIPLE, round_up
 from nmt_cli.prep.store import IdStore
 from nmt_cli.prep.subwords import EOS, PAD, SOS
 
@@ -39,13 +40,14 @@ class PairData:
         return len(self.src_len)
 
     def collate(self, indices: np.ndarray, max_len: int = 0) -> Batch:
-        """Padded tensors for the pairs ``indices`` (sources truncated to ``max_len`` if > 0)."""
+        """Padded tensors for the pairs ``indices`` (sources truncated to ``max_len`` if > 0);
+        the source side padded to a multiple of ``LENGTH_MULTIPLE`` (few shapes: ``shapes.py``)."""
         n = len(indices)
         src_lens = self.src_len[indices]
         if max_len:
             src_lens = np.minimum(src_lens, max_len)
         tgt_lens = self.tgt_len[indices]
-        src = np.full((n, src_lens.max()), PAD, dtype=np.int64)
+        src = np.full((n, round_up(int(src_lens.max()), LENGTH_MULTIPLE)), PAD, dtype=np.int64)
         tgt_in = np.full((n, tgt_lens.max()), PAD, dtype=np.int64)
         tgt_out = np.full((n, tgt_lens.max()), PAD, dtype=np.int64)
         for row, i in enumerate(indices):

@@ -63,7 +63,7 @@ def test_batches_respect_the_token_bound(pairs, batch_tokens, seed, multiple):
         assert padded <= batch_tokens or len(b) == 1, (len(b), padded)
         # the same bound, in terms of the tensors a batch becomes
         batch = pairs.collate(b)
-        assert len(b) * max(batch.src.size(1), batch.tgt_in.size(1)) <= batch_tokens or len(b) == 1
+        assert len(b) * max(int(batch.src_lengths.max()), batch.tgt_in.size(1)) <= batch_tokens or len(b) == 1
     if batch_tokens == 1:
         assert all(len(b) == 1 for b in batches)
     if batch_tokens == 100_000:
@@ -165,11 +165,11 @@ def test_collate_builds_the_teacher_forcing_tensors(tmp_path):
     data = pair_data(tmp_path, SOURCES, TARGETS)
     batch = data.collate(np.array([0, 1, 2, 3]))
     P, S, E = PAD_ID, SOS_ID, EOS_ID
-    assert batch.src.tolist() == [
-        [10, 11, 12, E, P, P],
-        [E, P, P, P, P, P],
-        [13, E, P, P, P, P],
-        [14, 15, 16, 17, 18, E],
+    assert batch.src.tolist() == [  # padded to a multiple of 8 (shapes.LENGTH_MULTIPLE)
+        [10, 11, 12, E, P, P, P, P],
+        [E, P, P, P, P, P, P, P],
+        [13, E, P, P, P, P, P, P],
+        [14, 15, 16, 17, 18, E, P, P],
     ]
     assert batch.src_lengths.tolist() == [4, 1, 2, 6]
     assert batch.tgt_in.tolist() == [
@@ -195,14 +195,15 @@ def test_collate_follows_the_given_order(tmp_path):
     batch = data.collate(np.array([3, 0]))
     assert batch.src[0, :6].tolist() == [14, 15, 16, 17, 18, EOS_ID]
     assert batch.tgt_out[1].tolist() == [20, EOS_ID, PAD_ID]
-    assert batch.src.shape == (2, 6) and batch.tgt_in.shape == (2, 3)
+    assert batch.src.shape == (2, 8) and batch.tgt_in.shape == (2, 3)
 
 
 def test_collate_can_truncate_sources(tmp_path):
     """max_len counts EOS: a truncated source keeps max_len - 1 ids and still ends in EOS."""
     data = pair_data(tmp_path, SOURCES, TARGETS)
     batch = data.collate(np.array([0, 3, 1]), max_len=3)
-    assert batch.src.tolist() == [[10, 11, EOS_ID], [14, 15, EOS_ID], [EOS_ID, PAD_ID, PAD_ID]]
+    assert batch.src[:, :3].tolist() == [[10, 11, EOS_ID], [14, 15, EOS_ID], [EOS_ID, PAD_ID, PAD_ID]]
+    assert (batch.src[:, 3:] == PAD_ID).all()
     assert batch.src_lengths.tolist() == [3, 3, 1]
     assert batch.tgt_out[1].tolist() == [24, 25, EOS_ID, PAD_ID]  # targets untouched
 
