@@ -14,8 +14,9 @@ hundred shapes serve a whole run:
 - the rows of products over every token of a batch (the encoder's and decoder's input
   products, the attention keys, the output layer) to a multiple of ``TOKEN_ROWS``.
 
-Batches themselves hold a multiple of ``train.batch_multiple`` sentences and a source
-side padded to a multiple of ``LENGTH_MULTIPLE`` (``batching.PairData.collate``).
+Training batches pad their source side to a multiple of ``LENGTH_MULTIPLE``
+(``batching.PairData.collate``), and with ``train.batch_multiple`` (the multi30k_de_en
+recipe: 32) full batches hold a multiple of that many sentences.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ LENGTH_MULTIPLE = 8
 
 
 def round_up(n: int, multiple: int) -> int:
+    """The least multiple of ``multiple`` that is at least ``n``."""
     return -(-n // multiple) * multiple
 
 
