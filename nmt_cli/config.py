@@ -83,6 +83,7 @@ class ModelConfig:
     cell: Literal["gru", "lstm", "rnn"] = "gru"  # rnn: the vanilla (Elman) tanh cell
     emb_size: int = 256
     emb_dropout: float = 0.2
+    word_dropout: float = 0.0  # rate at which whole input-word embeddings (source and target) are zeroed in training
     share_embeddings: bool = False  # one embedding table for source and target (joint vocab)
     tie_output: bool = False  # output projection = target embedding (needs output_size == emb_size)
     encoder_layers: int = 2
@@ -110,7 +111,7 @@ class ModelConfig:
         for key in ("emb_size", "encoder_layers", "encoder_hidden", "decoder_layers", "decoder_hidden", "attention_size",
                     "output_size", "heads", "window"):
             _require(getattr(self, key) >= 1, f"model.{key}", "must be >= 1")
-        for key in ("emb_dropout", "dropout"):
+        for key in ("emb_dropout", "word_dropout", "dropout"):
             _require(0 <= getattr(self, key) < 1, f"model.{key}", "must be in [0, 1)")
         memory = self.encoder_hidden * (2 if self.bidirectional else 1)
         if self.attention == "luong_dot" and memory != self.decoder_hidden:

@@ -72,6 +72,7 @@ class Decoder(nn.Module):
         self.cfg = cfg
         self.embedding = embedding
         self.emb_dropout = Dropout(cfg.emb_dropout)
+        self.word_dropout = Dropout(cfg.word_dropout, whole=True)
         self.bahdanau = cfg.attention == "bahdanau"
         parts = {"emb": cfg.emb_size}
         if self.bahdanau:
@@ -112,7 +113,8 @@ class Decoder(nn.Module):
 
     def embed(self, tokens: Tensor) -> Tensor:
         """Layer 0's input product for target words: (...,) ids -> (..., gates*hidden)."""
-        return over_rounded_rows(functools.partial(self.rnn.project, "emb"), self.emb_dropout(self.embedding(tokens)))
+        emb = self.emb_dropout(self.word_dropout(self.embedding(tokens)))  # (..., emb)
+        return over_rounded_rows(functools.partial(self.rnn.project, "emb"), emb)
 
     def step(self, emb_in: Tensor, state: list[Tensor], feed: Tensor | None, memory: Memory, t: int = 0,
              joined: Joined | None = None):

@@ -7,6 +7,12 @@ torch's CPU ``bernoulli_`` draws its numbers one at a time, where ``torch.rand``
 whole tensor with vectorized code, so "uniform >= p" makes the same kind of mask in a
 third of the time (forward and backward of a 100 x 40 x 512 batch: 12 against 19 ms in
 bf16). A GPU keeps torch's fused kernel.
+
+``whole=True`` drops whole vectors rather than units: word dropout (Gal and Ghahramani
+2016; Sennrich and Zhang 2019 found it among the strongest regularizers for small
+corpora). Applied to embeddings (batch, len, emb), each word's vector is zeroed with
+probability p and the rest scaled by 1 / (1 - p), so the model cannot lean on any one
+word of its input.
 """
 
 from __future__ import annotations
@@ -16,19 +22,20 @@ from torch import Tensor, nn
 
 
 class Dropout(nn.Module):
-    def __init__(self, p: float):
+    def __init__(self, p: float, whole: bool = False):
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {p}")
-        self.p = p
+        self.p, self.whole = p, whole
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        if x.device.type != "cpu":
+        if x.device.type != "cpu" and not self.whole:
             return nn.functional.dropout(x, self.p, training=True)
-        scale = torch.rand(x.shape) >= self.p  # (x's shape) True where the unit is kept
+        shape = (*x.shape[:-1], 1) if self.whole else x.shape  # a vector's units share its draw
+        scale = torch.rand(shape, device=x.device) >= self.p  # True where kept
         return x * scale.to(x.dtype).mul_(1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.p}" + (", whole=True" if self.whole else "")

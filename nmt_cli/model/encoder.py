@@ -115,6 +115,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.embedding = embedding
         self.emb_dropout = Dropout(cfg.emb_dropout)
+        self.word_dropout = Dropout(cfg.word_dropout, whole=True)
         self.dropout = Dropout(cfg.dropout)
         self.cell, self.hidden, self.residual = cfg.cell, cfg.encoder_hidden, cfg.residual
         self.dirs = 2 if cfg.bidirectional else 1
@@ -134,7 +135,7 @@ class Encoder(nn.Module):
         unorder = torch.argsort(order)
         packing = Packing.of(lengths[order], src.size(1), self.dirs)
 
-        x = self.emb_dropout(self.embedding(src.index_select(0, order)))  # (batch, src_len, emb)
+        x = self.emb_dropout(self.word_dropout(self.embedding(src.index_select(0, order))))  # (batch, src_len, emb)
         for i, layer in enumerate(self.layers):
             if i == 0:
                 x, state = layer(x, packing)

@@ -47,3 +47,13 @@ def test_the_mask_follows_the_seed():
 def test_a_rate_outside_0_1_is_refused(p):
     with pytest.raises(ValueError):
         Dropout(p)
+
+
+def test_whole_vectors_are_dropped_together_at_rate_p():
+    torch.manual_seed(2)
+    x = torch.ones(100, 40, 16)  # (batch, len, emb)
+    y = Dropout(0.25, whole=True).train()(x)
+    kept = y[..., 0] != 0  # (batch, len)
+    assert torch.equal(y, kept.unsqueeze(-1).float().expand_as(y) / 0.75)  # a word is all kept or all zero
+    assert abs(kept.float().mean().item() - 0.75) < 0.02
+    assert Dropout(0.25, whole=True).eval()(x) is x

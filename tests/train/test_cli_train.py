@@ -39,7 +39,7 @@ def test_a_short_run_reports_on_stderr_only(tmp_path, prepped):
 
 
 @pytest.mark.parametrize("assignments", [
-    pytest.param(["model.share_embeddings=true", "model.tie_output=true"], id="share+tie"),
+    pytest.param(["model.share_embeddings=true", "model.tie_output=true", "model.word_dropout=0.2"], id="share+tie+word_dropout"),
     pytest.param(["model.cell=lstm", "model.attention=luong_dot", "model.input_feeding=false",
                   "model.encoder_layers=2", "model.decoder_layers=2", "model.bridge=false"], id="lstm-luong_dot"),
     pytest.param(["train.precision=bf16", "train.optimizer=adamw", "train.schedule=inverse_sqrt",
