@@ -454,12 +454,20 @@ def _exit(code: int) -> NoReturn:
     objects) takes about 0.25 s, a tenth of a whole ``nmt translate`` of 1,000 lines;
     every file a command writes is closed, and renamed into place, before it returns.
     Under a profiler or tracer (cProfile, coverage) the usual exit lets it write its report."""
-    if sys.getprofile() or sys.gettrace():
+    if _observed():
         sys.exit(code)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a reader gone (head), a stream closed
             stream.flush()
     os._exit(code)
+
+
+def _observed() -> bool:
+    """A profiler, tracer or debugger is attached: the old hooks, or (Python 3.12 on, where
+    cProfile and coverage use them) a ``sys.monitoring`` tool."""
+    monitoring = getattr(sys, "monitoring", None)
+    tools = [monitoring.get_tool(i) for i in range(6)] if monitoring else []
+    return bool(sys.getprofile() or sys.gettrace() or any(tools))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -219,8 +219,8 @@ def test_summary_line_on_stderr_unless_quiet(source, ckpt):
 
 
 def test_int8_output_is_close_to_fp32(source, ckpt):
-    fp32 = translate(source, "-m", ckpt, "-q", "--scores")
-    int8 = translate(source, "-m", ckpt, "-q", "--scores", "--quantize", "int8")
+    fp32 = translate(source, "-m", ckpt, "-q", "--scores", "--device", "cpu")  # int8 is for CPU decoding
+    int8 = translate(source, "-m", ckpt, "-q", "--scores", "--quantize", "int8", "--device", "cpu")
     assert_ok(fp32)
     assert_ok(int8)
     pairs = list(zip(map(scored, out_lines(fp32.stdout)), map(scored, out_lines(int8.stdout)), strict=True))
