@@ -7,7 +7,7 @@
 # Every run trains recipes/multi30k_de_en.yaml with those --set overrides for STEPS steps
 # (the budget schedule decays the lr over the steps, not the clock, so runs that share a
 # machine get the same schedule), all at once on DEVICE (default cuda: one GPU holds
-# many of these small models; on the 2-core CPU run one at a time). Then each run's
+# many of these small models; on the 2-core CPU give it one variant at a time). Then each run's
 # best.pt translates the test set greedily and with beam 5, and the mean of its last 5
 # checkpoints with beam 5. WORK/summary.txt gets a line per run: the validation BLEU it
 # kept and the three test BLEU scores.

@@ -185,3 +185,19 @@ def test_packing_lists_each_steps_real_tokens_for_both_directions():
     backward = [(0, 2), (1, 1), (2, 1), (3, 0), (0, 1), (1, 0), (2, 0), (0, 0)]
     assert packing.index.tolist() == [[b * 4 + s for b, s in forward], [b * 4 + s for b, s in backward]]
     assert Packing.of(torch.tensor([3, 2, 2, 1]), length=4, dirs=1).index.tolist() == packing.index[:1].tolist()
+
+
+def test_word_dropout_drops_whole_source_words_in_training_only():
+    """With word_dropout near 1 every word's embedding is zeroed: the states are those of
+    an all-zero input, whatever the words; in evaluation the words count again."""
+    torch.manual_seed(0)
+    cfg = tiny_model_config(cell="gru", dropout=0.0, emb_dropout=0.0, word_dropout=0.999)
+    encoder = Encoder(cfg, nn.Embedding(VOCAB, cfg.emb_size, padding_idx=PAD_ID)).train()
+    a, b = make_batch(sources(1)), make_batch(sources(2))
+    torch.manual_seed(1)
+    dropped_a, _, _ = encoder(a.src, a.src_lengths)
+    torch.manual_seed(1)
+    dropped_b, _, _ = encoder(b.src, b.src_lengths)
+    assert torch.allclose(dropped_a, dropped_b)  # the same lengths, every word dropped
+    encoder.eval()
+    assert not torch.allclose(encoder(a.src, a.src_lengths)[0], encoder(b.src, b.src_lengths)[0])
