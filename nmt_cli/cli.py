@@ -466,7 +466,7 @@ def _observed() -> bool:
     """A profiler, tracer or debugger is attached: the old hooks, or (Python 3.12 on, where
     cProfile and coverage use them) a ``sys.monitoring`` tool."""
     monitoring = getattr(sys, "monitoring", None)
-    tools = [monitoring.get_tool(i) for i in range(6)] if monitoring else []
+    tools = [monitoring.get_tool(i) for i in range(6)] if monitoring else []  # tool ids 0-5
     return bool(sys.getprofile() or sys.gettrace() or any(tools))
 
 

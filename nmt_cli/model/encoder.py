@@ -42,11 +42,15 @@ from nmt_cli.model.shapes import rounded_rows, token_rows
 class Packing:
     """Where a batch's real tokens go, one step after another; see the module docstring."""
 
-    index: Tensor  # (dirs, tokens) flat position b*src_len + s of each packed token
     gather: Tensor  # (dirs, shapes.token_rows(tokens)) index, then position 0: the rows input products read
     steps: list[int]  # n_t: rows inside their sentence at step t (non-increasing)
     batch: int
     length: int  # src_len
+
+    @property
+    def index(self) -> Tensor:
+        """(dirs, tokens) flat position b*src_len + s of each packed token (a view of ``gather``)."""
+        return self.gather[:, : sum(self.steps)]
 
     @classmethod
     def of(cls, lens: Tensor, length: int, dirs: int) -> "Packing":
@@ -58,7 +62,7 @@ class Packing:
         positions = [t, lens[b] - 1 - t][:dirs]  # source position read by each direction
         index = torch.stack([b * length + s for s in positions])
         gather = nn.functional.pad(index, (0, token_rows(t.numel()) - t.numel()))
-        return cls(index, gather, steps.tolist(), lens.numel(), length)
+        return cls(gather, steps.tolist(), lens.numel(), length)
 
 
 class RecurrentLayer(nn.Module):
