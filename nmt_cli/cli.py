@@ -18,12 +18,13 @@ from typing import Any, NoReturn, Optional
 import typer
 from typer.core import TyperGroup
 
-from nmt_cli import __version__
+from nmt_cli import __version__, allocator
 from nmt_cli.errors import NmtError
 
 # torch's import looks for out-of-tree device backends through every installed package's
 # entry points; nmt runs on cpu or cuda only. An explicit setting still wins.
 os.environ.setdefault("TORCH_DEVICE_BACKEND_AUTOLOAD", "0")
+allocator.limit_descriptor_cache()  # before torch's first matrix product: 0.2 GB less at the peak of training
 
 EXAMPLES = {
     "prep": "nmt prep --src-lang de --tgt-lang en --train D/train --valid D/val --test D/test_2016_flickr --out work/prep",
