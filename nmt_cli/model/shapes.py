@@ -7,9 +7,8 @@ ideep's copy of its descriptor, which ``allocator.limit_descriptor_cache`` keeps
 few). A batch has its own sentence count, source length and token counts, so left alone
 every batch brings a few dozen new shapes: their compiling costs about a tenth of a
 training step, and the full cache much of the peak RSS above the live tensors
-(``docs/performance.md``). Rounding the row
-counts of products up, with zero rows added and their results dropped, lets a few
-hundred shapes serve a whole run:
+(``docs/performance.md``). Rounding the row counts of products up, with zero rows added
+and their results dropped, lets a few hundred shapes serve a whole run:
 
 - the rows of a step's products (one a sentence still running) to a multiple of
   ``STEP_ROWS``: the packed encoder's steps, greedy search's shrinking batch;
