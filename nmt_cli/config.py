@@ -131,7 +131,7 @@ class TrainConfig:
 
     seed: int = 1
     batch_tokens: int = 4000  # per batch: sentences x padded (longest side + 1) length
-    batch_multiple: int = 1  # a full batch holds a multiple of this many sentences
+    batch_multiple: int = 1  # a batch holds a multiple of this many sentences (the last of a pool padded with empty pairs)
     accumulate: int = 1  # batches per optimizer step
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from nmt_cli.decode.hypothesis import Hypothesis
-from nmt_cli.model.shapes import rounded_rows
+from nmt_cli.model.shapes import STEP_ROWS, rounded_rows
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.prep.subwords import EOS, PAD, SOS
 
@@ -27,11 +27,12 @@ def greedy(model: Seq2Seq, src: Tensor, lengths: Tensor, max_len_a: float, max_l
 
 @torch.no_grad()
 def greedy_encoded(model: Seq2Seq, encoded: tuple, lengths: Tensor, max_len_a: float, max_len_b: int,
-                   keep_attention: bool = False, logprobs: bool = True) -> list[Hypothesis]:
+                   keep_attention: bool = False, logprobs: bool = True, row_multiple: int = STEP_ROWS) -> list[Hypothesis]:
     """:func:`greedy` from the output of ``model.encode`` (when the caller has it already).
 
     Without ``logprobs`` the per-step softmax normalizer is skipped (a pass over the
-    vocabulary for every word) and hypotheses carry NaN scores.
+    vocabulary for every word) and hypotheses carry NaN scores. The rows left are rounded
+    up to a multiple of ``row_multiple``.
     """
     memory, state, feed = encoded
     batch, src_len, device = memory.mask.size(0), memory.mask.size(1), memory.mask.device
@@ -63,7 +64,7 @@ def greedy_encoded(model: Seq2Seq, encoded: tuple, lengths: Tensor, max_len_a: f
             if n == 0:
                 break
             alive = torch.where(going, alive, batch)
-            rows = rounded_rows(n, alive.numel())
+            rows = rounded_rows(n, alive.numel(), row_multiple)
             if rows < alive.numel():
                 keep = torch.argsort((~going).to(torch.uint8), stable=True)[:rows]  # going rows first
                 alive, prev = alive[keep], prev[keep]

@@ -17,7 +17,9 @@ and their results dropped, lets a few hundred shapes serve a whole run:
 
 Training batches pad their source side to a multiple of ``LENGTH_MULTIPLE``
 (``batching.PairData.collate``), and with ``train.batch_multiple`` (the multi30k_de_en
-recipe: 32) full batches hold a multiple of that many sentences.
+recipe: 32) every batch holds a multiple of that many sentences: full batches by their
+cut, the last of each pool with empty pairs added. Validation's greedy search rounds its
+rows to the same multiple, so that it runs on training's kernels.
 """
 
 from __future__ import annotations
@@ -37,10 +39,10 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def rounded_rows(n: int, limit: int) -> int:
-    """``n`` rows rounded up to a multiple of ``STEP_ROWS``, at most ``limit``: the row
+def rounded_rows(n: int, limit: int, multiple: int = STEP_ROWS) -> int:
+    """``n`` rows rounded up to a multiple of ``multiple``, at most ``limit``: the row
     count a step's products run over."""
-    return min(round_up(n, STEP_ROWS), limit)
+    return min(round_up(n, multiple), limit)
 
 
 def token_rows(n: int) -> int:

@@ -39,17 +39,25 @@ class PairData:
     def __len__(self) -> int:
         return len(self.src_len)
 
-    def collate(self, indices: np.ndarray, max_len: int = 0) -> Batch:
+    def collate(self, indices: np.ndarray, max_len: int = 0, multiple: int = 1, max_tokens: int = 0) -> Batch:
         """Padded tensors for the pairs ``indices`` (sources truncated to ``max_len`` if > 0);
-        the source side padded to a multiple of ``LENGTH_MULTIPLE`` (few shapes: ``shapes.py``)."""
+        the source side padded to a multiple of ``LENGTH_MULTIPLE``, and the rows to a
+        multiple of ``multiple`` with empty pairs (source EOS, target all PAD: no loss, no
+        gradient) where rows x longest side stays within ``max_tokens`` (if > 0), so that
+        the odd batch at the end of a pool meets no new product shapes (``shapes.py``)."""
         n = len(indices)
+        rows = round_up(n, multiple)
+        if max_tokens and rows * int(self.size[indices].max()) > max_tokens:
+            rows = n  # padded, it would outgrow the batch size: memory over shapes
         src_lens = self.src_len[indices]
         if max_len:
             src_lens = np.minimum(src_lens, max_len)
+        src_lens = np.concatenate([src_lens, np.ones(rows - n, dtype=src_lens.dtype)])  # empty pairs: EOS alone
         tgt_lens = self.tgt_len[indices]
-        src = np.full((n, round_up(int(src_lens.max()), LENGTH_MULTIPLE)), PAD, dtype=np.int64)
-        tgt_in = np.full((n, tgt_lens.max()), PAD, dtype=np.int64)
-        tgt_out = np.full((n, tgt_lens.max()), PAD, dtype=np.int64)
+        src = np.full((rows, round_up(int(src_lens.max()), LENGTH_MULTIPLE)), PAD, dtype=np.int64)
+        tgt_in = np.full((rows, tgt_lens.max()), PAD, dtype=np.int64)
+        tgt_out = np.full((rows, tgt_lens.max()), PAD, dtype=np.int64)
+        src[n:, 0], tgt_in[n:, 0] = EOS, SOS
         for row, i in enumerate(indices):
             s, t = self.src[i][: src_lens[row] - 1], self.tgt[i]
             src[row, : len(s)], src[row, len(s)] = s, EOS

@@ -154,22 +154,22 @@ def train_step(run: Run, group: list) -> tuple[float, float, int]:
     # A rank left without a batch (end of an epoch) still joins the averaging, with weight 0.
     weight = run.ranks.world / tokens if mine else 0.0
     work = mine or group[:1]
-    ratio = teacher_forcing_ratio(run.cfg.train, run.progress.step)
+    t = run.cfg.train
+    ratio = teacher_forcing_ratio(t, run.progress.step)
     loss_sum = nll_sum = 0.0
     for i, indices in enumerate(work):
-        batch = run.data.train.collate(indices).to(run.device)
+        batch = run.data.train.collate(indices, multiple=t.batch_multiple, max_tokens=t.batch_tokens).to(run.device)
         with _gradient_sync(run, last=i == len(work) - 1):
             with run.autocast():
-                loss, nll = run.net(batch.src, batch.src_lengths, batch.tgt_in, ratio, batch.tgt_out,
-                                    run.cfg.train.label_smoothing)
+                loss, nll = run.net(batch.src, batch.src_lengths, batch.tgt_in, ratio, batch.tgt_out, t.label_smoothing)
             scaled = loss * weight
             (run.scaler.scale(scaled) if run.scaler else scaled).backward()
         if mine:
             loss_sum, nll_sum = loss_sum + loss.item(), nll_sum + nll.item()
     if run.scaler:
         run.scaler.unscale_(run.optimizer)
-    if run.cfg.train.clip_norm:
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.train.clip_norm)
+    if t.clip_norm:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.clip_norm)
     if run.scaler:
         run.scaler.step(run.optimizer)
         run.scaler.update()

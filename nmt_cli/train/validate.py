@@ -17,6 +17,7 @@ import torch
 from nmt_cli.config import TrainConfig
 from nmt_cli.decode.greedy import greedy_encoded
 from nmt_cli.model.seq2seq import Seq2Seq
+from nmt_cli.model.shapes import STEP_ROWS
 from nmt_cli.train.batching import PairData
 
 
@@ -34,8 +35,9 @@ def validate(model: Seq2Seq, data: PairData, refs: list[str], sp: spm.SentencePi
         with autocast():
             encoded = model.encode(batch.src, batch.src_lengths)  # once, for the loss and for decoding
             nll += model.decoder.losses(model.decoder(batch.tgt_in, *encoded), batch.tgt_out, 0.0)[1].item()
+            # rows rounded as training's batches are: its product kernels serve validation too (shapes.py)
             hyps_batch = greedy_encoded(model, encoded, batch.src_lengths, cfg.valid_max_len_a, cfg.valid_max_len_b,
-                                        logprobs=False)
+                                        logprobs=False, row_multiple=max(STEP_ROWS, cfg.batch_multiple))
         tokens += batch.tokens
         for i, hyp in zip(indices, hyps_batch):
             hyps[i] = sp.decode(hyp.tokens)

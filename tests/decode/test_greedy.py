@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import COPY_MAX, COPY_MIN, COPY_VOCAB, EOS_ID, SOS_ID, make_batch, random_sequences, tiny_model_config
-from nmt_cli.decode.greedy import greedy
+from nmt_cli.decode.greedy import greedy, greedy_encoded
 from nmt_cli.model.seq2seq import Seq2Seq
 
 VOCAB = 25
@@ -48,6 +48,18 @@ def test_batched_greedy_equals_one_sentence_at_a_time(copy_model):
     for seq, out in zip(seqs, together):
         alone = make_batch([seq])
         assert greedy_ids(model, alone.src, alone.src_lengths, 1.5, 10) == [out]
+
+
+def test_rows_rounded_to_a_larger_multiple_give_the_same_words(copy_model):
+    """Validation rounds the rows left to training's batch multiple (32): rows kept only as
+    padding write nothing."""
+    model, _ = copy_model
+    seqs = sources(70, seed=12, vocab=COPY_VOCAB, low=1, high=COPY_MAX + 2)
+    batch = make_batch(seqs)
+    with torch.no_grad():
+        encoded = model.encode(batch.src, batch.src_lengths)
+    by = {m: [h.tokens for h in greedy_encoded(model, encoded, batch.src_lengths, 1.5, 10, row_multiple=m)] for m in (1, 32)}
+    assert by[32] == by[1]
 
 
 @pytest.mark.parametrize("feeding", [True, False], ids=["feed", "nofeed"])

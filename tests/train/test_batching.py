@@ -214,3 +214,38 @@ def test_batch_to_device_keeps_lengths_on_the_cpu(tmp_path):
     assert moved.src_lengths.device.type == "cpu"
     assert moved.tokens == batch.tokens
     assert torch.equal(moved.tgt_out, batch.tgt_out)
+
+
+def test_collate_pads_the_rows_to_a_multiple_with_empty_pairs(tmp_path):
+    data = pair_data(tmp_path, SOURCES, TARGETS)
+    plain, padded = data.collate(np.array([0, 3, 1])), data.collate(np.array([0, 3, 1]), multiple=8)
+    assert padded.src.shape == (8, 8) and padded.tgt_in.shape == (8, 4)
+    assert torch.equal(padded.src[:3], plain.src) and torch.equal(padded.tgt_out[:3], plain.tgt_out)
+    assert padded.src[3:, 0].eq(EOS_ID).all() and padded.src[3:, 1:].eq(PAD_ID).all()  # source: EOS alone
+    assert padded.src_lengths[3:].eq(1).all()
+    assert padded.tgt_in[3:, 0].eq(SOS_ID).all() and padded.tgt_in[3:, 1:].eq(PAD_ID).all()
+    assert padded.tgt_out[3:].eq(PAD_ID).all()  # no target: no loss
+    assert padded.tokens == plain.tokens
+    assert data.collate(np.arange(4), multiple=4).src.size(0) == 4  # a full multiple: nothing added
+    # sizes (longest side + 1) of pairs 0, 3, 1: 4, 6, 4; 8 rows x 6 = 48 tokens
+    assert data.collate(np.array([0, 3, 1]), multiple=8, max_tokens=48).src.size(0) == 8
+    assert data.collate(np.array([0, 3, 1]), multiple=8, max_tokens=47).src.size(0) == 3  # it would outgrow the batch
+
+
+def test_empty_pairs_change_neither_loss_nor_gradients(tmp_path):
+    from conftest import tiny_model_config
+    from nmt_cli.model.seq2seq import Seq2Seq
+
+    data = pair_data(tmp_path, SOURCES, TARGETS)
+    torch.manual_seed(0)
+    model = Seq2Seq(tiny_model_config(), 32, 32)
+    results = []
+    for multiple in (1, 8):
+        model.zero_grad()
+        loss, _ = model.loss(data.collate(np.array([0, 3, 1]), multiple=multiple), label_smoothing=0.1)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (loss1, grads1), (loss8, grads8) = results
+    torch.testing.assert_close(loss8, loss1)
+    for g8, g1 in zip(grads8, grads1):
+        torch.testing.assert_close(g8, g1)
