@@ -257,7 +257,7 @@ def translate(
     from nmt_cli.decode import alignment as attention_out
     from nmt_cli.decode.inference import Inference
     from nmt_cli.decode.translate import Outputs, Translator, run
-    from nmt_cli.device import resolve
+    from nmt_cli.device import resolve, slow_bf16_note
 
     if threads:
         torch.set_num_threads(threads)
@@ -268,6 +268,9 @@ def translate(
         attention_plot.mkdir(parents=True, exist_ok=True)
     wants_attention = bool(alignments or attention_plot or show_attention)
     translator = Translator(Inference.load(model, flags, resolve(device.value)), keep_attention=wants_attention, logprobs=scores)
+    note = slow_bf16_note(translator.inference.device, translator.decode.precision, "--precision")
+    if note and not quiet:
+        typer.echo(note, err=True)
     with contextlib.ExitStack() as stack:
         out = sys.stdout if output == "-" else stack.enter_context(nio.atomic_file(output))
         align = stack.enter_context(nio.atomic_file(alignments)) if alignments else None
@@ -381,7 +384,7 @@ def _score_model(model: Path, src: Optional[str], references: list[str], fmt: Fo
     from nmt_cli import io as nio
     from nmt_cli.decode import forced
     from nmt_cli.decode.inference import Inference
-    from nmt_cli.device import resolve
+    from nmt_cli.device import resolve, slow_bf16_note
 
     if src is None:
         raise NmtError("--model needs --src SOURCE: the references are scored as translations of it")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 
 import torch
 from torch import Tensor
@@ -38,3 +39,39 @@ def to_autocast_dtype(t: Tensor) -> Tensor:
     what a matrix product would read it as, cast once rather than at every product."""
     kind = t.device.type
     return t.to(torch.get_autocast_dtype(kind)) if torch.is_autocast_enabled(kind) else t
+
+
+def bf16_speedup(rows: int = 512, size: int = 512, reps: int = 5) -> float:
+    """How many times faster a bf16 matrix product runs than an fp32 one on this CPU (> 1:
+    faster), timed on a (rows, size) x (size, 3*size) product, the best of ``reps``.
+
+    bf16 pays where the CPU multiplies it natively at more than fp32's rate (Intel AMX,
+    AMD Zen 4/5); where it has only AVX-512 BF16 dot products beside two fp32 FMA units
+    (Intel without AMX, or AMX hidden by a hypervisor) bf16 can run at half fp32's rate.
+    About 0.05 s.
+    """
+    rng = torch.Generator().manual_seed(0)  # its own: a run's random state stays as it was
+    a, b = torch.randn(rows, size, generator=rng), torch.randn(size, 3 * size, generator=rng)
+
+    def best(x: Tensor, y: Tensor) -> float:
+        x @ y  # the first call compiles the kernel
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            x @ y
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best(a, b) / best(a.bfloat16(), b.bfloat16())
+
+
+def slow_bf16_note(device: torch.device, precision: str, key: str) -> str | None:
+    """A one-line hint when ``precision`` is bf16 on a CPU where bf16 products run slower
+    than fp32 ones (:func:`bf16_speedup` < 1), naming the setting ``key`` that switches; else None."""
+    if precision != "bf16" or device.type != "cpu":
+        return None
+    ratio = bf16_speedup()
+    if ratio >= 1.0:
+        return None
+    return (f"note: bf16 matrix products run at {ratio:.2f}x fp32's speed on this CPU (no AMX or native bf16 units); "
+            f"{key}=fp32 may be faster (docs/performance.md)")

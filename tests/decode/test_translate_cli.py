@@ -17,6 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import assert_ok, assert_one_line_error, make_pairs, write_lines
+from nmt_cli import device as devices
 from nmt_cli.cli import app
 
 PHARAOH = re.compile(r"^(\d+-\d+)( \d+-\d+)*$")
@@ -202,6 +203,17 @@ def test_bf16_runs_on_cpu(source, ckpt):
     result = translate(source, "-m", ckpt, "-q", "--precision", "bf16", "--device", "cpu", "--beam", "2")
     assert_ok(result)
     assert len(out_lines(result.stdout)) == 20
+
+
+@pytest.mark.parametrize("ratio, noted", [(0.5, True), (2.0, False)])
+def test_bf16_note_where_bf16_is_slow(monkeypatch, source, ckpt, ratio, noted):
+    monkeypatch.setattr(devices, "bf16_speedup", lambda: ratio)
+    result = translate(source, "-m", ckpt, "--precision", "bf16", "--device", "cpu")
+    assert_ok(result)
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: bf16")]
+    assert len(notes) == noted and all("--precision=fp32" in n for n in notes)
+    quiet = translate(source, "-m", ckpt, "--precision", "bf16", "--device", "cpu", "-q")
+    assert quiet.stderr == ""
 
 
 def test_summary_line_on_stderr_unless_quiet(source, ckpt):

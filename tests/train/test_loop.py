@@ -228,6 +228,15 @@ def test_early_stopping_on_patience(tmp_path, prepped):
     assert checkpoint.load(tmp_path / "model" / "ckpt-0000008.pt")["progress"]["step"] == 8
 
 
+def test_bf16_note_on_a_cpu_where_bf16_is_slow(monkeypatch, tmp_path, prepped):
+    monkeypatch.setattr(loop.devices, "bf16_speedup", lambda: 0.5)
+    display = Lines()
+    train(tiny_config("train.precision=bf16", "train.max_steps=1"), prepped, tmp_path / "model", resume=False,
+          device="cpu", display=display)
+    (note,) = [line for line in display.lines if line.startswith("note: bf16")]
+    assert "0.50x" in note and "--set train.precision=fp32" in note
+
+
 def test_max_epochs_with_accumulation(tmp_path, prepped):
     """accumulate=2: a step is two batches; max_epochs=1 stops after one pass over the data,
     and the stop validates and checkpoints even off the valid_every grid."""
