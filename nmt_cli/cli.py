@@ -268,8 +268,7 @@ def translate(
         attention_plot.mkdir(parents=True, exist_ok=True)
     wants_attention = bool(alignments or attention_plot or show_attention)
     translator = Translator(Inference.load(model, flags, resolve(device.value)), keep_attention=wants_attention, logprobs=scores)
-    note = slow_bf16_note(translator.inference.device, translator.decode.precision, "--precision")
-    if note and not quiet:
+    if not quiet and (note := slow_bf16_note(translator.inference.device, translator.decode.precision, "--precision")):
         typer.echo(note, err=True)
     with contextlib.ExitStack() as stack:
         out = sys.stdout if output == "-" else stack.enter_context(nio.atomic_file(output))
@@ -384,7 +383,7 @@ def _score_model(model: Path, src: Optional[str], references: list[str], fmt: Fo
     from nmt_cli import io as nio
     from nmt_cli.decode import forced
     from nmt_cli.decode.inference import Inference
-    from nmt_cli.device import resolve, slow_bf16_note
+    from nmt_cli.device import resolve
 
     if src is None:
         raise NmtError("--model needs --src SOURCE: the references are scored as translations of it")

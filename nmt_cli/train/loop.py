@@ -96,7 +96,7 @@ def train(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str = "a
         t = run.cfg.train
         run.log.line(f"training {parameter_count(run.model):,} parameters on {run.device} ({t.precision}); "
                      f"{len(run.data.train):,} training pairs; writing {run.out}")
-        if note := devices.slow_bf16_note(run.device, t.precision, "--set train.precision"):
+        if ranks.main and (note := devices.slow_bf16_note(run.device, t.precision, "--set train.precision")):
             run.log.line(note)
         run.log.line(f"effective batch: {ranks.world} rank{'s' if ranks.world > 1 else ''} x {t.batch_tokens:,} tokens "
                      f"x accumulate {t.accumulate} = {effective_batch(run):,} tokens an optimizer step")
