@@ -157,7 +157,9 @@ class TrainConfig:
     max_epochs: int = 0  # 0: no limit
     max_time: str = ""  # wall-clock budget, e.g. 20m, 1h30m, 90s ("": no limit)
     keep_last: int = 2  # step checkpoints kept besides best.pt
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # auto: bf16 where this machine runs it clearly faster than fp32 (a probe at start), else
+    # fp32; a resumed run keeps the precision it started with (fp16: CUDA only)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     valid_max_len_a: float = 1.5  # greedy validation decodes at most a*src_len + b tokens
     valid_max_len_b: int = 10
     valid_batch_size: int = 200  # sentences per validation decoding batch
@@ -218,7 +220,7 @@ class DecodeConfig:
     batch_tokens: int = 0  # source subwords per batch, padding included (0: no limit)
     replace_unk: bool = False  # replace UNK by the source subword with the most attention
     hard_attention: bool = False  # diagnostic: the context is the most attended source state alone (argmax)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype (fp16: CUDA only)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # autocast dtype; auto: as train.precision (fp16: CUDA only)
     quantize: Literal["none", "int8"] = "none"  # dynamic int8 quantization (CPU only)
 
     @property

@@ -41,36 +41,73 @@ def to_autocast_dtype(t: Tensor) -> Tensor:
     return t.to(torch.get_autocast_dtype(kind)) if torch.is_autocast_enabled(kind) else t
 
 
-def bf16_speedup(rows: int = 512, size: int = 512, reps: int = 5) -> float:
-    """How many times faster a bf16 matrix product runs than an fp32 one on this CPU (> 1:
-    faster), timed on a (rows, size) x (size, 3*size) product, the best of ``reps``.
+# bf16 must be this many times faster than fp32 on the probe for ``auto`` to choose it: a
+# noisy machine near 1x would otherwise flip between runs (docs/performance.md).
+AUTO_MARGIN = 1.2
+
+
+def product_shapes(model, rows: int) -> list[tuple[int, int, int]]:
+    """(rows, k, n) of the matrix products that dominate a step of this model (a
+    ``ModelConfig``): the decoder's recurrent product and its output layer over ``rows``
+    target positions. What the precision probe times."""
+    gates = {"gru": 3, "lstm": 4, "rnn": 1}[model.cell]
+    return [(rows, model.decoder_hidden, gates * model.decoder_hidden), (rows, model.output_size, 4 * model.output_size)]
+
+
+def bf16_speedup(shapes: list[tuple[int, int, int]] = ((128, 512, 1536),), reps: int = 3) -> float:
+    """How many times faster bf16 matrix products run than fp32 ones on this CPU (> 1:
+    faster), over ``shapes`` (rows, k, n), each the best of ``reps`` interleaved runs.
 
     bf16 pays where the CPU multiplies it natively at more than fp32's rate (Intel AMX,
-    AMD Zen 5); on an Intel CPU with AVX-512 BF16 but AMX hidden by its hypervisor it ran
-    at about half fp32's rate (docs/performance.md). About 0.05 s.
+    AMD Zen 4/5); without native units (AVX2-only CPUs) it runs at a few hundredths of
+    fp32's rate. A bf16 product that takes far longer than fp32's on its first call ends
+    the probe there, so that it stays short on such CPUs (docs/performance.md).
     """
     rng = torch.Generator().manual_seed(0)  # its own: a run's random state stays as it was
-    a, b = torch.randn(rows, size, generator=rng), torch.randn(size, 3 * size, generator=rng)
+    fp32_total = bf16_total = 0.0
+    for rows, k, n in shapes:
+        a, b = torch.randn(rows, k, generator=rng), torch.randn(k, n, generator=rng)
+        a16, b16 = a.bfloat16(), b.bfloat16()
+        fp32 = min(_timed(a, b) for _ in range(reps + 1))  # the first call compiles the kernel
+        first = _timed(a16, b16)
+        if first > 20 * fp32 + 0.005:  # far slower even allowing for compiling: no need to go on
+            return (fp32_total + fp32) / (bf16_total + first)
+        bf16 = min(_timed(a16, b16) for _ in range(reps))
+        fp32 = min([fp32] + [_timed(a, b) for _ in range(reps)])  # interleaved: noise hits both
+        fp32_total, bf16_total = fp32_total + fp32, bf16_total + bf16
+    return fp32_total / bf16_total
 
-    def best(x: Tensor, y: Tensor) -> float:
-        x @ y  # the first call compiles the kernel
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            x @ y
-            times.append(time.perf_counter() - start)
-        return min(times)
 
-    return best(a, b) / best(a.bfloat16(), b.bfloat16())
+def _timed(x: Tensor, y: Tensor) -> float:
+    start = time.perf_counter()
+    x @ y
+    return time.perf_counter() - start
+
+
+def resolve_precision(requested: str, device: torch.device, shapes: list[tuple[int, int, int]]) -> tuple[str, str]:
+    """The concrete precision for ``requested`` (``auto``, fp32, bf16 or fp16) and why.
+
+    ``auto``: on a CPU, bf16 where the probe (:func:`bf16_speedup` over the model's own
+    product shapes) finds it at least ``AUTO_MARGIN`` times faster than fp32, else fp32; on
+    CUDA, fp32, faster than autocast for models of this size (docs/performance.md).
+    """
+    if requested != "auto":
+        return requested, "as asked"
+    if device.type != "cpu":
+        return "fp32", f"fp32 on {device.type}: faster than autocast for models of this size"
+    ratio = bf16_speedup(shapes)
+    choice = "bf16" if ratio >= AUTO_MARGIN else "fp32"
+    return choice, f"bf16 {ratio:.2f}x fp32 on this CPU"
 
 
 def slow_bf16_note(device: torch.device, precision: str, key: str) -> str | None:
-    """A one-line hint when ``precision`` is bf16 on a CPU where bf16 products run slower
-    than fp32 ones (:func:`bf16_speedup` < 1), naming the setting ``key`` that switches; else None."""
+    """A one-line hint when bf16 was asked for explicitly on a CPU where bf16 products run
+    slower than fp32 ones (:func:`bf16_speedup` < 1), naming the setting ``key`` that
+    switches; else None."""
     if precision != "bf16" or device.type != "cpu":
         return None
     ratio = bf16_speedup()
     if ratio >= 1.0:
         return None
-    return (f"note: bf16 matrix products run at {ratio:.2f}x fp32's speed on this CPU (no AMX or native bf16 units); "
-            f"{key}=fp32 may be faster (docs/performance.md)")
+    return (f"note: bf16 matrix products run at {ratio:.2f}x fp32's speed on this CPU (no native bf16 units); "
+            f"{key}=auto or fp32 is faster (docs/performance.md)")

@@ -189,6 +189,18 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fp32_where_auto():
+    """``precision: auto`` resolves to fp32 in the tests, whatever the CPU's bf16 speed, so
+    that outputs compare exactly; tests of the probe stub it themselves, or call
+    ``REAL_BF16_SPEEDUP``."""
+    from nmt_cli import device
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(device, "bf16_speedup", lambda *args, **kwargs: 1.0)
+        yield
+
+
 def make_batch(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]] | None = None):
     """A ``Batch`` as ``train/batching.py`` builds it: src = ids + EOS, tgt_in = SOS + ids,
     tgt_out = ids + EOS, PAD-padded; ``targets`` defaults to ``sources`` (copy task)."""

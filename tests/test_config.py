@@ -312,3 +312,8 @@ def test_course_recipes_load_and_change_only_what_they_state(path):
         for key, value in keys.items():
             want = stated[key] if key in stated else getattr(getattr(base, section), key)
             assert value == want, (path.name, section, key)
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.rglob("*.yaml")), ids=lambda p: str(p.relative_to(RECIPES)))
+def test_every_shipped_recipe_trains_in_the_precision_this_machine_runs_fastest(path):
+    assert config.load_recipe(path).train.precision == "auto"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import itertools
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -37,6 +37,7 @@ class Inference:
     limit: int  # the model's length limit in subwords (its training max_len)
     device: torch.device
     autocast: Callable
+    precision_line: str = ""  # which precision runs and why (``auto``'s choice)
 
     @classmethod
     def load(cls, path: Path | str, overrides: dict, device: torch.device, search: bool = True) -> "Inference":
@@ -47,6 +48,13 @@ class Inference:
         payload = checkpoint.load(path, device="cpu", mmap=True, require=checkpoint.FOR_INFERENCE)
         model, cfg = checkpoint.load_model(payload)
         cfg = with_values(cfg, "decode", overrides)
+        asked = cfg.decode.precision
+        rows = cfg.decode.sentences_per_batch * cfg.decode.beam
+        if asked == "auto" and cfg.decode.quantize == "int8":
+            precision, why = "fp32", "int8 layers"  # the quantized products are the fast path
+        else:
+            precision, why = devices.resolve_precision(asked, device, devices.product_shapes(cfg.model, rows))
+        cfg = replace(cfg, decode=replace(cfg.decode, precision=precision))
         vocab = payload["vocab"]
         if search and "tgt_words" in vocab:  # checkpoints from before 2026-11-23 lack the list
             model.decoder.restrict_output(torch.tensor(vocab["tgt_words"]))
@@ -54,7 +62,8 @@ class Inference:
                    subwords.from_bytes(vocab["src_spm"], f"{path} (source)"),
                    subwords.from_bytes(vocab["tgt_spm"], f"{path} (target)"),
                    cfg.data.max_len or NO_LIMIT, device,
-                   devices.autocast(device, cfg.decode.precision, "--precision"))
+                   devices.autocast(device, precision, "--precision"),
+                   f"auto -> {precision} ({why})" if asked == "auto" else precision)
 
     @property
     def decode(self) -> DecodeConfig:

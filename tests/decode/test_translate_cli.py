@@ -205,13 +205,30 @@ def test_bf16_runs_on_cpu(source, ckpt):
     assert len(out_lines(result.stdout)) == 20
 
 
+def test_auto_precision_equals_fp32_where_it_resolves_to_fp32(monkeypatch, source, ckpt):
+    monkeypatch.setattr(devices, "bf16_speedup", lambda shapes: 0.05)
+    auto = translate(source, "-m", ckpt, "--device", "cpu", "--beam", "3")
+    fp32 = translate(source, "-m", ckpt, "--device", "cpu", "--beam", "3", "--precision", "fp32")
+    assert_ok(auto) and assert_ok(fp32)
+    assert auto.stdout == fp32.stdout
+    assert "auto -> fp32 (bf16 0.05x fp32 on this CPU)" in auto.stderr
+
+
+def test_auto_precision_takes_bf16_where_clearly_faster(monkeypatch, source, ckpt):
+    monkeypatch.setattr(devices, "bf16_speedup", lambda shapes: 3.0)
+    auto = translate(source, "-m", ckpt, "--device", "cpu")
+    assert_ok(auto)
+    assert "auto -> bf16 (bf16 3.00x fp32 on this CPU)" in auto.stderr
+    assert "auto -> fp32 (int8 layers)" in translate(source, "-m", ckpt, "--device", "cpu", "--quantize", "int8").stderr
+
+
 @pytest.mark.parametrize("ratio, noted", [(0.5, True), (2.0, False)])
 def test_bf16_note_where_bf16_is_slow(monkeypatch, source, ckpt, ratio, noted):
     monkeypatch.setattr(devices, "bf16_speedup", lambda: ratio)
     result = translate(source, "-m", ckpt, "--precision", "bf16", "--device", "cpu")
     assert_ok(result)
     notes = [line for line in result.stderr.splitlines() if line.startswith("note: bf16")]
-    assert len(notes) == noted and all("--precision=fp32" in n for n in notes)
+    assert len(notes) == noted and all("--precision=auto or fp32" in n for n in notes)
     quiet = translate(source, "-m", ckpt, "--precision", "bf16", "--device", "cpu", "-q")
     assert quiet.stderr == ""
 
