@@ -1,9 +1,11 @@
-"""Benchmark `nmt train`: target tokens/s and peak RSS, per attention type and precision.
+"""Benchmark `nmt train`: target tokens/s and peak RSS per model, in fp32 and bf16, with
+what ``precision: auto`` picks, on this CPU as it is and with oneDNN limited to AVX2.
 
 Each configuration is a whole `nmt train` process on the multi30k_de_en recipe (Multi30k
 de-en prepared by `nmt prep`) for ``--steps`` optimizer steps without validation.
 Throughput is the median of the logged windows after the first (warm-up) one; peak RSS
-is the child's ``ru_maxrss``.
+is the child's ``ru_maxrss``. Where bf16 runs at a few hundredths of fp32's speed (no
+native bf16 units: AVX2), it is timed over a few steps only.
 
     python bench/bench_train.py --prep work/prep-de-en --steps 60
 """
@@ -20,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+import machine
+
 from nmt_cli.train import metrics
 
 CONFIGS = {
@@ -29,13 +33,28 @@ CONFIGS = {
 }
 
 
-def run(args: list[str]) -> tuple[float, int]:
+def run(args: list[str], env: dict[str, str]) -> tuple[float, int]:
     start = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"failed: {' '.join(args)}\n{proc.stderr.read().decode()}")
     return time.perf_counter() - start, usage.ru_maxrss * 1024
+
+
+def speed(args: argparse.Namespace, isa: str, extra: list[str], precision: str, steps: int) -> dict:
+    """Median target tokens/s and peak RSS of one whole `nmt train` process."""
+    out = args.work / "model"
+    shutil.rmtree(out, ignore_errors=True)
+    log_every = args.log_every if steps >= 3 * args.log_every else 1
+    _, peak = run([
+        sys.executable, "-m", "nmt_cli", "train", args.recipe, "--data", str(args.prep), "--out", str(out),
+        "--set", f"train.precision={precision}", "--set", f"train.max_steps={steps}",
+        "--set", f"train.log_every={log_every}", "--set", f"train.valid_every={10 * steps}",
+        "--set", "train.max_time=", "--device", args.device, *extra,
+    ], machine.env(isa))
+    speeds = [e["tokens_per_s"] for e in metrics.events(out, "train")][1:]
+    return {"tokens_per_s": statistics.median(speeds), "peak_rss_gb": peak / 2**30, "steps": steps}
 
 
 def torch_device_name() -> str:
@@ -51,34 +70,32 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("work/bench/train"))
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--log-every", type=int, default=10)
-    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--isas", default="native,AVX2", help="of: " + ", ".join(machine.ISAS))
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
 
     rows = []
-    for name, extra in CONFIGS.items():
-        for precision in args.precisions.split(","):
-            out = args.work / "model"
-            shutil.rmtree(out, ignore_errors=True)
-            seconds, peak = run([
-                sys.executable, "-m", "nmt_cli", "train", args.recipe, "--data", str(args.prep), "--out", str(out),
-                "--set", f"train.precision={precision}", "--set", f"train.max_steps={args.steps}",
-                "--set", f"train.log_every={args.log_every}", "--set", f"train.valid_every={10 * args.steps}",
-                "--set", "train.max_time=", "--device", args.device, *extra,
-            ])
-            speeds = [e["tokens_per_s"] for e in metrics.events(out, "train")][1:]
-            rows.append({"model": name, "precision": precision, "tokens_per_s": statistics.median(speeds),
-                         "peak_rss_gb": peak / 2**30, "seconds": seconds, "steps": args.steps})
-            print(f"{name} {precision}: {rows[-1]['tokens_per_s']:,.0f} tgt tok/s, peak RSS {rows[-1]['peak_rss_gb']:.2f} GB",
-                  file=sys.stderr)
-    where = f"{os.cpu_count()} CPUs" if args.device == "cpu" else torch_device_name()
-    print(f"nmt train, {args.recipe}, {args.steps} steps, median of logged windows after warm-up, {where}")
-    print("| model | precision | target tokens/s | peak RSS |")
-    print("|---|---|---|---|")
+    for isa in args.isas.split(","):
+        for name, extra in CONFIGS.items():
+            auto = machine.auto_precision(isa, args.recipe, extra)
+            row = {"isa": isa, "model": name, "auto": auto["precision"], "probe": auto["why"]}
+            for precision in ("fp32", "bf16"):
+                steps = args.steps if auto["speedup"] > 0.2 or precision == "fp32" else max(3, args.steps // 15)
+                row[precision] = speed(args, isa, extra, precision, steps)
+            rows.append(row)
+            print(f"{isa} {name}: auto -> {row['auto']} ({row['probe']}); fp32 {row['fp32']['tokens_per_s']:,.0f}, "
+                  f"bf16 {row['bf16']['tokens_per_s']:,.0f} tgt tok/s", file=sys.stderr)
+    where = machine.cpu() if args.device == "cpu" else torch_device_name()
+    print(f"nmt train, {args.recipe}, {args.steps} steps, median of logged windows after warm-up; {where}")
+    print("| oneDNN | model | auto picks | fp32 tokens/s | bf16 tokens/s | bf16 / fp32 | peak RSS fp32 / bf16 |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['precision']} | {r['tokens_per_s']:,.0f} | {r['peak_rss_gb']:.2f} GB |")
+        fp32, bf16 = r["fp32"], r["bf16"]
+        print(f"| {r['isa']} | {r['model']} | {r['auto']} ({r['probe']}) | {fp32['tokens_per_s']:,.0f} | "
+              f"{bf16['tokens_per_s']:,.0f} | {bf16['tokens_per_s'] / fp32['tokens_per_s']:.2f} | "
+              f"{fp32['peak_rss_gb']:.2f} / {bf16['peak_rss_gb']:.2f} GB |")
     Path("bench/results").mkdir(parents=True, exist_ok=True)
-    Path(f"bench/results/train-{args.device}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    Path(f"bench/results/train-{args.device}.json").write_text(json.dumps({"cpu": where, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
