@@ -23,11 +23,11 @@ import ctypes.util
 import functools
 import os
 
-# ideep's cache of matrix-product descriptors (``LRU_CACHE_CAPACITY``, default 1,024). A bf16
-# product's descriptor takes about 260 kB, and oneDNN's kernel cache keeps a copy of it
-# with each compiled kernel anyway, so ideep's copies only spare the tens of microseconds
-# of building one again. With 64 a 300-step run of the multi30k_de_en recipe (3 validations)
-# peaked at 1.41 GB instead of 1.62 GB, 2-4% slower (docs/performance.md).
+# ideep's cache of matrix-product descriptors (``LRU_CACHE_CAPACITY``, default 1,024). A
+# descriptor is large, and oneDNN's kernel cache keeps a copy of it with each compiled
+# kernel anyway, so ideep's copies only spare the microseconds of building one again: a
+# small cache takes a good share off training's peak memory for a few per cent of its
+# speed (docs/performance.md).
 DESCRIPTOR_CACHE = 64
 
 

@@ -56,7 +56,7 @@ class Inference:
             precision, why = devices.resolve_precision(asked, device, devices.product_shapes(cfg.model, rows))
         cfg = replace(cfg, decode=replace(cfg.decode, precision=precision))
         vocab = payload["vocab"]
-        if search and "tgt_words" in vocab:  # checkpoints from before 2026-11-23 lack the list
+        if search and "tgt_words" in vocab:  # checkpoints written before the list existed search every word
             model.decoder.restrict_output(torch.tensor(vocab["tgt_words"]))
         return cls(_prepare(model, cfg.decode, device), cfg,
                    subwords.from_bytes(vocab["src_spm"], f"{path} (source)"),
@@ -110,8 +110,8 @@ def _own(model: Seq2Seq, vectors_only: bool = False) -> None:
     """Copies of the model's tensors (or of its vectors alone: biases) in place of views of
     the mapped checkpoint file, so that the mapping goes with the payload. Before int8
     quantization the biases, which the int8 layers keep as they are (a few kB that would
-    hold every page of the file read: 27 MB of a 0.4 GB process); after it, what is left
-    of fp32 (the embeddings)."""
+    keep every page of the file read resident for the whole run; docs/performance.md);
+    after it, what is left of fp32 (the embeddings)."""
     with torch.no_grad():
         for tensor in itertools.chain(model.parameters(), model.buffers()):
             if tensor.dim() == 1 or not vectors_only:

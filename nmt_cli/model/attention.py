@@ -59,10 +59,10 @@ class Attention(nn.Module):
 
     def init_combine(self) -> None:
         """Start the projection of the k concatenated contexts as their mean, [I/k ... I/k]
-        without bias, rather than as a random mix of them (on a Multi30k slice with a
-        100-step warmup: loss 3.33 against 3.46 after 160 steps). Without a warmup, Adam's
-        first full-size steps on this 2048-wide projection stall training either way (no
-        progress from the unigram loss in 250 steps at lr 3e-3): multi-head recipes warm up."""
+        without bias, rather than as a random mix of them: every head then starts with an
+        equal say, and the loss falls faster (docs/results.md, "Architectures"). Without a
+        warmup, Adam's first full-size steps on this wide projection stall training at the
+        unigram loss either way: multi-head recipes warm up."""
         if self.combine is None:
             return
         memory_size = self.combine.out_features

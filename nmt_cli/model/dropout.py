@@ -4,9 +4,8 @@ evaluation is the identity.
 
 It computes what ``nn.Dropout`` computes, with the mask drawn another way on a CPU:
 torch's CPU ``bernoulli_`` draws its numbers one at a time, where ``torch.rand`` fills a
-whole tensor with vectorized code, so "uniform >= p" makes the same kind of mask in a
-third of the time (forward and backward of a 100 x 40 x 512 batch: 12 against 19 ms in
-bf16). A GPU keeps torch's fused kernel.
+whole tensor with vectorized code, so "uniform >= p" makes the same kind of mask in
+less time (docs/performance.md). A GPU keeps torch's fused kernel.
 
 ``whole=True`` drops whole vectors rather than units: word dropout (Gal and Ghahramani
 2016; Sennrich and Zhang 2019 found it among the strongest regularizers for small

@@ -1,12 +1,12 @@
 """Few distinct matrix-product shapes.
 
 Under bf16 autocast on a CPU the matrix products run in oneDNN, which compiles a kernel
-for every distinct shape it meets (a few ms each) and keeps it in a cache of up to 1,024
-(``ONEDNN_PRIMITIVE_CACHE_CAPACITY``), about 0.26 MB apiece (and as much again for
-ideep's copy of its descriptor, which ``allocator.limit_descriptor_cache`` keeps to a
+for every distinct shape it meets and keeps it in a cache of up to 1,024
+(``ONEDNN_PRIMITIVE_CACHE_CAPACITY``), each with its descriptor (and as much again for
+ideep's copy of the descriptor, which ``allocator.limit_descriptor_cache`` keeps to a
 few). A batch has its own sentence count, source length and token counts, so left alone
-every batch brings a few dozen new shapes: their compiling costs about a tenth of a
-training step, and the full cache much of the peak RSS above the live tensors
+every batch brings a few dozen new shapes: their compiling takes a noticeable share of
+training time, and the full cache much of the peak RSS above the live tensors
 (``docs/performance.md``). Rounding the row counts of products up, with zero rows added
 and their results dropped, lets a few hundred shapes serve a whole run:
 

@@ -91,9 +91,10 @@ def prune(directory: Path, keep_last: int) -> None:
 
 
 class _SkipInit(TorchFunctionMode):
-    """Builds modules without drawing their random initial weights (0.08 s of a 7M-parameter
-    model, 4% of a whole ``nmt translate``). Not the meta device: its context imports
-    ``torch._dynamo``, a second of start-up."""
+    """Builds modules without drawing their random initial weights, which the checkpoint's
+    replace anyway: drawing them is a visible part of a short ``nmt translate``
+    (docs/performance.md). Not the meta device: its context imports ``torch._dynamo``,
+    which costs more start-up than it saves."""
 
     SKIP = {torch.Tensor.uniform_, torch.Tensor.normal_, nn.init.uniform_, nn.init.normal_, nn.init.kaiming_uniform_}
 
