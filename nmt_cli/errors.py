@@ -1,12 +1,36 @@
-"""The one exception type for mistakes a user can make.
+"""The exception types for failures that are not bugs.
 
-Anything raised as :class:`NmtError` is shown as a single line on stderr and exits
-with code 2 (see ``cli.py``); every other exception is a bug and keeps its traceback.
+Anything raised as :class:`NmtError` (a user's mistake) is shown as a single line on
+stderr and exits with code 2, an :class:`EnvError` (the system failed: a full disk, a
+read-only file system, a closed stdout) likewise with code 1 (see ``cli.py``); every
+other exception is a bug and keeps its traceback.
 """
+
+import os
 
 
 class NmtError(Exception):
     """A user's mistake (bad input, bad option, bad file): one line, exit code 2."""
+
+
+class EnvError(Exception):
+    """The environment failed (disk full, read-only, closed stdout): one line, exit code 1."""
+
+
+def os_reason(error: OSError) -> str:
+    """The OS's words for an error, as the rest of a message: ``no space left on device``."""
+    text = error.strerror or (os.strerror(error.errno) if error.errno else str(error))
+    return text[:1].lower() + text[1:]
+
+
+def shown(value: object, limit: int = 200) -> str:
+    """``repr(value)`` (an exception's first line) cut to ``limit`` characters, for error
+    messages: a value from a file can be megabytes long."""
+    if isinstance(value, BaseException):
+        text = str(value).splitlines()[0] if str(value).strip() else type(value).__name__
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text):,} characters)"
 
 
 def warn(message: str) -> None:

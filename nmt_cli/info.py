@@ -32,7 +32,7 @@ def describe(path: Path | str) -> dict[str, Any]:
 def _checkpoint(path: Path) -> dict[str, Any]:
     from nmt_cli.train import checkpoint
 
-    payload = checkpoint.load(path, mmap=True, require=checkpoint.FOR_INFERENCE)
+    payload = checkpoint.load(path, mmap=True, require=checkpoint.FOR_INFERENCE, check=False)  # shown below
     progress, vocab, config = payload.get("progress") or {}, payload["vocab"], payload["config"]
     unique = {t.untyped_storage().data_ptr(): t.numel() for t in payload["model"].values()}  # tied weights once
     return {
@@ -51,8 +51,20 @@ def _checkpoint(path: Path) -> dict[str, Any]:
         "special_ids": vocab["special_ids"],
         "data_fingerprint": (payload.get("data") or {}).get("fingerprint"),
         "resumable": all(key in payload for key in ("optimizer", "schedule", "rng")),
+        "digest": _digest(payload, path),
         "config": config,
     }
+
+
+def _digest(payload: dict[str, Any], path: Path) -> dict[str, Any] | str:
+    """The model's sha256 and whether every entry still matches its digest."""
+    from nmt_cli.train import checkpoint
+
+    changed = checkpoint.damaged(payload, path)
+    if changed is None:
+        return "none: written before nmt checkpoints carried digests (nothing to check)"
+    return {"model_sha256": str(payload["digest"]["sha256"].get("model")), "holds": not changed,
+            **({"damaged": changed} if changed else {})}
 
 
 def _model_dir(path: Path) -> dict[str, Any]:

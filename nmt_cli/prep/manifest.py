@@ -55,13 +55,22 @@ def load(directory: Path | str) -> dict[str, Any]:
     return manifest
 
 
-def is_intact(directory: Path, manifest: dict[str, Any]) -> bool:
-    """Every file the manifest lists is present with its recorded size."""
+def changed_files(directory: Path, manifest: dict[str, Any]) -> list[str]:
+    """The files the manifest lists that are missing or differ from their recorded size
+    and sha256 (a same-size change too: hashing a Multi30k prep takes milliseconds)."""
+    from nmt_cli.io import sha256_file
+
+    changed = []
     for name, info in manifest.get("files", {}).items():
         path = directory / name
-        if not path.is_file() or path.stat().st_size != info.get("bytes"):
-            return False
-    return True
+        if not path.is_file() or path.stat().st_size != info.get("bytes") or sha256_file(path) != info.get("sha256"):
+            changed.append(name)
+    return changed
+
+
+def is_intact(directory: Path, manifest: dict[str, Any]) -> bool:
+    """Every file the manifest lists is present with its recorded size and sha256."""
+    return not changed_files(directory, manifest)
 
 
 def write(directory: Path, manifest: dict[str, Any]) -> None:

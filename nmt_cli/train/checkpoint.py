@@ -14,6 +14,7 @@ A checkpoint is a dict of tensors and plain data only (loaded with
     vocab         languages, sizes, SentencePiece model bytes per side, special ids, the
                   target words of the training data (`tgt_words`, what search scores)
     data          the prep manifest's fingerprint
+    digest        sha256 of each of the entries above, checked when the file is loaded
 
 Files are written under a temporary name and renamed, so a crash mid-write never leaves a
 truncated checkpoint under a real name. Step checkpoints are ``ckpt-STEP.pt``; the best by
@@ -22,6 +23,7 @@ validation BLEU is also copied to ``best.pt``.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from nmt_cli import io as nio
-from nmt_cli.errors import NmtError
+from nmt_cli.errors import NmtError, shown
 
 FORMAT = "nmt-checkpoint-1"
 FOR_INFERENCE = ("config", "model", "vocab")  # what translating needs
@@ -39,14 +41,60 @@ _STEP_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 
 
 def save(path: Path, payload: dict[str, Any]) -> None:
+    payload = {"format": FORMAT, **{key: value for key, value in payload.items() if key != "digest"}}
+    payload["digest"] = {"sha256": {key: digest(value) for key, value in payload.items()}}
     with nio.atomic_file(path, "wb") as f:
-        torch.save({"format": FORMAT, **payload}, f)
+        torch.save(payload, f)
+
+
+def digest(value: Any) -> str:
+    """sha256 over an entry's tensors (dtype, shape, bytes) and plain data, in order: a
+    changed byte anywhere changes it. Mapped tensors are hashed where they lie, uncopied."""
+    h = hashlib.sha256()
+    _feed(h, value)
+    return h.hexdigest()
+
+
+def _feed(h, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, dict):
+        h.update(b"D%d" % len(value))
+        for key, item in value.items():
+            _feed(h, key)
+            _feed(h, item)
+    elif isinstance(value, (list, tuple)) and not all(type(v) in (int, float, str, bool) for v in value):
+        h.update(b"L%d" % len(value))
+        for item in value:
+            _feed(h, item)
+    elif isinstance(value, (bytes, bytearray)):
+        h.update(b"B%d:" % len(value))
+        h.update(value)
+    else:  # a scalar, or a list of them (tgt_words: thousands of ids) in one go
+        h.update(f"{type(value).__name__}:{value!r};".encode())
+
+
+def damaged(payload: dict[str, Any], path: Path | str, keys: tuple[str, ...] = ()) -> list[str] | None:
+    """The entries among ``keys`` (all if none given) that do not match their digest;
+    ``None`` for a checkpoint written before digests (nothing to check)."""
+    sums = payload.get("digest")
+    if sums is None:
+        return None
+    sums = sums.get("sha256") if isinstance(sums, dict) else None
+    if not isinstance(sums, dict):
+        raise NmtError(f"{path}: malformed nmt checkpoint (its digest is not a mapping of sha256 sums)")
+    keys = keys or tuple(key for key in {**payload, **sums} if key != "digest")
+    return [key for key in keys if key not in sums or key not in payload or digest(payload[key]) != sums[key]]
 
 
 def load(path: Path | str, device: str | torch.device = "cpu", mmap: bool = False,
-         require: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A checkpoint's dict; a one-line error for a missing, foreign or truncated file,
-    or one without the ``require``d entries.
+         require: tuple[str, ...] = (), check: bool = True) -> dict[str, Any]:
+    """A checkpoint's dict; a one-line error for a missing, foreign, truncated or damaged
+    file (``check``: the digests of the ``require``d entries, or of all, must hold), or
+    one without the ``require``d entries.
 
     With ``mmap`` the tensors are mapped from the file rather than read: a translator
     touches only the model's weights, never the optimizer's state (CPU only).
@@ -66,6 +114,9 @@ def load(path: Path | str, device: str | torch.device = "cpu", mmap: bool = Fals
     missing = [key for key in require if key not in payload]
     if missing:
         raise NmtError(f"{path}: incomplete nmt checkpoint (no {', '.join(missing)})")
+    if check and (changed := damaged(payload, path, require)):
+        raise NmtError(f"{path}: damaged checkpoint: {', '.join(changed)} changed since it was written "
+                       "(sha256 digest differs)")
     return payload
 
 
@@ -105,12 +156,88 @@ class _SkipInit(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def load_model(payload: dict[str, Any], device: str | torch.device = "cpu"):
-    """The Seq2Seq model a checkpoint holds, in eval mode, with its config."""
+class _Shapes(TorchFunctionMode):
+    """Builds modules on the meta device (shapes, no memory): what a config asks for can
+    be compared with the weights a file holds before anything is allocated. Its own
+    mode, not ``torch.device("meta")``, for the reason given at :class:`_SkipInit`."""
+
+    FACTORIES = {torch.empty, torch.zeros, torch.ones, torch.full, torch.tensor, torch.arange, torch.rand, torch.randn}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.FACTORIES:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
+RESUME = ("optimizer", "schedule", "progress", "rng", "data")  # what resuming needs beyond FOR_INFERENCE
+MAX_VOCAB = 1 << 24
+
+
+def validate(payload: dict[str, Any], path: Path | str, resume: bool = False):
+    """The checkpoint's Config, once its structure and sizes are checked: the config is
+    one, the vocabulary's sizes and word ids agree, every weight has the shape the config
+    asks for and is finite (and, to ``resume``, the training state is there). Nothing is
+    built from the file before this holds; a one-line error names what does not."""
     from nmt_cli.config import Config, from_dict
     from nmt_cli.model.seq2seq import Seq2Seq
 
-    cfg = from_dict(Config, payload["config"])
+    def bad(what: str) -> NmtError:
+        return NmtError(f"{path}: malformed nmt checkpoint ({what})")
+
+    for key in FOR_INFERENCE + (RESUME if resume else ()):
+        if key not in payload:
+            if resume and "averaged" in payload:
+                raise NmtError(f"{path}: written by `nmt average`, for translating: it holds no training "
+                               "state to resume from; resume from a step checkpoint (ckpt-*.pt)")
+            raise bad(f"no {key}")
+        if not isinstance(payload[key], dict):
+            raise bad(f"{key} is not a mapping")
+    try:
+        cfg = from_dict(Config, payload["config"])
+        cfg.validate()
+    except NmtError as e:
+        raise bad(f"config: {e}") from None
+    vocab, weights = payload["vocab"], payload["model"]
+    for side in ("src", "tgt"):
+        size = vocab.get(f"{side}_size")
+        if type(size) is not int or not 4 < size <= MAX_VOCAB:
+            raise bad(f"vocab.{side}_size is {shown(size)}, not a vocabulary size")
+        if not isinstance(vocab.get(f"{side}_spm"), bytes):
+            raise bad(f"vocab.{side}_spm is not a SentencePiece model")
+    words = vocab.get("tgt_words")
+    if words is not None and not (isinstance(words, list) and all(type(w) is int and 0 <= w < vocab["tgt_size"] for w in words)):
+        raise bad(f"vocab.tgt_words are not word ids below the target vocabulary's size {vocab['tgt_size']}")
+    try:
+        with _Shapes():
+            expected = Seq2Seq(cfg.model, vocab["src_size"], vocab["tgt_size"], words).state_dict()
+    except (ValueError, RuntimeError, TypeError) as e:
+        raise bad(f"its config and vocabulary make no model: {shown(e)}") from None
+    if set(weights) != set(expected):
+        odd = sorted(set(weights) ^ set(expected))
+        raise bad(f"weights {', '.join(map(str, odd[:3]))}{'...' if len(odd) > 3 else ''} are missing or foreign")
+    for name, tensor in weights.items():
+        if not isinstance(tensor, torch.Tensor) or tensor.shape != expected[name].shape or not tensor.is_floating_point():
+            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else shown(tensor)
+            raise bad(f"weight {name} is {shape}, the config makes it {tuple(expected[name].shape)}")
+        if not torch.isfinite(tensor).all():
+            raise bad(f"weight {name} holds NaN or infinite values")
+    return cfg
+
+
+def check_subwords(processor, size: int, path: Path | str, side: str) -> None:
+    """A SentencePiece model that makes no id beyond the model's vocabulary."""
+    if processor.get_piece_size() > size:
+        raise NmtError(f"{path}: malformed nmt checkpoint (its {side} SentencePiece model has "
+                       f"{processor.get_piece_size()} pieces, the model's vocabulary {size})")
+
+
+def load_model(payload: dict[str, Any], device: str | torch.device = "cpu", path: Path | str = "checkpoint"):
+    """The Seq2Seq model a checkpoint holds, in eval mode, with its config (checked first,
+    :func:`validate`)."""
+    from nmt_cli.model.seq2seq import Seq2Seq
+
+    cfg = validate(payload, path)
     vocab = payload["vocab"]
     with _SkipInit():  # every weight is replaced below
         model = Seq2Seq(cfg.model, vocab["src_size"], vocab["tgt_size"], vocab.get("tgt_words"))

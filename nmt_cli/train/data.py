@@ -55,11 +55,28 @@ def target_words(train: PairData, vocab_size: int) -> list[int]:
     return np.flatnonzero(seen).tolist()
 
 
+def check_ids(store: IdStore, name: str, vocab_size: int) -> None:
+    """Every id of a split below its vocabulary's size, and offsets that make sentences
+    of it; else a one-line error naming the file and the first bad sentence."""
+    offsets = store.offsets
+    if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(store.ids) or (np.diff(offsets) < 0).any():
+        raise NmtError(f"{name}: its offsets (.off) do not cut it into sentences; run `nmt prep --force` again")
+    for start in range(0, len(store.ids), WORDS_CHUNK):
+        chunk = store.ids[start : start + WORDS_CHUNK]
+        bad = np.flatnonzero((chunk >= vocab_size) | (chunk < 0))
+        if bad.size:
+            at = start + int(bad[0])
+            sentence = int(np.searchsorted(offsets, at, side="right"))  # 1-based
+            raise NmtError(f"{name}: sentence {sentence} holds id {int(store.ids[at])}, beyond the vocabulary "
+                           f"of {vocab_size}; run `nmt prep --force` again")
+
+
 def load(directory: Path | str) -> Prepared:
     directory = Path(directory)
     manifest = mf.load(directory)
-    if not mf.is_intact(directory, manifest):
-        raise NmtError(f"{directory}: files are missing or changed since prep; run `nmt prep --force` again")
+    if changed := mf.changed_files(directory, manifest):
+        raise NmtError(f"{directory}: {', '.join(changed[:3])}{' and more' if len(changed) > 3 else ''} missing or "
+                       "changed since prep (size or sha256 differs from manifest.json); run `nmt prep --force` again")
     src, tgt = manifest["src_lang"], manifest["tgt_lang"]
     dtype = manifest["id_dtype"]
 
@@ -76,7 +93,10 @@ def load(directory: Path | str) -> Prepared:
         "tgt_spm": (directory / manifest["vocab"]["model"][tgt]).read_bytes(),
         "special_ids": manifest["special_ids"],
     }
-    train = pairs("train")
+    train, valid = pairs("train"), pairs("valid")
+    for split, data in (("train", train), ("valid", valid)):
+        check_ids(data.src, f"{directory}/{split}.{src}.ids", vocab["src_size"])
+        check_ids(data.tgt, f"{directory}/{split}.{tgt}.ids", vocab["tgt_size"])
     vocab["tgt_words"] = target_words(train, vocab["tgt_size"])
     refs = list(nio.read_lines(directory / f"valid.{tgt}.txt"))
-    return Prepared(manifest, train, pairs("valid"), refs, vocab, subwords.from_bytes(vocab["tgt_spm"], "target model"))
+    return Prepared(manifest, train, valid, refs, vocab, subwords.from_bytes(vocab["tgt_spm"], "target model"))
