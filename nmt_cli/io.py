@@ -9,6 +9,7 @@ complete), so an interrupted command never leaves a half-written output behind.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gzip
 import hashlib
 import os
@@ -254,6 +255,8 @@ def atomic_file(path: Path | str, mode: str = "w", encoding: str | None = "utf-8
     except PermissionError:
         raise NmtError(f"{path}: permission denied (cannot write in {path.parent})") from None
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
+    held = os.dup(fd)  # its flock lasts until the rename: lock.remove_stale tells a live write from a leftover
+    fcntl.flock(held, fcntl.LOCK_EX)
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
             yield f
@@ -262,6 +265,8 @@ def atomic_file(path: Path | str, mode: str = "w", encoding: str | None = "utf-8
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    finally:
+        os.close(held)
 
 
 @contextlib.contextmanager

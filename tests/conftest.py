@@ -10,6 +10,8 @@ import gzip
 import json
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -124,6 +126,17 @@ def leftovers(out: Path) -> list[str]:
     return sorted(p.name for p in out.parent.glob(f".{out.name}.*"))
 
 
+def hold_in_child(directory: Path) -> subprocess.Popen:
+    """Another process holding ``directory`` (nmt_cli.lock.owner) until it is killed;
+    returns once it holds it."""
+    code = f"from nmt_cli import lock\nwith lock.owner({str(directory)!r}):\n    print('held', flush=True)\n    input()"
+    root = Path(__file__).resolve().parents[1]
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(root)})
+    assert child.stdout.readline() == "held\n"
+    return child
+
+
 def manifest(out: Path) -> dict:
     return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
 
@@ -146,12 +159,17 @@ def read_text_lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").split("\n")[:-1]
 
 
+def on_ci(environ=os.environ) -> bool:
+    """Whether CI is set to a true value, as CI services spell it (true, True, 1, yes)."""
+    return environ.get("CI", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 @pytest.fixture(scope="session")
 def multi30k_dir() -> Path:
     """$MULTI30K_DIR; unset: skip locally, but fail on CI, which must provide the data."""
     value = os.environ.get("MULTI30K_DIR")
     if not value:
-        if os.environ.get("CI") == "true":
+        if on_ci():
             pytest.fail("MULTI30K_DIR is not set: CI must set MULTI30K_DIR to the Multi30k data directory")
         pytest.skip("MULTI30K_DIR is not set (integration test on Multi30k)")
     path = Path(value).resolve()  # Makefile default is relative; tests may chdir

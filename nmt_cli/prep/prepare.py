@@ -27,6 +27,7 @@ from typing import Any, Iterable, Iterator
 
 from nmt_cli import __version__
 from nmt_cli import io as nio
+from nmt_cli import lock
 from nmt_cli.config import DataConfig, to_dict
 from nmt_cli.errors import NmtError
 from nmt_cli.prep import manifest as mf
@@ -53,7 +54,17 @@ class Outcome:
 
 
 def prepare(cfg: DataConfig, out: Path | str, force: bool = False, reporter: Reporter | None = None) -> Outcome:
-    """Run every stage of prep; returns the manifest and whether anything was done."""
+    """Run every stage of prep; returns the manifest and whether anything was done.
+
+    One process at a time builds ``out`` (:func:`nmt_cli.lock.owner`); it first removes
+    what a killed build of ``out`` left beside it.
+    """
+    with lock.owner(out):
+        lock.remove_stale(Path(out).parent, lock.build_names(Path(out)))
+        return _prepare(cfg, out, force, reporter)
+
+
+def _prepare(cfg: DataConfig, out: Path | str, force: bool, reporter: Reporter | None) -> Outcome:
     start = time.perf_counter()
     out, reporter = Path(out), reporter or Reporter(enabled=False)
     splits = plan_splits(cfg)

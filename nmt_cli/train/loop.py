@@ -23,6 +23,7 @@ import json
 import math
 import signal
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,15 +31,15 @@ from typing import Any
 import torch
 import yaml
 
-from nmt_cli import allocator
+from nmt_cli import allocator, lock
 from nmt_cli import device as devices
-from nmt_cli.config import Config, DataConfig, from_dict, parse_duration, to_dict
+from nmt_cli.config import Config, DataConfig, TrainConfig, from_dict, parse_duration, to_dict
 from nmt_cli.errors import NmtError
 from nmt_cli.model.seq2seq import Seq2Seq, parameter_count
 from nmt_cli.prep import subwords
 from nmt_cli.train import checkpoint
 from nmt_cli.train import data as prepared_data
-from nmt_cli.train import distributed
+from nmt_cli.train import distributed, metrics
 from nmt_cli.train.optim import Schedule, make_optimizer
 from nmt_cli.train.scheduled_sampling import teacher_forcing_ratio
 from nmt_cli.train.validate import validate
@@ -62,6 +63,7 @@ class Progress:
     best_step: int = 0
     validated_step: int = -1
     stop_reason: str = ""
+    run: str = ""  # set when training starts, kept by every resume: tells one run's checkpoints from another's
 
 
 @dataclass
@@ -90,7 +92,9 @@ def train(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str = "a
     Under torchrun this process is one rank of a data-parallel run (rank 0 displays).
     """
     dev = devices.resolve(device)
-    with distributed.process_group(dev) as ranks:
+    with distributed.process_group(dev) as ranks, lock.owner(out, take=ranks.main):  # one owner: rank 0 of the run
+        if ranks.main:
+            lock.remove_stale(Path(out))  # a killed run's half-written files
         log = (display or _Quiet()) if ranks.main else _Quiet()
         run = setup(cfg, Path(data_dir), Path(out), resume, distributed.rank_device(dev, ranks), ranks, log)
         t = run.cfg.train
@@ -336,6 +340,8 @@ def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, dev: torch.devic
         state = checkpoint.load(resume_from)
         cfg = _resumed_config(cfg, state, resume_from)
         _check_same_data(state, data, resume_from)
+        for line in _train_changes(from_dict(Config, state["config"]).train, cfg.train):
+            log.line(line)
     _check_vocab(cfg, data)
     autocast = devices.autocast(dev, cfg.train.precision, "train.precision")  # refuses fp16 on CPU before anything is written
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
@@ -343,7 +349,7 @@ def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, dev: torch.devic
     if ranks.rank:
         torch.manual_seed(cfg.train.seed + ranks.rank)  # but each rank its own dropout
     optimizer = make_optimizer(cfg.train, model.parameters())
-    schedule, progress = Schedule(cfg.train), Progress()
+    schedule, progress = Schedule(cfg.train), Progress(run=uuid.uuid4().hex)
     scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
     if resume_from is not None:
         model.load_state_dict(state["model"])
@@ -356,6 +362,8 @@ def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, dev: torch.devic
     distributed.barrier()  # every rank has checked the output directory before rank 0 writes in it
     if ranks.main:
         out.mkdir(parents=True, exist_ok=True)
+        if resume_from is not None:  # what a killed run logged after its last checkpoint comes again
+            metrics.cut_back(out / "metrics.jsonl", progress.step)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
     net = _data_parallel(model, dev)
     return Run(cfg, out, data, model, net, ranks, optimizer, schedule, progress, dev, autocast, scaler, log)
@@ -399,6 +407,17 @@ def _resumed_config(cfg: Config, state: dict, path: Path) -> Config:
         changed = [k for k in asdict(cfg.model) if getattr(cfg.model, k) != getattr(saved.model, k)]
         raise NmtError(f"{path}: was trained with other model settings ({', '.join('model.' + k for k in changed)})")
     return Config(saved.data, saved.model, cfg.train, cfg.decode)
+
+
+def _train_changes(saved: TrainConfig, given: TrainConfig) -> list[str]:
+    """One note per train setting a resumed run changes, so that a change is never silent."""
+    lines = []
+    for key, before in asdict(saved).items():
+        if key == "precision":  # its own line: setup's _choose_precision
+            continue
+        if (after := getattr(given, key)) != before:
+            lines.append(f"note: --resume: train.{key} {before} -> {after} (checkpoint's value -> this run's)")
+    return lines
 
 
 def _check_same_data(state: dict, data: prepared_data.Prepared, path: Path) -> None:

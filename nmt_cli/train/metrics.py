@@ -1,4 +1,4 @@
-"""Reading ``metrics.jsonl``: the best validation of a training run.
+"""Reading ``metrics.jsonl``: the best validation of a training run; cutting it back on resume.
 
 ``python -m nmt_cli.train.metrics MODEL_DIR`` prints it on stderr (used by ``make demo``).
 """
@@ -10,26 +10,56 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nmt_cli.errors import NmtError
+from nmt_cli import io as nio
+from nmt_cli.errors import NmtError, warn
 
 
 def read(run: Path | str) -> list[dict[str, Any]]:
     """Every event of a model directory's ``metrics.jsonl`` (or of that file itself), in
-    order; a one-line error for a missing file or a line that is not JSON."""
+    order; a one-line error for a missing file or a line that is not a JSON object."""
     run = Path(run)
     path = run / "metrics.jsonl" if run.is_dir() or not run.suffix else run
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except OSError:
         raise NmtError(f"{run}: no training metrics (no metrics.jsonl: has `nmt train` run here?)") from None
+    return [record for _, record in _records(data, path)]
+
+
+def _records(data: bytes, path: Path) -> list[tuple[bytes, dict[str, Any]]]:
+    """(line, record) for each line of ``data``. A last line that does not parse was cut
+    short (a killed writer, a hand edit): skipped with a warning; any other bad line is a
+    one-line error naming it."""
+    lines = [(number, line) for number, line in enumerate(data.split(b"\n"), 1) if line.strip()]
     records = []
-    for number, line in enumerate(lines, 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise NmtError(f"{path}:{number}: not a JSON line") from None
+    for number, line in lines:
+        last = number == lines[-1][0]
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            problem = "invalid UTF-8" if isinstance(e, UnicodeDecodeError) else "not a JSON line"
+            if not last:
+                raise NmtError(f"{path}:{number}: {problem}") from None
+            warn(f"{path}:{number}: {problem} (cut short?); skipped")
+            continue
+        if not isinstance(record, dict):
+            raise NmtError(f"{path}:{number}: not a JSON object")
+        records.append((line, record))
     return records
+
+
+def cut_back(path: Path, step: int) -> None:
+    """Keep the records of ``path`` up to ``step``, the checkpoint a run resumes from: what
+    a killed run logged after it is logged again by the resumed run (written atomically)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    kept = b"".join(line + b"\n" for line, record in _records(data, path)
+                    if not isinstance(record.get("step"), int) or record["step"] <= step)
+    if kept != data:
+        with nio.atomic_file(path, "wb") as f:
+            f.write(kept)
 
 
 def events(run: Path | str, kind: str) -> list[dict[str, Any]]:
@@ -51,8 +81,19 @@ def main(argv: list[str]) -> int:
         print(f"nmt: error: {e or 'usage: python -m nmt_cli.train.metrics MODEL_DIR'}", file=sys.stderr)
         return 2
     print(f"best validation BLEU {best['bleu']:.2f} chrF {best['chrf']:.2f} at step {best['step']} "
-          f"({best['elapsed'] / 60:.1f} min of training)", file=sys.stderr)
+          f"({best['elapsed'] / 60:.1f} min of training){_how(argv[0])}", file=sys.stderr)
     return 0
+
+
+def _how(run: str) -> str:
+    """``; trained in fp32 (auto), 3,950 target tokens/s``: the precision the run used and its
+    median speed, for the summary of ``make demo``."""
+    start = events(run, "start")
+    speeds = sorted(e["tokens_per_s"] for e in events(run, "train"))
+    if not start or not speeds:
+        return ""
+    asked = " (auto)" if start[-1].get("precision_asked") == "auto" else ""
+    return f"; trained in {start[-1]['precision']}{asked}, median {speeds[len(speeds) // 2]:,.0f} target tokens/s"
 
 
 if __name__ == "__main__":

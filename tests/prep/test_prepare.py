@@ -18,6 +18,7 @@ from conftest import (
     assert_ok,
     assert_one_line_error,
     decoded,
+    hold_in_child,
     ids,
     leftovers,
     make_pairs,
@@ -636,3 +637,25 @@ def test_no_whitespace_round_trip_keeps_spaces(tmp_path):
     train = [("der  Mann läuft", "the man  runs")] + BASE
     prep_ok(tmp_path, "--no-whitespace", train=train, valid=valid)
     assert decoded(tmp_path / "out", "valid", "de")[0] == "der  Mann läuft"
+
+
+def test_a_prep_directory_being_built_has_one_owner(tmp_path, corpus):
+    out = tmp_path / "out"
+    holder = hold_in_child(out)
+    try:
+        assert_one_line_error(run_prep(tmp_path), f"{out}: in use by another nmt process (pid {holder.pid})")
+        assert not out.exists()
+    finally:
+        holder.kill()  # kill -9: its lock file stays, and blocks nothing
+        holder.wait()
+    assert_ok(run_prep(tmp_path))
+    assert leftovers(out) == []
+
+
+def test_a_killed_builds_leftovers_are_removed_by_the_next_prep(tmp_path, corpus):
+    out = tmp_path / "out"
+    for name in (".out.abcd1234.tmp", ".out.k1ll3d_9.old"):  # a half-built and a half-replaced prep
+        (tmp_path / name / "x").mkdir(parents=True)
+    (tmp_path / ".out.v2.abcd1234.tmp").mkdir()  # another directory's: not ours to remove
+    assert_ok(run_prep(tmp_path))
+    assert leftovers(out) == [".out.v2.abcd1234.tmp"]
