@@ -70,30 +70,29 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("work/bench/train"))
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--log-every", type=int, default=10)
-    parser.add_argument("--isas", default="native,AVX2", help="of: " + ", ".join(machine.ISAS))
+    parser.add_argument("--precisions", default="fp32,bf16", help="the columns (fp16: CUDA only)")
+    parser.add_argument("--isas", default="native,AVX2", help="of: " + ", ".join(machine.ISAS) + " (CPU only)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
 
-    rows = []
-    for isa in args.isas.split(","):
+    rows, precisions = [], args.precisions.split(",")
+    for isa in args.isas.split(",") if args.device == "cpu" else ["native"]:
         for name, extra in CONFIGS.items():
             auto = machine.auto_precision(isa, args.recipe, extra)
             row = {"isa": isa, "model": name, "auto": auto["precision"], "probe": auto["why"]}
-            for precision in ("fp32", "bf16"):
-                steps = args.steps if auto["speedup"] > 0.2 or precision == "fp32" else max(3, args.steps // 15)
-                row[precision] = speed(args, isa, extra, precision, steps)
+            for precision in precisions:
+                slow = args.device == "cpu" and precision == "bf16" and auto["speedup"] < 0.2
+                row[precision] = speed(args, isa, extra, precision, max(3, args.steps // 15) if slow else args.steps)
             rows.append(row)
-            print(f"{isa} {name}: auto -> {row['auto']} ({row['probe']}); fp32 {row['fp32']['tokens_per_s']:,.0f}, "
-                  f"bf16 {row['bf16']['tokens_per_s']:,.0f} tgt tok/s", file=sys.stderr)
+            print(f"{isa} {name}: auto -> {row['auto']} ({row['probe']}); " +
+                  ", ".join(f"{p} {row[p]['tokens_per_s']:,.0f}" for p in precisions) + " tgt tok/s", file=sys.stderr)
     where = machine.cpu() if args.device == "cpu" else torch_device_name()
     print(f"nmt train, {args.recipe}, {args.steps} steps, median of logged windows after warm-up; {where}")
-    print("| oneDNN | model | auto picks | fp32 tokens/s | bf16 tokens/s | bf16 / fp32 | peak RSS fp32 / bf16 |")
-    print("|---|---|---|---|---|---|---|")
+    print("| oneDNN | model | auto picks | " + " | ".join(f"{p} tokens/s, peak RSS" for p in precisions) + " |")
+    print("|---|---|---|" + "---|" * len(precisions))
     for r in rows:
-        fp32, bf16 = r["fp32"], r["bf16"]
-        print(f"| {r['isa']} | {r['model']} | {r['auto']} ({r['probe']}) | {fp32['tokens_per_s']:,.0f} | "
-              f"{bf16['tokens_per_s']:,.0f} | {bf16['tokens_per_s'] / fp32['tokens_per_s']:.2f} | "
-              f"{fp32['peak_rss_gb']:.2f} / {bf16['peak_rss_gb']:.2f} GB |")
+        cells = " | ".join(f"{r[p]['tokens_per_s']:,.0f}, {r[p]['peak_rss_gb']:.2f} GB" for p in precisions)
+        print(f"| {r['isa']} | {r['model']} | {r['auto']} ({r['probe']}) | {cells} |")
     Path("bench/results").mkdir(parents=True, exist_ok=True)
     Path(f"bench/results/train-{args.device}.json").write_text(json.dumps({"cpu": where, "rows": rows}, indent=2) + "\n")
 
