@@ -5,7 +5,7 @@ Each configuration is a whole `nmt train` process on the multi30k_de_en recipe (
 de-en prepared by `nmt prep`) for ``--steps`` optimizer steps without validation.
 Throughput is the median of the logged windows after the first (warm-up) one; peak RSS
 is the child's ``ru_maxrss``. Where bf16 runs at a few hundredths of fp32's speed (no
-native bf16 units: AVX2), it is timed over a few steps only.
+native bf16 units: AVX2), it is timed over two steps only.
 
     python bench/bench_train.py --prep work/prep-de-en --steps 60
 """
@@ -82,7 +82,7 @@ def main() -> None:
             row = {"isa": isa, "model": name, "auto": auto["precision"], "probe": auto["why"]}
             for precision in precisions:
                 slow = args.device == "cpu" and precision == "bf16" and auto["speedup"] < 0.2
-                row[precision] = speed(args, isa, extra, precision, max(3, args.steps // 15) if slow else args.steps)
+                row[precision] = speed(args, isa, extra, precision, 2 if slow else args.steps)  # tens of seconds a step there
             rows.append(row)
             print(f"{isa} {name}: auto -> {row['auto']} ({row['probe']}); " +
                   ", ".join(f"{p} {row[p]['tokens_per_s']:,.0f}" for p in precisions) + " tgt tok/s", file=sys.stderr)
