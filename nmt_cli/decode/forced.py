@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import torch
 
+from nmt_cli import io as nio
 from nmt_cli.decode.inference import Inference, batches
+from nmt_cli.errors import NmtError
 from nmt_cli.prep.subwords import EOS, PAD, SOS
 
 CHUNK = 2048  # pairs read at a time
@@ -77,6 +80,18 @@ def read_pairs(inference: Inference, sources: Iterator[tuple[str, str]], names: 
             chunk = []
     if chunk:
         yield chunk
+
+
+def counted_alike(src: str, ref: str) -> bool:
+    """Whether ``src`` and ``ref`` are files counted to hold as many lines (else a one-line
+    error), before any score is printed; ``False`` for a pipe, which can be read only once:
+    its mismatch shows at its end (the caller holds its rows back until then)."""
+    if not (Path(src).is_file() and Path(ref).is_file()):
+        return False
+    counts = [sum(1 for _ in nio.read_lines(path)) for path in (src, ref)]
+    if counts[0] != counts[1]:
+        raise NmtError(f"{src} has {counts[0]} lines but {ref} has {counts[1]}")
+    return True
 
 
 def perplexity(logprob: float, tokens: int) -> float:

@@ -4,7 +4,9 @@ Late in training the optimizer's steps scatter the weights around a region of lo
 the mean of the last few checkpoints θ̄ = (1/k) Σ_i θ_i lies nearer its centre than any
 one of them and usually translates better (Vaswani et al. 2017 averaged their last 5 or
 20 checkpoints; fairseq and OpenNMT-py ship the same tool). The checkpoints must come
-from one model (same config and vocabulary), normally one run.
+from one model (same config and vocabulary) and, unless forced, from one run: those
+written since one ``nmt train`` started (with its resumes), as the run id each one
+carries says (checkpoints from before run ids: the same data and ``train.seed``).
 
 The averaged checkpoint is for translation: it keeps the newest checkpoint's config,
 vocabulary, data fingerprint and progress, adds the list of the files it averages, and
@@ -35,8 +37,9 @@ def last_checkpoints(directory: Path, count: int) -> list[Path]:
     return found[-count:]
 
 
-def average(paths: list[Path]) -> dict[str, Any]:
-    """The averaged checkpoint's payload; ``paths`` oldest first (the last one's config is kept)."""
+def average(paths: list[Path], force: bool = False) -> dict[str, Any]:
+    """The averaged checkpoint's payload; ``paths`` oldest first (the last one's config is kept).
+    ``force`` lets checkpoints of different runs (of one model) be averaged."""
     if not paths:
         raise NmtError("no checkpoints to average")
     sums: dict[str, torch.Tensor] = {}
@@ -44,6 +47,8 @@ def average(paths: list[Path]) -> dict[str, Any]:
     for path in paths:
         payload = checkpoint.load(path, mmap=True, require=checkpoint.FOR_INFERENCE)
         _check_same_model(newest, payload, path, paths[0])
+        if not force:
+            _check_same_run(newest, payload, path, paths[0])
         for name, tensor in payload["model"].items():
             total = sums.get(name)
             sums[name] = tensor.double() if total is None else total.add_(tensor.double())  # fp64: no rounding drift
@@ -61,6 +66,20 @@ def _check_same_model(previous: dict[str, Any], payload: dict[str, Any], path: P
                        "average checkpoints of one run")
     if {k: v.shape for k, v in payload["model"].items()} != {k: v.shape for k, v in previous["model"].items()}:
         raise NmtError(f"{path}: its weights have other names or shapes than {first}'s")
+
+
+def _check_same_run(previous: dict[str, Any], payload: dict[str, Any], path: Path, first: Path) -> None:
+    if not previous:
+        return
+    runs = [(p.get("progress") or {}).get("run") for p in (previous, payload)]
+    if all(runs):
+        differ = "run ids differ" if runs[0] != runs[1] else ""
+    else:
+        keys = [((p.get("data") or {}).get("fingerprint"), p["config"].get("train", {}).get("seed")) for p in (previous, payload)]
+        differ = "prepared data or train.seed differ" if keys[0] != keys[1] else ""
+    if differ:
+        raise NmtError(f"{path}: from another training run than {first} ({differ}); averaging unrelated runs is "
+                       "meaningless: average checkpoints of one run, or add --force")
 
 
 def _shared_like(model: dict[str, torch.Tensor], means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
