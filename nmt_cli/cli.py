@@ -9,6 +9,7 @@ here; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from enum import Enum
@@ -19,12 +20,12 @@ import typer
 from typer.core import TyperGroup
 
 from nmt_cli import __version__, allocator
-from nmt_cli.errors import NmtError
+from nmt_cli.errors import EnvError, NmtError, os_reason
 
 # torch's import looks for out-of-tree device backends through every installed package's
 # entry points; nmt runs on cpu or cuda only. An explicit setting still wins.
 os.environ.setdefault("TORCH_DEVICE_BACKEND_AUTOLOAD", "0")
-allocator.limit_descriptor_cache()  # before torch's first matrix product: 0.2 GB less at the peak of training
+allocator.limit_descriptor_cache()  # before torch's first matrix product: a lower peak in training (docs/performance.md)
 
 EXAMPLES = {
     "prep": "nmt prep --src-lang de --tgt-lang en --train D/train --valid D/val --test D/test_2016_flickr --out work/prep",
@@ -46,7 +47,9 @@ class OnInvalid(str, Enum):
 
 
 class _Group(TyperGroup):
-    """Maps a user's mistake to one line on stderr and exit code 2, Ctrl-C to 130."""
+    """Maps a user's mistake to one line on stderr and exit code 2, a failure of the
+    system (a full disk, a read-only or unwritable place) to one line and exit code 1,
+    Ctrl-C to 130."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -56,11 +59,29 @@ class _Group(TyperGroup):
                 raise
             typer.echo(f"nmt: error: {_rank_tag()}{e}", err=True)
             raise typer.Exit(2) from None
+        except (EnvError, OSError) as e:
+            message = _environment_failure(e)
+            if _debug or message is None:
+                raise
+            typer.echo(f"nmt: error: {_rank_tag()}{message}", err=True)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             if _debug:
                 raise
             typer.echo("nmt: interrupted", err=True)
             raise typer.Exit(130) from None
+
+
+def _environment_failure(error: Exception) -> str | None:
+    """The one line for a failure of the system, or ``None`` for a bug and for a reader
+    gone (EPIPE, which typer ends quietly). An OSError that names a file (``<stdout>``
+    too, see ``io.named_stdout``) is the system's refusal: reads of the user's files are
+    checked where they happen."""
+    if not isinstance(error, OSError):
+        return str(error)
+    if error.errno == errno.EPIPE:
+        return None
+    return f"{error.filename}: {os_reason(error)}" if error.filename is not None else None
 
 
 def _rank_tag() -> str:
@@ -184,10 +205,21 @@ def train(
         progress = run_training(cfg, data, out, resume, device.value, display)
     if progress.stop_reason.startswith("signal"):
         again = "the same torchrun command with --resume" if distributed.launched() else \
-            f"nmt train {recipe} --data {data} --out {out} --resume"
+            _resume_command(recipe, data, out, assignments or [], device, threads)
         if main_rank:
             typer.echo(f"nmt train: checkpoint written; continue with: {again}", err=True)
         raise typer.Exit(130)
+
+
+def _resume_command(recipe: Path, data: Path, out: Path, assignments: list[str], device: Device, threads: int) -> str:
+    """The ``nmt train --resume`` command that goes on with this run's own settings, quoted for a shell."""
+    import shlex
+
+    words = ["nmt", "train", str(recipe), "--data", str(data), "--out", str(out)]
+    words += [word for assignment in assignments for word in ("--set", assignment)]
+    words += ["--threads", str(threads)] if threads else []
+    words += ["--device", device.value] if device is not Device.auto else []
+    return shlex.join(words + ["--resume"])
 
 
 @app.command(epilog="Example: nmt average work/model --last 5 -o work/model/averaged.pt")
@@ -195,6 +227,7 @@ def average(
     inputs: list[Path] = typer.Argument(..., help="Checkpoints of one run, oldest first, or one model directory (see --last)."),
     last: Optional[int] = typer.Option(None, "--last", "-n", help="With a model directory: average its newest N step checkpoints [5]."),
     out: Path = typer.Option(..., "--output", "-o", help="The averaged checkpoint to write (for translating, not resuming)."),
+    force: bool = typer.Option(False, "--force", help="Average checkpoints of different training runs (of one model) too."),
 ) -> None:
     """Average the weights of several checkpoints of one run into one (usually a better translator)."""
     from nmt_cli.train import checkpoint
@@ -206,11 +239,12 @@ def average(
         raise NmtError("--last picks from a model directory; with checkpoint files, list the ones to average")
     else:
         paths = inputs
-    checkpoint.save(out, mean_of(paths))
+    checkpoint.save(out, mean_of(paths, force))
     typer.echo(f"nmt average: wrote {out}, the mean of {', '.join(p.name for p in paths)}", err=True)
 
 
 class Precision(str, Enum):
+    auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
@@ -236,8 +270,8 @@ def translate(
     batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", help="Source subwords per batch, padding included; 0: no limit [0]."),
     replace_unk: Optional[bool] = typer.Option(None, "--replace-unk/--no-replace-unk", help="Replace UNK by the source subword with the most attention."),
     hard_attention: Optional[bool] = typer.Option(None, "--hard-attention/--soft-attention", help="Diagnostic: each step's context is the most attended source state alone (argmax), not the weighted sum; scores lower."),
-    precision: Optional[Precision] = typer.Option(None, "--precision", help="Compute precision (fp16: CUDA only) [fp32]."),
-    quantize: Optional[Quantize] = typer.Option(None, "--quantize", help="Dynamic int8 quantization of the linear layers (CPU) [none]."),
+    precision: Optional[Precision] = typer.Option(None, "--precision", help="Compute precision; auto: bf16 where this CPU runs it clearly faster, else fp32 (fp16: CUDA only) [auto]."),
+    quantize: Optional[Quantize] = typer.Option(None, "--quantize", help="Dynamic int8 quantization of the linear layers (CPU): the fastest there; a line's output then depends on its batch [none]."),
     scores: bool = typer.Option(False, "--scores", help="Append each translation's log-probability after a tab."),
     alignments: Optional[Path] = typer.Option(None, "--alignments", help="Write hard word alignments (Pharaoh i-j) per line to this file."),
     attention_plot: Optional[Path] = typer.Option(None, "--attention-plot", help="Write a PNG attention heatmap per sentence into this directory (needs matplotlib)."),
@@ -268,7 +302,7 @@ def translate(
         attention_plot.mkdir(parents=True, exist_ok=True)
     wants_attention = bool(alignments or attention_plot or show_attention)
     translator = Translator(Inference.load(model, flags, resolve(device.value)), keep_attention=wants_attention, logprobs=scores)
-    if not quiet and (note := slow_bf16_note(translator.inference.device, translator.decode.precision, "--precision")):
+    if not quiet and precision is Precision.bf16 and (note := slow_bf16_note(translator.inference.device, "bf16", "--precision")):
         typer.echo(note, err=True)
     with contextlib.ExitStack() as stack:
         out = sys.stdout if output == "-" else stack.enter_context(nio.atomic_file(output))
@@ -280,7 +314,7 @@ def translate(
         search = "greedy" if d.beam == 1 else f"beam {d.beam}"
         rate = counts["lines"] / max(counts["seconds"], 1e-9)
         typer.echo(f"nmt translate: {counts['lines']:,} lines, {counts['tokens']:,} target tokens in {counts['seconds']:.1f}s "
-                   f"({rate:,.0f} lines/s; {search}, {d.precision}{', int8' if d.quantize == 'int8' else ''})", err=True)
+                   f"({rate:,.0f} lines/s; {search}, {translator.inference.precision_line})", err=True)
 
 
 class Format(str, Enum):
@@ -391,15 +425,19 @@ def _score_model(model: Path, src: Optional[str], references: list[str], fmt: Fo
         raise NmtError("--model scores one reference file at a time")
     inference = Inference.load(model, {}, resolve(device.value), search=False)
     logprob, tokens, lines = 0.0, 0, 0
+    held: list[str] = []  # rows of a piped input, printed once its line count is known to match
+    emit = typer.echo if forced.counted_alike(src, references[0]) else held.append
     if fmt is not Format.json:
-        typer.echo("line\tlogprob\ttokens\tavg_logprob")
+        emit("line\tlogprob\ttokens\tavg_logprob")
     for chunk in forced.read_pairs(inference, nio.paired_lines(src, references[0]), (src, references[0])):
         forced.score_pairs(inference, chunk, batch_size)
         for p in chunk:
             row = {"line": p.index + 1, "logprob": round(p.logprob, 4), "tokens": p.tokens,
                    "avg_logprob": round(p.logprob / p.tokens, 4)}
-            typer.echo(json.dumps(row) if fmt is Format.json else "\t".join(str(v) for v in row.values()))
+            emit(json.dumps(row) if fmt is Format.json else "\t".join(str(v) for v in row.values()))
             logprob, tokens, lines = logprob + p.logprob, tokens + p.tokens, lines + 1
+    for row in held:
+        typer.echo(row)
     typer.echo(f"nmt score: {lines:,} lines, {tokens:,} target tokens; log-probability {logprob:.2f}, "
                f"{logprob / max(tokens, 1):.4f} per token; perplexity {forced.perplexity(logprob, tokens):.3f}", err=True)
 
@@ -439,6 +477,9 @@ def info(
 
 def main() -> None:
     """The console script: like ``app()``, but usage errors are one line too."""
+    from nmt_cli.io import named_stdout
+
+    sys.stdout = named_stdout()  # a full device or a closed stdout is then one line, exit code 1
     try:
         code = app(prog_name="nmt", standalone_mode=False)
     except typer.TyperException as e:  # the parser's errors: bad option, missing value...
@@ -448,21 +489,41 @@ def main() -> None:
         code = getattr(e, "exit_code", 2)
     except typer.Abort:
         code = 1
+    except OSError as e:  # outside a command (--version, --help): stdout unwritable
+        if (message := _environment_failure(e)) is None:
+            raise
+        typer.echo(f"nmt: error: {message}", err=True)
+        code = 1
     _exit(code or 0)
 
 
 def _exit(code: int) -> NoReturn:
     """End the process without the interpreter's teardown, once the standard streams are
     flushed. With torch loaded, that teardown (freeing some 1,100 modules and their
-    objects) takes about 0.25 s, a tenth of a whole ``nmt translate`` of 1,000 lines;
+    objects) is a large share of a short ``nmt translate`` (docs/performance.md);
     every file a command writes is closed, and renamed into place, before it returns.
     Under a profiler or tracer (cProfile, coverage) the usual exit lets it write its report."""
+    code = _flush_stdout(code)
     if _observed():
         sys.exit(code)
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a reader gone (head), a stream closed
-            stream.flush()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
     os._exit(code)
+
+
+def _flush_stdout(code: int) -> int:
+    """The exit code once stdout is flushed: output that could not be written (a full
+    device, a closed descriptor) is an error of the system, exit code 1."""
+    try:
+        sys.stdout.flush()
+    except OSError as e:
+        if code or e.errno == errno.EPIPE:  # reported already, or a reader gone (| head)
+            return code
+        typer.echo(f"nmt: error: {e.filename or '<stdout>'}: {os_reason(e)}", err=True)
+        return 1
+    except ValueError:  # a stream closed
+        pass
+    return code
 
 
 def _observed() -> bool:

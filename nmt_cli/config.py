@@ -33,7 +33,8 @@ from typing import Any, Literal
 
 import yaml
 
-from nmt_cli.errors import NmtError
+from nmt_cli import safe_yaml
+from nmt_cli.errors import NmtError, shown
 
 
 @dataclass
@@ -196,11 +197,11 @@ def parse_duration(text: str) -> float:
         elif char in units and number and number.count(".") <= 1:
             total, number = total + float(number) * units[char], ""
         else:
-            raise NmtError(f"train.max_time {text!r} is not a duration like 20m, 1h30m or 90s")
+            raise NmtError(f"train.max_time {shown(text)} is not a duration like 20m, 1h30m or 90s")
     try:
         return total + (float(number) if number else 0.0)
     except ValueError:
-        raise NmtError(f"train.max_time {text!r} is not a duration like 20m, 1h30m or 90s") from None
+        raise NmtError(f"train.max_time {shown(text)} is not a duration like 20m, 1h30m or 90s") from None
 
 
 @dataclass
@@ -268,7 +269,7 @@ def from_dict(cls: type, values: Any, where: str = "") -> Any:
     for key, value in values.items():
         dotted = f"{where}.{key}" if where else str(key)
         if key not in names:
-            raise NmtError(f"unknown key {dotted!r}{_suggest(str(key), names, where)}")
+            raise NmtError(f"unknown key {shown(dotted)}{_suggest(str(key)[:200], names, where)}")
         kwargs[key] = _coerce(value, hints[key], dotted)
     return cls(**kwargs)
 
@@ -304,7 +305,7 @@ def _recipe_values(path: Path, seen: tuple[Path, ...]) -> dict:
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
         raise NmtError(f"{path}: cannot read recipe ({e.__class__.__name__})") from None
     try:
-        values = yaml.safe_load(text) or {}
+        values = safe_yaml.load(text, str(path)) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f":{mark.line + 1}" if mark is not None else ""
@@ -334,7 +335,7 @@ def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
     for assignment in assignments:
         key, sep, raw = assignment.partition("=")
         if not sep or "." not in key:
-            raise NmtError(f"--set {assignment!r}: expected SECTION.KEY=VALUE, e.g. data.vocab_size=8000")
+            raise NmtError(f"--set {shown(assignment)}: expected SECTION.KEY=VALUE, e.g. data.vocab_size=8000")
         section, _, name = key.strip().partition(".")
         if section not in values:
             raise NmtError(f"--set: unknown section {section!r}{_suggest(section, list(values), '')}")
@@ -348,7 +349,7 @@ def _parse_value(raw: str, section: dataclasses.Field, name: str) -> Any:
     if hints.get(name) is str:
         return raw
     try:
-        return yaml.safe_load(raw)
+        return safe_yaml.load(raw, f"--set {name}")
     except yaml.YAMLError:
         return raw
 
@@ -374,7 +375,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         choices = typing.get_args(hint)
         if value not in choices:
             names = [str(c) for c in choices]
-            raise NmtError(f"{key} must be one of {', '.join(names)}; got {value!r}{_suggest(str(value), names, None)}")
+            raise NmtError(f"{key} must be one of {', '.join(names)}; got {shown(value)}{_suggest(str(value)[:200], names, None)}")
         return value
     if origin is list:
         (item,) = typing.get_args(hint)
@@ -400,7 +401,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return value
     else:  # pragma: no cover - a schema field of a type this loader does not know
         raise TypeError(f"unsupported config type {hint!r} for {key}")
-    raise NmtError(f"{key} must be {_article(hint.__name__)}, got {value!r}")
+    raise NmtError(f"{key} must be {_article(hint.__name__)}, got {shown(value)}")
 
 
 def _suggest(word: str, choices: list[str], where: str | None) -> str:

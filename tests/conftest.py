@@ -121,6 +121,18 @@ def assert_one_line_error(result, *fragments: str) -> str:
     return lines[0]
 
 
+def assert_error_ends(result, code: int, *fragments: str) -> str:
+    """Exit ``code``, one ``nmt: error:`` line, the last on stderr (progress lines may come
+    first), no traceback; returns it."""
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("nmt: error: ")]
+    assert len(errors) == 1 and result.stderr.splitlines()[-1] == errors[0], result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    return errors[0]
+
+
 def leftovers(out: Path) -> list[str]:
     """Temporary build directories of ``out`` left in its parent."""
     return sorted(p.name for p in out.parent.glob(f".{out.name}.*"))

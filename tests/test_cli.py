@@ -64,21 +64,18 @@ def test_command_help_has_its_example(name):
     assert flat(f"Example: {EXAMPLES[name]}") in flat(result.stdout)
 
 
-@pytest.mark.parametrize("name, issue", [("train", 3), ("translate", 4), ("score", 5)])
-def test_pending_commands_say_not_implemented(name, issue):
-    """A stage that is not there yet says so (its --help too), as a one-line error, exit 2.
-
-    These stages are landing one by one: a stage whose --help no longer says "not
-    implemented yet" must not answer with that error either.
-    """
-    pending = "not implemented yet" in flat(invoke(name, "--help").stdout)
-    for extra in ([], ["recipe.yaml", "--beam", "5"]):
-        result = invoke(name, *extra)
-        if pending:
-            assert_one_line_error(result, f"`nmt {name}` is not implemented yet (issue #{issue})")
-            assert result.stdout == ""
-        else:
-            assert "not implemented yet" not in result.output
+@pytest.mark.parametrize("args, fragment", [
+    pytest.param(["prep", "--out", "out"], "missing --src-lang", id="prep"),
+    pytest.param(["train", "recipe.yaml", "--data", "prep", "--out", "model"], "recipe.yaml", id="train"),
+    pytest.param(["translate", "-m", "nope.pt"], "nope.pt", id="translate"),
+    pytest.param(["score", "-r", "nope.ref", "nope.hyp"], "nope.", id="score"),
+])
+def test_every_stage_answers_with_its_own_checks(tmp_path, monkeypatch, args, fragment):
+    """No command is a stub: a bad input reaches the stage itself, whose one-line error
+    names what is wrong with it."""
+    monkeypatch.chdir(tmp_path)
+    line = assert_one_line_error(invoke(*args), fragment)
+    assert "not implemented" not in line
 
 
 def test_prep_summary_line(tmp_path, corpus):
@@ -197,3 +194,12 @@ def test_subprocess_debug_shows_traceback(tmp_path):
     proc = nmt("--debug", "prep", "-s", "de", "-t", "en", "--train", "nope", "--valid", "nope", "--out", "out", cwd=tmp_path)
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr and "NmtError" in proc.stderr
+
+
+@pytest.mark.parametrize("value, on", [("true", True), ("True", True), ("1", True), ("yes", True),
+                                       ("false", False), ("0", False), ("", False)])
+def test_ci_is_told_however_it_is_spelled(value, on):
+    """With MULTI30K_DIR unset, CI=1 or CI=True fails the Multi30k tests as CI=true does."""
+    from conftest import on_ci
+
+    assert on_ci({"CI": value}) is on and on_ci({}) is False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 from typer.testing import CliRunner
 
@@ -54,3 +55,22 @@ def test_errors_are_one_line(tmp_path):
         assert result.exit_code == 2, result.output
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("nmt: error:") and fragment in lines[0]
+
+
+def test_a_model_directorys_metrics_cut_short_or_broken(trained, tmp_path):
+    """A last line cut short (a killed run, a hand edit) is skipped with a warning; a bad
+    line before it is a one-line error naming file and line."""
+    model = tmp_path / "model"
+    shutil.copytree(trained, model)
+    path = model / "metrics.jsonl"
+    good = path.read_bytes()
+    path.write_bytes(good + b'{"event": "valid", "step": 40, "bl')
+    result = info(model, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["directory"] == {**describe(trained)["directory"], "path": str(model)}
+    last = len(good.splitlines()) + 1
+    assert f"{path}:{last}: not a JSON line (cut short?); skipped" in result.stderr
+    for bad, problem in [(b"\xff\n", "invalid UTF-8"), (b"[1]\n", "not a JSON object")]:
+        path.write_bytes(bad + good)
+        result = info(model)
+        assert result.exit_code == 2 and result.stderr == f"nmt: error: {path}:1: {problem}\n"

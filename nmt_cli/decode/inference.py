@@ -17,7 +17,7 @@ import sentencepiece as spm
 import torch
 
 from nmt_cli import device as devices
-from nmt_cli.config import Config, DecodeConfig, with_values
+from nmt_cli.config import Config, DecodeConfig, ModelConfig, with_values
 from nmt_cli.errors import NmtError, warn
 from nmt_cli.model.encoder import FusedEncoder
 from nmt_cli.model.seq2seq import Seq2Seq
@@ -46,24 +46,20 @@ class Inference:
         scores given targets, needs every word."""
         # mapped, not read: the optimizer's state is never touched
         payload = checkpoint.load(path, device="cpu", mmap=True, require=checkpoint.FOR_INFERENCE)
-        model, cfg = checkpoint.load_model(payload)
+        model, cfg = checkpoint.load_model(payload, path=path)
         cfg = with_values(cfg, "decode", overrides)
-        asked = cfg.decode.precision
-        rows = cfg.decode.sentences_per_batch * cfg.decode.beam
-        if asked == "auto" and cfg.decode.quantize == "int8":
-            precision, why = "fp32", "int8 layers"  # the quantized products are the fast path
-        else:
-            precision, why = devices.resolve_precision(asked, device, devices.product_shapes(cfg.model, rows))
-        cfg = replace(cfg, decode=replace(cfg.decode, precision=precision))
+        decode, precision_line = choose_precision(cfg.decode, cfg.model, device)
+        cfg = replace(cfg, decode=decode)
         vocab = payload["vocab"]
         if search and "tgt_words" in vocab:  # checkpoints written before the list existed search every word
             model.decoder.restrict_output(torch.tensor(vocab["tgt_words"]))
-        return cls(_prepare(model, cfg.decode, device), cfg,
-                   subwords.from_bytes(vocab["src_spm"], f"{path} (source)"),
-                   subwords.from_bytes(vocab["tgt_spm"], f"{path} (target)"),
+        src_sp = subwords.from_bytes(vocab["src_spm"], f"{path} (source)")
+        tgt_sp = subwords.from_bytes(vocab["tgt_spm"], f"{path} (target)")
+        checkpoint.check_subwords(src_sp, vocab["src_size"], path, "source")
+        checkpoint.check_subwords(tgt_sp, vocab["tgt_size"], path, "target")
+        return cls(_prepare(model, cfg.decode, device), cfg, src_sp, tgt_sp,
                    cfg.data.max_len or NO_LIMIT, device,
-                   devices.autocast(device, precision, "--precision"),
-                   f"auto -> {precision} ({why})" if asked == "auto" else precision)
+                   devices.autocast(device, decode.precision, "--precision"), precision_line)
 
     @property
     def decode(self) -> DecodeConfig:
@@ -88,6 +84,24 @@ class Inference:
         for row, ids in enumerate(sentences):
             src[row, : len(ids) + 1] = torch.tensor(ids + [EOS])
         return src.to(self.device), lengths
+
+
+def choose_precision(decode: DecodeConfig, model: ModelConfig, device: torch.device) -> tuple[DecodeConfig, str]:
+    """``decode`` with a concrete precision, and a phrase saying which and why.
+
+    ``auto``: what :func:`device.resolve_precision` picks for this model's search products
+    (bf16 on a CPU that runs it clearly faster than fp32, else fp32); int8 layers stay
+    something to ask for (``--quantize int8``): a line's translation would then depend on
+    the other lines of its batch (docs/performance.md). int8 takes fp32 for the rest.
+    """
+    int8 = ", int8" if decode.quantize == "int8" else ""
+    if decode.precision != "auto":
+        return decode, decode.precision + int8
+    if int8:
+        return replace(decode, precision="fp32"), "auto -> fp32, int8"
+    rows = decode.sentences_per_batch * decode.beam
+    precision, why = devices.resolve_precision("auto", device, devices.product_shapes(model, rows))
+    return replace(decode, precision=precision), f"auto -> {precision} ({why})"
 
 
 def batches(items: list, size: Callable[[object], int], batch_size: int, batch_tokens: int) -> Iterator[list]:

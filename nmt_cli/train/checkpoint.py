@@ -159,9 +159,11 @@ class _SkipInit(TorchFunctionMode):
 class _Shapes(TorchFunctionMode):
     """Builds modules on the meta device (shapes, no memory): what a config asks for can
     be compared with the weights a file holds before anything is allocated. Its own
-    mode, not ``torch.device("meta")``, for the reason given at :class:`_SkipInit`."""
+    mode, not ``torch.device("meta")``, for the reason given at :class:`_SkipInit`.
+    ``torch.tensor`` is left out: its data is in memory already, and the model reads it
+    back (``output_vocab: target`` sorts the list of target words)."""
 
-    FACTORIES = {torch.empty, torch.zeros, torch.ones, torch.full, torch.tensor, torch.arange, torch.rand, torch.randn}
+    FACTORIES = {torch.empty, torch.zeros, torch.ones, torch.full, torch.arange, torch.rand, torch.randn}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -24,7 +24,7 @@ import math
 import signal
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,8 @@ import yaml
 from nmt_cli import allocator, lock
 from nmt_cli import device as devices
 from nmt_cli.config import Config, DataConfig, TrainConfig, from_dict, parse_duration, to_dict
-from nmt_cli.errors import NmtError
+from nmt_cli.errors import EnvError, NmtError, os_reason
+from nmt_cli.model import shapes
 from nmt_cli.model.seq2seq import Seq2Seq, parameter_count
 from nmt_cli.prep import subwords
 from nmt_cli.train import checkpoint
@@ -46,8 +47,9 @@ from nmt_cli.train.validate import validate
 
 
 # Steps between hand-backs of the C heap's free pages (allocator.release). Each costs the
-# next step a page fault per 4 kB it touches again. On the bf16 multi30k_de_en recipe: after
-# every step, about 20% slower and peak RSS 1.9 GB; every 10th, 2.1 GB; never, 2.3 GB.
+# next step a page fault per 4 kB it touches again, so handing back after every step is
+# slow, and never handing back lets the peak grow: every few steps keeps most of both
+# (docs/performance.md).
 RELEASE_EVERY = 10
 
 
@@ -84,6 +86,7 @@ class Run:
     scaler: Any = None
     log: Any = None
     stop_signal: list = field(default_factory=list)
+    precision_line: str = ""  # which precision runs and why, for the start line
 
 
 def train(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str = "auto", display=None) -> Progress:
@@ -98,10 +101,12 @@ def train(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str = "a
         log = (display or _Quiet()) if ranks.main else _Quiet()
         run = setup(cfg, Path(data_dir), Path(out), resume, distributed.rank_device(dev, ranks), ranks, log)
         t = run.cfg.train
-        run.log.line(f"training {parameter_count(run.model):,} parameters on {run.device} ({t.precision}); "
+        run.log.line(f"training {parameter_count(run.model):,} parameters on {run.device}, {run.precision_line}; "
                      f"{len(run.data.train):,} training pairs; writing {run.out}")
-        if ranks.main and (note := devices.slow_bf16_note(run.device, t.precision, "--set train.precision")):
+        if ranks.main and cfg.train.precision == "bf16" and (note := devices.slow_bf16_note(run.device, t.precision, "--set train.precision")):
             run.log.line(note)
+        event(run, "start", precision=t.precision, precision_asked=cfg.train.precision, device=str(run.device),
+              ranks=ranks.world, parameters=parameter_count(run.model))
         run.log.line(f"effective batch: {ranks.world} rank{'s' if ranks.world > 1 else ''} x {t.batch_tokens:,} tokens "
                      f"x accumulate {t.accumulate} = {effective_batch(run):,} tokens an optimizer step")
         try:
@@ -289,8 +294,12 @@ def event(run: Run, kind: str, **values: Any) -> None:
         return
     p = run.progress
     record = {"event": kind, "step": p.step, "epoch": p.epoch, "elapsed": round(p.elapsed, 2), **values}
-    with open(run.out / "metrics.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    path = run.out / "metrics.jsonl"
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:  # a full disk: a write's OSError names no file
+        raise EnvError(f"{path}: {os_reason(e)}") from None
 
 
 def save(run: Run, best: bool) -> None:
@@ -338,11 +347,13 @@ def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, dev: torch.devic
     resume_from = _check_out(out, resume)
     if resume_from is not None:
         state = checkpoint.load(resume_from)
+        checkpoint.validate(state, resume_from, resume=True)
         cfg = _resumed_config(cfg, state, resume_from)
         _check_same_data(state, data, resume_from)
         for line in _train_changes(from_dict(Config, state["config"]).train, cfg.train):
             log.line(line)
     _check_vocab(cfg, data)
+    cfg, precision_line = _choose_precision(cfg, state["config"]["train"]["precision"] if resume_from else None, dev)
     autocast = devices.autocast(dev, cfg.train.precision, "train.precision")  # refuses fp16 on CPU before anything is written
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     model = Seq2Seq(cfg.model, data.vocab["src_size"], data.vocab["tgt_size"], data.vocab["tgt_words"]).to(dev)
@@ -366,7 +377,27 @@ def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, dev: torch.devic
             metrics.cut_back(out / "metrics.jsonl", progress.step)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
     net = _data_parallel(model, dev)
-    return Run(cfg, out, data, model, net, ranks, optimizer, schedule, progress, dev, autocast, scaler, log)
+    return Run(cfg, out, data, model, net, ranks, optimizer, schedule, progress, dev, autocast, scaler, log,
+               precision_line=precision_line)
+
+
+def _choose_precision(cfg: Config, resumed: str | None, dev: torch.device) -> tuple[Config, str]:
+    """``cfg`` with ``train.precision`` concrete, and a phrase saying why, for the start line.
+
+    ``auto`` takes a resumed run's own precision (never a new probe: the run goes on exactly
+    as it would have), else rank 0's probe of this model's product shapes, the same on
+    every rank. An explicit precision is used as it is.
+    """
+    asked = cfg.train.precision
+    if asked == "auto" and resumed not in (None, "auto"):
+        chosen, why = resumed, "the precision this run started in"
+    else:
+        rows = shapes.round_up(max(1, cfg.train.batch_tokens // 32), cfg.train.batch_multiple)
+        chosen, why = distributed.from_main(devices.resolve_precision(asked, dev, devices.product_shapes(cfg.model, rows)))
+    line = f"precision {chosen}" if asked != "auto" else f"precision auto -> {chosen} ({why})"
+    if resumed not in (None, "auto", chosen):
+        line += f" (the checkpoint trained in {resumed}: not an exact continuation)"
+    return Config(cfg.data, cfg.model, replace(cfg.train, precision=chosen), cfg.decode), line
 
 
 def _data_parallel(model: Seq2Seq, dev: torch.device) -> torch.nn.Module:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -208,11 +210,31 @@ def test_model_needs_src(ckpt, pair_files):
 def test_src_and_reference_line_count_mismatch(ckpt, pair_files, tmp_path):
     src, _ = pair_files
     short = write_lines(tmp_path / "short.en", [en for _, en in PAIRS[:-2]])
-    line = assert_one_line_error(score("--model", ckpt, "--src", src, "-r", short, "--device", "cpu"), str(src), str(short))
+    result = score("--model", ckpt, "--src", src, "-r", short, "--device", "cpu")
+    line = assert_one_line_error(result, str(src), str(short))
     assert f"has {len(PAIRS)} lines" in line and f"has {len(PAIRS) - 2}" in line
+    assert result.stdout == ""  # reported before any row
     long = write_lines(tmp_path / "long.en", [en for _, en in PAIRS] + ["one more"])
-    line = assert_one_line_error(score("--model", ckpt, "--src", src, "-r", long, "--device", "cpu"))
+    result = score("--model", ckpt, "--src", src, "-r", long, "--device", "cpu", "-f", "json")
+    line = assert_one_line_error(result)
     assert f"has {len(PAIRS)} lines" in line and f"has {len(PAIRS) + 1}" in line
+    assert result.stdout == ""
+
+
+def test_a_piped_reference_of_another_length_prints_no_row_either(ckpt, pair_files, tmp_path):
+    """A pipe (``<(zcat ref.gz)``) is read once: its rows wait until its end shows it matches."""
+    src, _ = pair_files
+    fifo = tmp_path / "ref.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text("".join(en + "\n" for _, en in PAIRS[:-1])))
+    writer.start()
+    result = score("--model", ckpt, "--src", src, "-r", fifo, "--device", "cpu")
+    if writer.is_alive():  # the command never opened the pipe: let the writer go
+        with open(fifo, "rb") as f:
+            f.read()
+    writer.join()
+    assert_one_line_error(result, f"has {len(PAIRS) - 1}")
+    assert result.stdout == ""
 
 
 def test_missing_checkpoint(pair_files, tmp_path):

@@ -16,9 +16,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import assert_ok, assert_one_line_error, make_pairs, write_lines
+from conftest import EOS_ID, PAD_ID, SOS_ID, assert_ok, assert_one_line_error, make_pairs, run_train, sets, write_lines
 from nmt_cli import device as devices
+from nmt_cli.config import DecodeConfig, ModelConfig
+from nmt_cli.decode.inference import choose_precision
 from nmt_cli.cli import app
+from nmt_cli.decode.translate import Translator
 
 PHARAOH = re.compile(r"^(\d+-\d+)( \d+-\d+)*$")
 SCORED = re.compile(r"^(.*)\t(-?\d+\.\d{4})$")
@@ -140,12 +143,24 @@ def test_scores_are_a_tab_and_a_float(source, ckpt):
         assert got == text and score < 0
 
 
-def test_no_special_symbols_in_the_output(source, ckpt):
+def test_no_special_symbols_in_the_output(source, ckpt, monkeypatch):
+    """SentencePiece decodes PAD, SOS and EOS to nothing, so the text cannot show them: the
+    ids each hypothesis is detokenized from must not hold them."""
+    detokenized = []
+    original = Translator.detokenize
+
+    def detokenize(self, line, hyp):
+        detokenized.append(list(hyp.tokens))
+        return original(self, line, hyp)
+
+    monkeypatch.setattr(Translator, "detokenize", detokenize)
     for flags in ([], ["--beam", "1"], ["--beam", "4", "--nbest", "4"]):
+        detokenized.clear()
         result = translate(source, "-m", ckpt, "-q", *flags)
         assert_ok(result)
-        for token in ("<s>", "</s>", "<pad>", "<unk>"):
-            assert token not in result.stdout
+        assert len(detokenized) == len(result.stdout.splitlines())  # every output line was checked
+        assert not {PAD_ID, SOS_ID, EOS_ID} & {token for tokens in detokenized for token in tokens}, flags
+        assert "<unk>" not in result.stdout  # UNK decodes to " ⁇ ", never to its piece
 
 
 def test_line_endings_bom_and_a_missing_final_newline(tmp_path, ckpt):
@@ -211,15 +226,18 @@ def test_auto_precision_equals_fp32_where_it_resolves_to_fp32(monkeypatch, sourc
     fp32 = translate(source, "-m", ckpt, "--device", "cpu", "--beam", "3", "--precision", "fp32")
     assert_ok(auto) and assert_ok(fp32)
     assert auto.stdout == fp32.stdout
-    assert "auto -> fp32 (bf16 0.05x fp32 on this CPU)" in auto.stderr
+    assert "beam 3, auto -> fp32 (bf16 0.05x fp32 on this CPU))" in auto.stderr and "beam 3, fp32)" in fp32.stderr
 
 
-def test_auto_precision_takes_bf16_where_clearly_faster(monkeypatch, source, ckpt):
-    monkeypatch.setattr(devices, "bf16_speedup", lambda shapes: 3.0)
-    auto = translate(source, "-m", ckpt, "--device", "cpu")
-    assert_ok(auto)
-    assert "auto -> bf16 (bf16 3.00x fp32 on this CPU)" in auto.stderr
-    assert "auto -> fp32 (int8 layers)" in translate(source, "-m", ckpt, "--device", "cpu", "--quantize", "int8").stderr
+@pytest.mark.parametrize("speedup, chosen", [(0.05, "fp32"), (3.0, "bf16")])
+def test_auto_precision_follows_the_probe_on_a_cpu_and_is_fp32_on_cuda(monkeypatch, speedup, chosen):
+    monkeypatch.setattr(devices, "bf16_speedup", lambda shapes: speedup)
+    decode, line = choose_precision(DecodeConfig(), ModelConfig(), torch.device("cpu"))
+    assert decode.precision == chosen and line == f"auto -> {chosen} (bf16 {speedup:.2f}x fp32 on this CPU)"
+    decode, line = choose_precision(DecodeConfig(quantize="int8"), ModelConfig(), torch.device("cpu"))
+    assert decode.precision == "fp32" and line == "auto -> fp32, int8"
+    decode, line = choose_precision(DecodeConfig(), ModelConfig(), torch.device("cuda"))
+    assert decode.precision == "fp32" and line.startswith("auto -> fp32 (fp32 on cuda")
 
 
 @pytest.mark.parametrize("ratio, noted", [(0.5, True), (2.0, False)])
@@ -247,16 +265,34 @@ def test_summary_line_on_stderr_unless_quiet(source, ckpt):
 # --------------------------------------------------------------------------- int8
 
 
-def test_int8_output_is_close_to_fp32(source, ckpt):
-    fp32 = translate(source, "-m", ckpt, "-q", "--scores", "--device", "cpu")  # int8 is for CPU decoding
-    int8 = translate(source, "-m", ckpt, "-q", "--scores", "--quantize", "int8", "--device", "cpu")
+@pytest.fixture(scope="module")
+def fluent(tmp_path_factory, prepped) -> Path:
+    """The tiny model trained long enough that its greedy output varies from line to line
+    (the 30-step model's is a few repeated words). It does not translate the generated
+    sentences well (BLEU about 1 against their English): what matters here is output
+    that depends on the input."""
+    out = tmp_path_factory.mktemp("fluent") / "model"
+    assert_ok(run_train(prepped, out, *sets("train.max_steps=600", "train.valid_every=600")))
+    return out / "best.pt"
+
+
+@pytest.mark.parametrize("flags, bound", [(["--quantize", "int8"], 50), (["--precision", "bf16"], 70)], ids=["int8", "bf16"])
+def test_reduced_precision_translates_like_fp32(tmp_path, fluent, flags, bound):
+    """int8 and bf16 change the model's arithmetic, not its translations: against fp32's
+    output as the reference, their BLEU stays high on output that varies from line to line.
+    Greedy search, so that the comparison is of the arithmetic alone. A weak model has
+    near-ties that the rounding flips (measured on one CPU: int8 68-78, bf16 88-90, with
+    47-68% of lines identical); the output of the same run 200 steps on scores 0.3."""
+    from sacrebleu.metrics import BLEU
+
+    source = write_lines(tmp_path / "src.de", [de for de, _ in make_pairs(100, seed=11)])
+    fp32 = translate(source, "-m", fluent, "-q", "--device", "cpu", "--beam", "1", "--precision", "fp32")
+    reduced = translate(source, "-m", fluent, "-q", "--device", "cpu", "--beam", "1", *flags)
     assert_ok(fp32)
-    assert_ok(int8)
-    pairs = list(zip(map(scored, out_lines(fp32.stdout)), map(scored, out_lines(int8.stdout)), strict=True))
-    same = [(a, b) for a, b in pairs if a[0] == b[0]]
-    assert len(same) >= 0.8 * len(pairs), f"only {len(same)}/{len(pairs)} lines equal"
-    for (_, a), (_, b) in same:
-        assert b == pytest.approx(a, rel=0.05, abs=0.05)
+    assert_ok(reduced)
+    reference, hypothesis = out_lines(fp32.stdout), out_lines(reduced.stdout)
+    assert len(set(reference)) >= 80  # varied output: agreement cannot come from a constant line
+    assert BLEU().corpus_score(hypothesis, [reference]).score >= bound, flags
 
 
 # --------------------------------------------------------------------------- n-best

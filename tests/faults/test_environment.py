@@ -56,7 +56,8 @@ class _FillingFile:
 @pytest.fixture
 def fill_disk(monkeypatch):
     """``fill_disk(pattern, code, room)``: files whose real name matches ``pattern``,
-    written through ``atomic_file`` or ``open``, fail with ``code`` after ``room`` bytes."""
+    written through ``atomic_file`` or ``open`` (to write or to append), fail with ``code``
+    after ``room`` bytes."""
 
     def install(pattern: str, code: int = errno.ENOSPC, room: int = 100) -> None:
         def matching(fd: int) -> bool:
@@ -71,10 +72,11 @@ def fill_disk(monkeypatch):
 
         def opener(path, mode="r", *args, **kwargs):
             file = real_open(path, mode, *args, **kwargs)
-            return _FillingFile(file, code, room) if "w" in mode and matching(file.fileno()) else file
+            return _FillingFile(file, code, room) if ("w" in mode or "a" in mode) and matching(file.fileno()) else file
 
         monkeypatch.setattr(os, "fdopen", fdopen)
-        monkeypatch.setattr("io.open", opener)
+        monkeypatch.setattr("io.open", opener)  # pathlib's writes
+        monkeypatch.setattr("builtins.open", opener)
 
     return install
 
@@ -108,6 +110,13 @@ def test_checkpoint_write_on_a_full_disk(tmp_path, prepped, fill_disk):
     line = assert_env_error(run_train(prepped, out, "--set", "train.max_steps=2"))
     assert line == f"nmt: error: {out / 'ckpt-0000002.pt'}: no space left on device"
     assert not list(out.glob("*.pt")) and not list(out.glob(".*.tmp"))
+
+
+def test_metrics_append_on_a_full_disk(tmp_path, prepped, fill_disk):
+    out = tmp_path / "model"
+    fill_disk("metrics.jsonl", room=0)
+    line = assert_env_error(run_train(prepped, out, "--set", "train.max_steps=2"))
+    assert line == f"nmt: error: {out / 'metrics.jsonl'}: no space left on device"
 
 
 def test_prep_on_a_full_disk_leaves_the_old_prep(tmp_path, fill_disk):

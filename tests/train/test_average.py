@@ -97,3 +97,24 @@ def test_a_file_that_is_not_a_checkpoint_is_a_one_line_error(trained, tmp_path):
     empty = tmp_path / "empty"
     shutil.copytree(trained, empty, ignore=shutil.ignore_patterns("ckpt-*"))
     assert_one_line_error(run(empty, "-o", tmp_path / "x.pt"), "0 step checkpoints")
+
+
+def test_checkpoints_of_another_run_are_refused_unless_forced(trained, tmp_path):
+    """One run: the checkpoints since one `nmt train` started (resumes included) share its
+    run id; before run ids, the same prepared data and train.seed."""
+    older, newer = checkpoint.load(trained / "ckpt-0000020.pt"), checkpoint.load(trained / "ckpt-0000030.pt")
+    assert older["progress"]["run"] == newer["progress"]["run"] != ""
+    newer["progress"]["run"] = "another"
+    checkpoint.save(tmp_path / "other.pt", newer)
+    args = (trained / "ckpt-0000020.pt", tmp_path / "other.pt", "-o", tmp_path / "x.pt")
+    assert_one_line_error(run(*args), "other.pt: from another training run than", "run ids differ", "--force")
+    assert not (tmp_path / "x.pt").exists()
+    assert_ok(run(*args, "--force"))
+    for payload in (older, newer):  # checkpoints written before run ids
+        del payload["progress"]["run"]
+    checkpoint.save(tmp_path / "old.pt", older)
+    checkpoint.save(tmp_path / "new.pt", newer)
+    assert_ok(run(tmp_path / "old.pt", tmp_path / "new.pt", "-o", tmp_path / "y.pt"))
+    newer["config"]["train"]["seed"] = 7
+    checkpoint.save(tmp_path / "new.pt", newer)
+    assert_one_line_error(run(tmp_path / "old.pt", tmp_path / "new.pt", "-o", tmp_path / "y.pt"), "train.seed differ")

@@ -3,6 +3,7 @@ translate alone, pruning, atomic writes, one-line errors for files that are not 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -13,8 +14,10 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 import torch
+from typer.testing import CliRunner
 
-from conftest import TINY_RECIPE, TRAINED_SETS, TRAINED_STEPS, manifest
+from conftest import TINY_RECIPE, TRAINED_SETS, TRAINED_STEPS, assert_ok, manifest, run_train, sets
+from nmt_cli.cli import app
 from nmt_cli.config import Config, ModelConfig, apply_overrides, from_dict, load_recipe
 from nmt_cli.decode.greedy import greedy
 from nmt_cli.errors import NmtError
@@ -47,7 +50,8 @@ def test_checkpoint_holds_what_resuming_needs(trained, prepped):
     ckpt = checkpoint.load(trained / "ckpt-0000030.pt")
     expected = apply_overrides(load_recipe(TINY_RECIPE), [*TRAINED_SETS, f"train.max_steps={TRAINED_STEPS}"])
     saved = from_dict(Config, ckpt["config"])
-    assert (saved.model, saved.train) == (expected.model, expected.train)
+    # train.precision is what `auto` resolved to (fp32 in the tests)
+    assert (saved.model, saved.train) == (expected.model, dataclasses.replace(expected.train, precision="fp32"))
     # the data section is the prep directory's, so translation normalizes text the same way
     assert ckpt["config"]["data"] == json.loads((prepped / "manifest.json").read_text())["options"]
     model = Seq2Seq(expected.model, ckpt["vocab"]["src_size"], ckpt["vocab"]["tgt_size"])
@@ -123,6 +127,23 @@ def test_load_model_is_the_saved_model_and_draws_no_random_numbers(trained):
     assert all(torch.equal(state[name], tensor) for name, tensor in payload["model"].items())
     if model.cfg.tie_output:
         assert model.decoder.output.weight is model.decoder.embedding.weight
+
+
+def test_a_model_with_the_shipped_recipes_output_settings_translates(prepped, tmp_path):
+    """The multi30k recipes share the embeddings, tie the output layer to them and score the
+    training targets' words alone: such a checkpoint passes validation and translates
+    (its shape check once failed on the list of target words, made on the meta device)."""
+    out = tmp_path / "model"
+    assert_ok(run_train(prepped, out, *sets("model.share_embeddings=true", "model.tie_output=true",
+                                            "model.output_vocab=target", "train.max_steps=2", "train.valid_every=2")))
+    model, cfg = checkpoint.load_model(checkpoint.load(out / "best.pt"), path=out / "best.pt")
+    assert (cfg.model.share_embeddings, cfg.model.tie_output, cfg.model.output_vocab) == (True, True, "target")
+    assert model.decoder.output.weight is model.decoder.embedding.weight
+    source = tmp_path / "src.de"
+    source.write_text("ein Mann spielt mit einem Ball\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["translate", "-m", str(out / "best.pt"), "-q", "--beam", "2", str(source)])
+    assert_ok(result)
+    assert len(result.stdout.splitlines()) == 1
 
 
 # ----------------------------------------------------------------------------- bad files

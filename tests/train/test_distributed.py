@@ -112,3 +112,32 @@ def test_one_process_is_rank_zero_of_one(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     assert distributed.from_env() == distributed.Ranks(0, 0, 1) and not distributed.launched()
     assert distributed.gather("x") == ["x"] and distributed.from_main(3) == 3
+
+
+def test_two_nodes_sharing_the_model_directory_are_one_owner(tmp_path, prepped):
+    """Two torchrun "nodes" on this machine (`--nnodes 2`, one rank each) write into one
+    --out: global rank 0 alone holds the directory, rank 1 trains beside it."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "model"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={node}", "--nproc_per_node=1",
+         "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "nmt_cli", "train", str(TINY_RECIPE),
+         "--data", str(prepped), "--out", str(out), "--device", "cpu", *sets(*BASE, "train.max_steps=4", "train.valid_every=2")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for node in (0, 1)]
+    try:
+        results = [node.communicate(timeout=300) for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    for node, (_, err) in zip(nodes, results):
+        assert node.returncode == 0, err[-3000:]
+    assert "in use" not in results[1][1]
+    records = [(e["event"], e["step"]) for e in events(out)]
+    assert len(records) == len(set(records)) and ("train", 4) in records
+    assert [s for s, _ in checkpoint.step_checkpoints(out)] == [2, 4]
+    assert not list(tmp_path.glob(".model.lock"))

@@ -7,12 +7,14 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from conftest import (
     TINY_RECIPE,
@@ -22,6 +24,7 @@ from conftest import (
     run_train,
     sets,
 )
+from nmt_cli.cli import app
 from nmt_cli.config import apply_overrides, load_recipe
 from nmt_cli.train import checkpoint
 from nmt_cli.train import data as prepared_data
@@ -164,7 +167,9 @@ def test_metrics_jsonl_events(trained):
     all_events = events(trained)
     train_events = [e for e in all_events if e["event"] == "train"]
     valid_events = [e for e in all_events if e["event"] == "valid"]
-    assert len(train_events) + len(valid_events) == len(all_events)
+    (start,) = [e for e in all_events if e["event"] == "start"]
+    assert start["precision"] == "fp32" and start["precision_asked"] == "auto" and start["step"] == 0
+    assert 1 + len(train_events) + len(valid_events) == len(all_events)
     assert [e["step"] for e in train_events] == list(range(5, TRAINED_STEPS + 1, 5))
     assert [e["step"] for e in valid_events] == [10, 20, 30]
     for e in train_events:
@@ -186,7 +191,8 @@ def test_metrics_jsonl_events(trained):
 def test_config_yaml_loads_back_equal(trained, prepped):
     written = load_recipe(trained / "config.yaml")
     expected = tiny_config(*TRAINED_SETS, f"train.max_steps={TRAINED_STEPS}")
-    assert (written.model, written.train) == (expected.model, expected.train)
+    # what `auto` resolved to is written, so that the file says how the run was made
+    assert (written.model, written.train) == (expected.model, dataclasses.replace(expected.train, precision="fp32"))
     assert written.model.dropout == 0.2 and written.train.valid_every == 10
     # the data section is the one the prep directory was made with, not the recipe's
     assert dataclasses.asdict(written.data) == json.loads((prepped / "manifest.json").read_text())["options"]
@@ -234,7 +240,28 @@ def test_bf16_note_on_a_cpu_where_bf16_is_slow(monkeypatch, tmp_path, prepped):
     train(tiny_config("train.precision=bf16", "train.max_steps=1"), prepped, tmp_path / "model", resume=False,
           device="cpu", display=display)
     (note,) = [line for line in display.lines if line.startswith("note: bf16")]
-    assert "0.50x" in note and "--set train.precision=fp32" in note
+    assert "0.50x" in note and "--set train.precision=auto or fp32" in note
+
+
+@pytest.mark.parametrize("speedup, chosen", [(0.02, "fp32"), (1.19, "fp32"), (2.5, "bf16")])
+def test_auto_precision_is_resolved_recorded_and_kept_on_resume(monkeypatch, tmp_path, prepped, speedup, chosen):
+    monkeypatch.setattr(loop.devices, "bf16_speedup", lambda shapes: speedup)
+    display, out = Lines(), tmp_path / "model"
+    train(tiny_config("train.max_steps=2", "train.valid_every=2"), prepped, out, resume=False, device="cpu", display=display)
+    assert f"precision auto -> {chosen} (bf16 {speedup:.2f}x fp32 on this CPU)" in _start_line(display)
+    assert checkpoint.load(out / "best.pt")["config"]["train"]["precision"] == chosen
+    assert [e["precision"] for e in events(out) if e["event"] == "start"] == [chosen]
+    # the probe would now answer otherwise: the resumed run keeps its precision, unprobed
+    monkeypatch.setattr(loop.devices, "bf16_speedup", lambda shapes: pytest.fail("probed on resume"))
+    display = Lines()
+    train(tiny_config("train.max_steps=4", "train.valid_every=2"), prepped, out, resume=True, device="cpu", display=display)
+    assert f"precision auto -> {chosen} (the precision this run started in)" in _start_line(display)
+    assert [e["precision"] for e in events(out) if e["event"] == "start"] == [chosen, chosen]
+    assert checkpoint.load(out / "ckpt-0000004.pt")["config"]["train"]["precision"] == chosen
+
+
+def _start_line(display) -> str:
+    return next(line for line in display.lines if line.startswith("training "))
 
 
 def test_max_epochs_with_accumulation(tmp_path, prepped):
@@ -299,3 +326,70 @@ def test_resuming_after_max_epochs_trains_no_further_epoch(tmp_path, prepped):
     first = train(cfg, prepped, tmp_path / "m", resume=False, device="cpu")
     again = train(cfg, prepped, tmp_path / "m", resume=True, device="cpu")
     assert (again.step, again.epoch) == (first.step, first.epoch)
+
+
+# ----------------------------------------------------------------------------- resume under the recipes' settings
+
+# What the shipped recipes train with (recipes/multi30k_de_en.yaml, recipes/course/scheduled_sampling.yaml),
+# scaled to the tiny corpus: full batches of a multiple of 8 sentences, 2 batches a step, word
+# dropout, scheduled sampling that decays over the run, and the budget schedule over max_steps
+# (held for half of it, then falling: the resumed half crosses the turn).
+RECIPE_STEPS, RECIPE_STOP = 16, 7
+RECIPE_SETS = (
+    "train.batch_multiple=8", "train.accumulate=2", "model.word_dropout=0.1", "model.dropout=0.2",
+    "model.emb_dropout=0.2", "train.teacher_forcing=0.5", "train.teacher_forcing_schedule=linear",
+    "train.teacher_forcing_steps=12", "train.schedule=budget", "train.decay_share=0.5", "train.min_lr=1e-5",
+    f"train.max_steps={RECIPE_STEPS}", "train.valid_every=5", "train.log_every=2", "train.keep_last=10",
+)
+
+
+def test_resume_is_exact_under_the_recipes_settings(tmp_path, prepped):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert_ok(run_train(prepped, whole, *sets(*RECIPE_SETS)))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        sigterm_at(monkeypatch, RECIPE_STOP)  # not max_steps: the budget schedule runs over the whole RECIPE_STEPS
+        assert run_train(prepped, split, *sets(*RECIPE_SETS)).exit_code == 130
+    assert checkpoint.latest(split) == checkpoint.step_path(split, RECIPE_STOP)
+    assert_ok(run_train(prepped, split, "--resume", *sets(*RECIPE_SETS)))
+    a, b = (checkpoint.load(checkpoint.step_path(d, RECIPE_STEPS)) for d in (whole, split))
+    assert_same_state(a, b)
+    for key in ("step", "epoch", "batches_done", "validated_step"):
+        assert a["progress"][key] == b["progress"][key], key
+    logged = [e for e in events(split) if e["event"] == "train"]
+    assert [e["lr"] for e in logged] == [e["lr"] for e in events(whole) if e["event"] == "train"]
+    # the settings were in force: sampling, a decaying lr, batches of a multiple of 8 over 2 batches a step
+    assert logged[-1]["teacher_forcing"] < 1 and logged[-1]["lr"] < logged[0]["lr"]
+    batches = prepared_data.load(prepped).train.batches(600, 1, 0, 8)
+    assert all(len(batch) % 8 == 0 for batch in batches[:-1]) and a["progress"]["batches_done"] % 2 == 0
+
+
+def test_resume_names_each_train_setting_it_changes(tmp_path, prepped):
+    out = tmp_path / "m"
+    train(tiny_config("train.max_steps=2", "train.valid_every=2"), prepped, out, resume=False, device="cpu")
+    display = Lines()
+    changed = tiny_config("train.max_steps=4", "train.valid_every=2", "train.lr=0.001")
+    train(changed, prepped, out, resume=True, device="cpu", display=display)
+    assert [line for line in display.lines if line.startswith("note: --resume")] == [
+        "note: --resume: train.lr 0.005 -> 0.001 (checkpoint's value -> this run's)",
+        "note: --resume: train.max_steps 2 -> 4 (checkpoint's value -> this run's)"]
+    display = Lines()
+    train(changed, prepped, out, resume=True, device="cpu", display=display)
+    assert not [line for line in display.lines if "--resume" in line]
+
+
+def test_the_printed_resume_command_goes_on_with_the_runs_own_settings(tmp_path, prepped):
+    """Followed literally, the command printed at a SIGTERM resumes with every --set,
+    --threads and --device of the run, quoted for the shell."""
+    out = tmp_path / "my model"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        sigterm_at(monkeypatch, 5)
+        first = run_train(prepped, out, "--threads", "1", *sets("train.lr=0.001", "train.max_steps=12", "train.valid_every=4"))
+    assert first.exit_code == 130, first.output
+    command = first.stderr.strip().splitlines()[-1].split("continue with: ")[1]
+    assert f"--out {shlex.quote(str(out))} " in command and "--threads 1" in command and "--device cpu" in command
+    argv = shlex.split(command)
+    assert argv[:2] == ["nmt", "train"] and argv.count("--set") == 3 and argv[-1] == "--resume"
+    resumed = CliRunner().invoke(app, argv[1:])
+    assert_ok(resumed)
+    assert "note: --resume" not in resumed.stderr  # nothing differs from the checkpoint's settings
+    assert checkpoint.load(checkpoint.latest(out))["progress"]["step"] == 12
