@@ -55,7 +55,7 @@ demo: $(DEMO_MODEL)/test.score.txt
 	@echo "demo: files: prep $(WORK)/prep-de-en, model $(DEMO_MODEL)/best.pt (metrics.jsonl beside it)," >&2
 	@echo "      translations $(DEMO_MODEL)/test.hyp.en, scores $(DEMO_MODEL)/test.score.txt" >&2
 
-$(DEMO_MODEL)/best.pt: $(WORK)/prep-de-en/manifest.json $(DEMO_RECIPE)
+$(DEMO_MODEL)/best.pt: $(WORK)/prep-de-en/manifest.json $(DEMO_RECIPE) recipes/multi30k_de_en.yaml  # the quick recipe's base
 	rm -rf $(DEMO_MODEL)
 	$(BIN)/nmt train $(DEMO_RECIPE) --data $(WORK)/prep-de-en --out $(DEMO_MODEL) --set train.max_time=$(DEMO_TIME)
 
