@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, TextIO
 
+from nmt_cli import lock
 from nmt_cli.errors import EnvError, NmtError, os_reason, warn
 
 REPLACEMENT = "\ufffd"
@@ -250,6 +251,7 @@ def atomic_file(path: Path | str, mode: str = "w", encoding: str | None = "utf-8
     path = Path(path)
     if path.is_dir():
         raise NmtError(f"{path}: is a directory; give a file name")
+    lock.remove_stale(path.parent, lock.temp_names(path))  # what a killed writer of this file left
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     except FileNotFoundError as e:

@@ -74,6 +74,11 @@ def _acquire(path: Path, directory: Path) -> int:
         os.close(fd)
 
 
+def temp_names(path: Path) -> re.Pattern:
+    """The names :func:`nmt_cli.io.atomic_file` gives the temporary copies of ``path``, beside it."""
+    return re.compile(rf"^\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp$")
+
+
 def build_names(directory: Path) -> re.Pattern:
     """The names :func:`nmt_cli.io.atomic_dir` gives the temporary and the replaced copies
     of ``directory``, beside it."""

@@ -190,6 +190,25 @@ def test_atomic_file_keeps_old_file_on_error(tmp_path, error):
     assert os.listdir(tmp_path) == ["f"]
 
 
+def test_atomic_file_removes_what_a_killed_writer_of_that_file_left(tmp_path):
+    import fcntl
+
+    left = tmp_path / ".out.txt.abcd1234.tmp"  # a kill -9 mid-write
+    live = tmp_path / ".out.txt.live5678.tmp"  # another writer, still writing: its flock is held
+    other = tmp_path / ".other.txt.abcd1234.tmp"  # another file's: not this write's business
+    for path in (left, live, other):
+        path.write_text("half")
+    holder = os.open(live, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        with nio.atomic_file(tmp_path / "out.txt") as f:
+            f.write("whole\n")
+        assert not left.exists() and live.exists() and other.exists()
+    finally:
+        os.close(holder)
+    assert (tmp_path / "out.txt").read_text() == "whole\n"
+
+
 def test_atomic_dir_creates_and_replaces(tmp_path):
     out = tmp_path / "sub" / "out"
     with nio.atomic_dir(out) as tmp:
