@@ -17,12 +17,12 @@ ISAS = {"native": {}, "AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2"}}
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the flags that decide the precision path
 
 _PROBE = """
-import json, sys, torch
+import json, sys
 from nmt_cli import config, device
 cfg = config.apply_overrides(config.load_recipe(sys.argv[1]), sys.argv[2:])
-rows = max(1, cfg.train.batch_tokens // 32)
-chosen, why = device.resolve_precision("auto", torch.device("cpu"), device.product_shapes(cfg.model, rows))
-print(json.dumps({"precision": chosen, "why": why, "speedup": device.bf16_speedup(device.product_shapes(cfg.model, rows))}))
+speedup = device.bf16_speedup(device.product_shapes(cfg.model, max(1, cfg.train.batch_tokens // 32)))
+chosen, why = device.auto_choice(speedup)
+print(json.dumps({"precision": chosen, "why": why, "speedup": speedup}))
 """
 
 

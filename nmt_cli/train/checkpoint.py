@@ -40,11 +40,13 @@ FOR_INFERENCE = ("config", "model", "vocab")  # what translating needs
 _STEP_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 
 
-def save(path: Path, payload: dict[str, Any]) -> None:
+def save(path: Path, payload: dict[str, Any], *copies: Path) -> None:
+    """Write ``payload`` with its digest to ``path`` and to each of ``copies`` (digested once)."""
     payload = {"format": FORMAT, **{key: value for key, value in payload.items() if key != "digest"}}
     payload["digest"] = {"sha256": {key: digest(value) for key, value in payload.items()}}
-    with nio.atomic_file(path, "wb") as f:
-        torch.save(payload, f)
+    for target in (path, *copies):
+        with nio.atomic_file(target, "wb") as f:
+            torch.save(payload, f)
 
 
 def digest(value: Any) -> str:

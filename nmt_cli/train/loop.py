@@ -100,13 +100,13 @@ def train(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str = "a
             lock.remove_stale(Path(out))  # a killed run's half-written files
         log = (display or _Quiet()) if ranks.main else _Quiet()
         run = setup(cfg, Path(data_dir), Path(out), resume, distributed.rank_device(dev, ranks), ranks, log)
-        t = run.cfg.train
-        run.log.line(f"training {parameter_count(run.model):,} parameters on {run.device}, {run.precision_line}; "
+        t, parameters = run.cfg.train, parameter_count(run.model)
+        run.log.line(f"training {parameters:,} parameters on {run.device}, {run.precision_line}; "
                      f"{len(run.data.train):,} training pairs; writing {run.out}")
         if ranks.main and cfg.train.precision == "bf16" and (note := devices.slow_bf16_note(run.device, t.precision, "--set train.precision")):
             run.log.line(note)
         event(run, "start", precision=t.precision, precision_asked=cfg.train.precision, device=str(run.device),
-              ranks=ranks.world, parameters=parameter_count(run.model))
+              ranks=ranks.world, parameters=parameters)
         run.log.line(f"effective batch: {ranks.world} rank{'s' if ranks.world > 1 else ''} x {t.batch_tokens:,} tokens "
                      f"x accumulate {t.accumulate} = {effective_batch(run):,} tokens an optimizer step")
         try:
@@ -320,9 +320,7 @@ def save(run: Run, best: bool) -> None:
         "data": {"fingerprint": run.data.manifest["fingerprint"]},
     }
     path = checkpoint.step_path(run.out, run.progress.step)
-    checkpoint.save(path, payload)
-    if best:
-        checkpoint.save(run.out / "best.pt", payload)
+    checkpoint.save(path, payload, *([run.out / "best.pt"] if best else []))
     checkpoint.prune(run.out, run.cfg.train.keep_last)
 
 
@@ -344,16 +342,16 @@ def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, dev: torch.devic
     # The data section that counts is the one the prep directory was made with: it is what
     # a checkpoint must carry (text normalization at translation time, languages).
     cfg = Config(from_dict(DataConfig, data.manifest["options"]), cfg.model, cfg.train, cfg.decode)
-    resume_from = _check_out(out, resume)
+    resume_from, saved = _check_out(out, resume), None
     if resume_from is not None:
         state = checkpoint.load(resume_from)
-        checkpoint.validate(state, resume_from, resume=True)
-        cfg = _resumed_config(cfg, state, resume_from)
+        saved = checkpoint.validate(state, resume_from, resume=True)  # the checkpoint's Config
+        cfg = _resumed_config(cfg, saved, resume_from)
         _check_same_data(state, data, resume_from)
-        for line in _train_changes(from_dict(Config, state["config"]).train, cfg.train):
+        for line in _train_changes(saved.train, cfg.train):
             log.line(line)
     _check_vocab(cfg, data)
-    cfg, precision_line = _choose_precision(cfg, state["config"]["train"]["precision"] if resume_from else None, dev)
+    cfg, precision_line = _choose_precision(cfg, saved.train.precision if saved else None, dev)
     autocast = devices.autocast(dev, cfg.train.precision, "train.precision")  # refuses fp16 on CPU before anything is written
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     model = Seq2Seq(cfg.model, data.vocab["src_size"], data.vocab["tgt_size"], data.vocab["tgt_words"]).to(dev)
@@ -431,9 +429,8 @@ def _check_out(out: Path, resume: bool) -> Path | None:
     return None
 
 
-def _resumed_config(cfg: Config, state: dict, path: Path) -> Config:
-    """The checkpoint's model; the given train section (so budgets can be extended)."""
-    saved = from_dict(Config, state["config"])
+def _resumed_config(cfg: Config, saved: Config, path: Path) -> Config:
+    """The checkpoint's (``saved``) model; the given train section (so budgets can be extended)."""
     if saved.model != cfg.model:
         changed = [k for k in asdict(cfg.model) if getattr(cfg.model, k) != getattr(saved.model, k)]
         raise NmtError(f"{path}: was trained with other model settings ({', '.join('model.' + k for k in changed)})")

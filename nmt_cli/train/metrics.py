@@ -88,8 +88,9 @@ def main(argv: list[str]) -> int:
 def _how(run: str) -> str:
     """``; trained in fp32 (auto), 3,950 target tokens/s``: the precision the run used and its
     median speed, for the summary of ``make demo``."""
-    start = events(run, "start")
-    speeds = sorted(e["tokens_per_s"] for e in events(run, "train") if "tokens_per_s" in e)  # a hand-made file may lack it
+    records = read(run)
+    start = [e for e in records if e.get("event") == "start"]
+    speeds = sorted(e["tokens_per_s"] for e in records if e.get("event") == "train" and "tokens_per_s" in e)  # a hand-made file may lack it
     if not start or not speeds:
         return ""
     asked = " (auto)" if start[-1].get("precision_asked") == "auto" else ""
