@@ -29,6 +29,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
+	$(BIN)/ruff format --check --quiet .
+	$(BIN)/ruff check --quiet .
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Multi30k task 1: checksum-verified in MULTI30K_DIR, else downloaded into data/multi30k.

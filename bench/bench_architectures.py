@@ -63,21 +63,43 @@ def run_entry(entry: str, args: argparse.Namespace) -> str:
     valid = metrics.best_validation(out)
     source = args.prep / f"{args.split}.de.txt"
     refs = (args.prep / f"{args.split}.en.txt").read_text(encoding="utf-8").splitlines()
-    hyps = subprocess.run([sys.executable, "-m", "nmt_cli", "translate", "-q", "-m", str(out / "best.pt"), "--beam", "1",
-                           *threads, str(source)], check=True, capture_output=True, text=True, env=env).stdout.splitlines()
+    hyps = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nmt_cli",
+            "translate",
+            "-q",
+            "-m",
+            str(out / "best.pt"),
+            "--beam",
+            "1",
+            *threads,
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout.splitlines()
     test = sacrebleu.corpus_bleu(hyps, [refs]).score
     model = yaml.safe_load((out / "config.yaml").read_text())["model"]
     steps = max(e["step"] for e in events)
-    return (f"| {name} | {model['cell']} | {model['attention']} | {steps} | {speed} | {valid['bleu']:.2f} "
-            f"| {test:.2f} |")
+    return f"| {name} | {model['cell']} | {model['attention']} | {steps} | {speed} | {valid['bleu']:.2f} | {test:.2f} |"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default="gru:bahdanau,lstm:bahdanau,rnn:bahdanau,gru:luong_general,gru:luong_local,"
-                        "gru:luong_local_m", help="comma-separated cell:attention pairs and recipe files")
-    parser.add_argument("--grid", action="store_true", help="every cell x attention pair, then the course recipes and a "
-                        "repeat of gru:bahdanau (instead of --runs)")
+    parser.add_argument(
+        "--runs",
+        default="gru:bahdanau,lstm:bahdanau,rnn:bahdanau,gru:luong_general,gru:luong_local,gru:luong_local_m",
+        help="comma-separated cell:attention pairs and recipe files",
+    )
+    parser.add_argument(
+        "--grid",
+        action="store_true",
+        help="every cell x attention pair, then the course recipes and a repeat of gru:bahdanau (instead of --runs)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="entries trained at a time")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     parser.add_argument("--minutes", type=float, default=20)
@@ -89,10 +111,12 @@ def main() -> None:
     args = parser.parse_args()
     args.results.parent.mkdir(parents=True, exist_ok=True)
     if not args.results.exists():
-        args.results.write_text(f"{args.minutes:g} minutes each, {args.jobs} at a time, "
-                                f"{args.threads or 'default'} thread(s) each, {args.recipe}; test = {args.split}, greedy, sacreBLEU\n"
-                                "| run | cell | attention | steps | target tokens/s | best valid BLEU | test BLEU |\n"
-                                "|---|---|---|---|---|---|---|\n")
+        args.results.write_text(
+            f"{args.minutes:g} minutes each, {args.jobs} at a time, "
+            f"{args.threads or 'default'} thread(s) each, {args.recipe}; test = {args.split}, greedy, sacreBLEU\n"
+            "| run | cell | attention | steps | target tokens/s | best valid BLEU | test BLEU |\n"
+            "|---|---|---|---|---|---|---|\n"
+        )
     entries = [f"{c}:{a}" for a in ATTENTIONS for c in CELLS] + list(GRID_EXTRA) if args.grid else args.runs.split(",")
     lock = threading.Lock()
 

@@ -47,20 +47,53 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (nccl)")
     args = parser.parse_args()
 
-    common = [args.recipe, "--data", str(args.prep), "--device", args.device,
-              "--set", f"train.max_steps={args.steps}", "--set", f"train.log_every={args.log_every}",
-              "--set", f"train.valid_every={10 * args.steps}", "--set", "train.max_time=", "--set", f"train.precision={args.precision}"]
+    common = [
+        args.recipe,
+        "--data",
+        str(args.prep),
+        "--device",
+        args.device,
+        "--set",
+        f"train.max_steps={args.steps}",
+        "--set",
+        f"train.log_every={args.log_every}",
+        "--set",
+        f"train.valid_every={10 * args.steps}",
+        "--set",
+        "train.max_time=",
+        "--set",
+        f"train.precision={args.precision}",
+    ]
     rows = []
     out = args.work / "plain"
-    rows.append(("nmt train (no torchrun)", train([sys.executable, "-m", "nmt_cli", "train", *common, "--out", str(out)], out, args.threads)))
+    rows.append(
+        (
+            "nmt train (no torchrun)",
+            train([sys.executable, "-m", "nmt_cli", "train", *common, "--out", str(out)], out, args.threads),
+        )
+    )
     for n in [int(x) for x in args.ranks.split(",")]:
         out = args.work / f"ranks{n}"
-        argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-                "-m", "nmt_cli", "train", *common, "--out", str(out)]
+        argv = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={n}",
+            "-m",
+            "nmt_cli",
+            "train",
+            *common,
+            "--out",
+            str(out),
+        ]
         rows.append((f"torchrun, {n} rank{'s' if n > 1 else ''}", train(argv, out, args.threads)))
     base = rows[0][1]
-    print(f"nmt train, {args.recipe}, {args.steps} steps, {args.device} {args.precision}, {args.threads} thread(s) per rank; "
-          "median target tokens/s of logged windows after warm-up")
+    print(
+        f"nmt train, {args.recipe}, {args.steps} steps, {args.device} {args.precision}, "
+        f"{args.threads} thread(s) per rank; "
+        "median target tokens/s of logged windows after warm-up"
+    )
     print("| run | target tokens/s | vs nmt train |\n|---|---|---|")
     for name, speed in rows:
         print(f"| {name} | {speed:,.0f} | {speed / base:.2f}x |")

@@ -52,15 +52,31 @@ def make_copies(multi30k: Path, work: Path, times: int) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--multi30k", type=Path, default=Path(os.environ.get("MULTI30K_DIR", "../shared/data/multi30k")))
+    parser.add_argument(
+        "--multi30k", type=Path, default=Path(os.environ.get("MULTI30K_DIR", "../shared/data/multi30k"))
+    )
     parser.add_argument("--work", type=Path, default=Path("work/bench"))
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--times", type=int, default=10, help="copies in the large corpus")
     parser.add_argument("--spm-sample", type=int, default=50_000)
     args = parser.parse_args()
 
-    corpora = {"1x": (args.multi30k / "train", 29_000), f"{args.times}x": (make_copies(args.multi30k, args.work, args.times), 29_000 * args.times)}
-    nmt = [sys.executable, "-m", "nmt_cli", "prep", "--src-lang", "de", "--tgt-lang", "en", "--valid", str(args.multi30k / "val")]
+    corpora = {
+        "1x": (args.multi30k / "train", 29_000),
+        f"{args.times}x": (make_copies(args.multi30k, args.work, args.times), 29_000 * args.times),
+    }
+    nmt = [
+        sys.executable,
+        "-m",
+        "nmt_cli",
+        "prep",
+        "--src-lang",
+        "de",
+        "--tgt-lang",
+        "en",
+        "--valid",
+        str(args.multi30k / "val"),
+    ]
     model = args.work / "spm.model"
     rows = []
     for setting in ("train spm", "reuse spm"):
@@ -76,15 +92,28 @@ def main() -> None:
                 if setting == "train spm" and name == "1x" and not model.exists():
                     shutil.copy(out / "spm.model", model)
             median = statistics.median(times)
-            rows.append({"setting": setting, "corpus": name, "pairs": pairs, "seconds": median,
-                         "pairs_per_s": pairs / median, "peak_rss_mb": statistics.median(peaks) / 2**20,
-                         "runs": args.repeat})
-    print(f"nmt prep, Multi30k de-en train (+ val), median of {args.repeat} whole-process runs, "
-          f"--spm-sample {args.spm_sample}, {os.cpu_count()} CPUs")
+            rows.append(
+                {
+                    "setting": setting,
+                    "corpus": name,
+                    "pairs": pairs,
+                    "seconds": median,
+                    "pairs_per_s": pairs / median,
+                    "peak_rss_mb": statistics.median(peaks) / 2**20,
+                    "runs": args.repeat,
+                }
+            )
+    print(
+        f"nmt prep, Multi30k de-en train (+ val), median of {args.repeat} whole-process runs, "
+        f"--spm-sample {args.spm_sample}, {os.cpu_count()} CPUs"
+    )
     print("| setting | corpus | pairs | seconds | pairs/s | peak RSS |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['setting']} | {r['corpus']} | {r['pairs']:,} | {r['seconds']:.1f} | {r['pairs_per_s']:,.0f} | {r['peak_rss_mb']:.0f} MB |")
+        print(
+            f"| {r['setting']} | {r['corpus']} | {r['pairs']:,} | {r['seconds']:.1f} | "
+            f"{r['pairs_per_s']:,.0f} | {r['peak_rss_mb']:.0f} MB |"
+        )
     for setting in ("train spm", "reuse spm"):
         small, large = (r["peak_rss_mb"] for r in rows if r["setting"] == setting)
         print(f"{setting}: peak RSS {args.times}x / 1x = {large / small:.2f}")

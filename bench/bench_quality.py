@@ -52,11 +52,19 @@ def main() -> None:
             continue
         bleu, chrf = [], []
         for beam in (1, 5):
-            out = subprocess.run([sys.executable, "-m", "nmt_cli", "translate", "-q", "-m", str(path), "--beam", str(beam),
-                                  str(source)], check=True, capture_output=True, text=True).stdout.splitlines()
+            out = subprocess.run(
+                [sys.executable, "-m", "nmt_cli", "translate", "-q", "-m", str(path), "--beam", str(beam), str(source)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.splitlines()
             bleu.append(sacrebleu.corpus_bleu(out, [refs]).score)
             chrf.append(sacrebleu.corpus_chrf(out, [refs]).score)
-        print(f"| {minutes:g} min | {best['step']} | {best['bleu']:.2f} | {bleu[0]:.2f} / {bleu[1]:.2f} | {chrf[0]:.2f} / {chrf[1]:.2f} |")
+        print(
+            f"| {minutes:g} min | {best['step']} | {best['bleu']:.2f} | {bleu[0]:.2f} / {bleu[1]:.2f} | "
+            f"{chrf[0]:.2f} / {chrf[1]:.2f} |"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -29,7 +29,12 @@ from nmt_cli.train import metrics
 CONFIGS = {
     "bahdanau (GRU, input feeding)": [],
     "luong_general (LSTM, input feeding)": ["--set", "model.attention=luong_general", "--set", "model.cell=lstm"],
-    "luong_general (GRU, no input feeding)": ["--set", "model.attention=luong_general", "--set", "model.input_feeding=false"],
+    "luong_general (GRU, no input feeding)": [
+        "--set",
+        "model.attention=luong_general",
+        "--set",
+        "model.input_feeding=false",
+    ],
 }
 
 
@@ -47,12 +52,33 @@ def speed(args: argparse.Namespace, isa: str, extra: list[str], precision: str, 
     out = args.work / "model"
     shutil.rmtree(out, ignore_errors=True)
     log_every = args.log_every if steps >= 3 * args.log_every else 1
-    _, peak = run([
-        sys.executable, "-m", "nmt_cli", "train", args.recipe, "--data", str(args.prep), "--out", str(out),
-        "--set", f"train.precision={precision}", "--set", f"train.max_steps={steps}",
-        "--set", f"train.log_every={log_every}", "--set", f"train.valid_every={10 * steps}",
-        "--set", "train.max_time=", "--device", args.device, *extra,
-    ], machine.env(isa))
+    _, peak = run(
+        [
+            sys.executable,
+            "-m",
+            "nmt_cli",
+            "train",
+            args.recipe,
+            "--data",
+            str(args.prep),
+            "--out",
+            str(out),
+            "--set",
+            f"train.precision={precision}",
+            "--set",
+            f"train.max_steps={steps}",
+            "--set",
+            f"train.log_every={log_every}",
+            "--set",
+            f"train.valid_every={10 * steps}",
+            "--set",
+            "train.max_time=",
+            "--device",
+            args.device,
+            *extra,
+        ],
+        machine.env(isa),
+    )
     speeds = [e["tokens_per_s"] for e in metrics.events(out, "train")][1:]
     return {"tokens_per_s": statistics.median(speeds), "peak_rss_gb": peak / 2**30, "steps": steps}
 
@@ -82,10 +108,16 @@ def main() -> None:
             row = {"isa": isa, "model": name, "auto": auto["precision"], "probe": auto["why"]}
             for precision in precisions:
                 slow = args.device == "cpu" and precision == "bf16" and auto["speedup"] < 0.2
-                row[precision] = speed(args, isa, extra, precision, 2 if slow else args.steps)  # tens of seconds a step there
+                row[precision] = speed(
+                    args, isa, extra, precision, 2 if slow else args.steps
+                )  # tens of seconds a step there
             rows.append(row)
-            print(f"{isa} {name}: auto -> {row['auto']} ({row['probe']}); " +
-                  ", ".join(f"{p} {row[p]['tokens_per_s']:,.0f}" for p in precisions) + " tgt tok/s", file=sys.stderr)
+            print(
+                f"{isa} {name}: auto -> {row['auto']} ({row['probe']}); "
+                + ", ".join(f"{p} {row[p]['tokens_per_s']:,.0f}" for p in precisions)
+                + " tgt tok/s",
+                file=sys.stderr,
+            )
     where = machine.cpu() if args.device == "cpu" else torch_device_name()
     print(f"nmt train, {args.recipe}, {args.steps} steps, median of logged windows after warm-up; {where}")
     print("| oneDNN | model | auto picks | " + " | ".join(f"{p} tokens/s, peak RSS" for p in precisions) + " |")
@@ -94,7 +126,9 @@ def main() -> None:
         cells = " | ".join(f"{r[p]['tokens_per_s']:,.0f}, {r[p]['peak_rss_gb']:.2f} GB" for p in precisions)
         print(f"| {r['isa']} | {r['model']} | {r['auto']} ({r['probe']}) | {cells} |")
     Path("bench/results").mkdir(parents=True, exist_ok=True)
-    Path(f"bench/results/train-{args.device}.json").write_text(json.dumps({"cpu": where, "rows": rows}, indent=2) + "\n")
+    Path(f"bench/results/train-{args.device}.json").write_text(
+        json.dumps({"cpu": where, "rows": rows}, indent=2) + "\n"
+    )
 
 
 if __name__ == "__main__":

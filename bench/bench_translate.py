@@ -51,7 +51,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--modes", default="auto,fp32,bf16,int8")
     parser.add_argument("--isas", default="native,AVX2", help="of: " + ", ".join(machine.ISAS))
-    parser.add_argument("--recipe", default="recipes/multi30k_de_en.yaml", help="the model's recipe, for the bf16 probe")
+    parser.add_argument(
+        "--recipe", default="recipes/multi30k_de_en.yaml", help="the model's recipe, for the bf16 probe"
+    )
     parser.add_argument("--beams", default="1,5")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
@@ -75,21 +77,37 @@ def main() -> None:
                     continue
                 for how in ("file", "stdin"):
                     rows.append(measure(args, isa, beam, mode, how, source, refs))
-    print(f"nmt translate, {args.split} ({len(refs)} lines), {args.model}, whole process, median of {args.repeats}; "
-          f"{machine.cpu()}")
+    print(
+        f"nmt translate, {args.split} ({len(refs)} lines), {args.model}, whole process, median of {args.repeats}; "
+        f"{machine.cpu()}"
+    )
     print("| oneDNN | search | precision | input | seconds | sentences/s | target words/s | peak RSS | BLEU |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['isa']} | {r['search']} | {r['mode']} | {r['input']} | {r['seconds']:.2f} | {r['sentences_per_s']:,.0f} | "
-              f"{r['words_per_s']:,.0f} | {r['peak_rss_gb']:.2f} GB | {r['bleu']:.2f} |")
+        print(
+            f"| {r['isa']} | {r['search']} | {r['mode']} | {r['input']} | {r['seconds']:.2f} | "
+            f"{r['sentences_per_s']:,.0f} | "
+            f"{r['words_per_s']:,.0f} | {r['peak_rss_gb']:.2f} GB | {r['bleu']:.2f} |"
+        )
     Path("bench/results").mkdir(parents=True, exist_ok=True)
     Path("bench/results/translate.json").write_text(json.dumps(rows, indent=2) + "\n")
 
 
 def measure(args: argparse.Namespace, isa: str, beam: int, mode: str, how: str, source: Path, refs: list[str]) -> dict:
     """One row: the median of ``args.repeats`` whole ``nmt translate`` processes."""
-    cmd = [sys.executable, "-m", "nmt_cli", "translate", "-m", str(args.model), "--beam", str(beam), "-q", *MODES[mode],
-           *(["--threads", str(args.threads)] if args.threads else [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nmt_cli",
+        "translate",
+        "-m",
+        str(args.model),
+        "--beam",
+        str(beam),
+        "-q",
+        *MODES[mode],
+        *(["--threads", str(args.threads)] if args.threads else []),
+    ]
     if how == "file":
         cmd.append(str(source))
     runs = [run(cmd, source if how == "stdin" else None, machine.env(isa)) for _ in range(args.repeats)]
@@ -97,10 +115,21 @@ def measure(args: argparse.Namespace, isa: str, beam: int, mode: str, how: str, 
     hyps = runs[0][2].splitlines()
     assert len(hyps) == len(refs), f"{len(hyps)} output lines for {len(refs)} inputs"
     tokens = sum(len(h.split()) for h in hyps)
-    row = {"isa": isa, "search": "greedy" if beam == 1 else f"beam {beam}", "mode": mode, "input": how, "seconds": seconds,
-           "sentences_per_s": len(refs) / seconds, "words_per_s": tokens / seconds,
-           "peak_rss_gb": max(r[1] for r in runs) / 2**30, "bleu": sacrebleu.corpus_bleu(hyps, [refs]).score}
-    print(f"{isa} {row['search']} {mode} {how}: {seconds:.2f}s {row['peak_rss_gb']:.2f} GB BLEU {row['bleu']:.2f}", file=sys.stderr)
+    row = {
+        "isa": isa,
+        "search": "greedy" if beam == 1 else f"beam {beam}",
+        "mode": mode,
+        "input": how,
+        "seconds": seconds,
+        "sentences_per_s": len(refs) / seconds,
+        "words_per_s": tokens / seconds,
+        "peak_rss_gb": max(r[1] for r in runs) / 2**30,
+        "bleu": sacrebleu.corpus_bleu(hyps, [refs]).score,
+    }
+    print(
+        f"{isa} {row['search']} {mode} {how}: {seconds:.2f}s {row['peak_rss_gb']:.2f} GB BLEU {row['bleu']:.2f}",
+        file=sys.stderr,
+    )
     return row
 
 

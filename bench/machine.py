@@ -51,6 +51,7 @@ def auto_precision(isa: str, recipe: str, sets: list[str]) -> dict:
     """What ``precision: auto`` resolves to for this recipe's model under ``isa``: the
     precision, the reason and the probe's bf16 speedup."""
     args = [a for a in sets if a != "--set"]
-    out = subprocess.run([sys.executable, "-c", _PROBE, recipe, *args], env=env(isa), check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, recipe, *args], env=env(isa), check=True, capture_output=True, text=True
+    ).stdout
     return json.loads(out)

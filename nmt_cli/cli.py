@@ -14,7 +14,7 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -25,10 +25,11 @@ from nmt_cli.errors import EnvError, NmtError, os_reason
 # torch's import looks for out-of-tree device backends through every installed package's
 # entry points; nmt runs on cpu or cuda only. An explicit setting still wins.
 os.environ.setdefault("TORCH_DEVICE_BACKEND_AUTOLOAD", "0")
-allocator.limit_descriptor_cache()  # before torch's first matrix product: a lower peak in training (docs/performance.md)
+# before torch's first matrix product: a lower peak in training (docs/performance.md)
+allocator.limit_descriptor_cache()
 
 EXAMPLES = {
-    "prep": "nmt prep --src-lang de --tgt-lang en --train D/train --valid D/val --test D/test_2016_flickr --out work/prep",
+    "prep": "nmt prep -s de -t en --train D/train --valid D/val --test D/test_2016_flickr --out work/prep",
     "train": "nmt train recipes/multi30k_de_en.yaml --data work/prep --out work/model",
     "translate": "cat test.de | nmt translate -m work/model/best.pt --beam 5 > test.hyp.en",
     "score": "nmt score -r test.en test.hyp.en --metrics bleu,chrf,ter",
@@ -110,7 +111,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
 ) -> None:
     global _debug
@@ -120,33 +123,59 @@ def root(
 @app.command(epilog=f"Example: {EXAMPLES['prep']}")
 def prep(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (built under a temporary name, then renamed)."),
-    src_lang: Optional[str] = typer.Option(None, "--src-lang", "-s", help="Source language suffix, e.g. de."),
-    tgt_lang: Optional[str] = typer.Option(None, "--tgt-lang", "-t", help="Target language suffix, e.g. en."),
-    train: Optional[str] = typer.Option(None, "--train", help="Training prefix: reads PREFIX.SRC and PREFIX.TGT (or .gz)."),
-    valid: Optional[str] = typer.Option(None, "--valid", help="Validation prefix (never filtered)."),
-    test: Optional[list[str]] = typer.Option(None, "--test", help="Test prefix (repeatable; never filtered)."),
-    recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="YAML recipe; its data: section sets defaults."),
-    assignments: Optional[list[str]] = typer.Option(None, "--set", help="Override a recipe key: data.KEY=VALUE (repeatable)."),
-    vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help="Subword vocabulary size per model [8000]."),
-    spm_type: Optional[SpmType] = typer.Option(None, "--spm-type", help="SentencePiece algorithm [unigram]."),
-    joint: Optional[bool] = typer.Option(None, "--joint/--separate", help="One subword model for both languages, or one each [joint]."),
-    character_coverage: Optional[float] = typer.Option(None, "--character-coverage", help="Share of characters the model covers [1.0]."),
-    spm_sample: Optional[int] = typer.Option(None, "--spm-sample", help="Sentences sampled to train SentencePiece [1000000]."),
-    spm_model: Optional[str] = typer.Option(None, "--spm-model", help="Reuse this joint SentencePiece model."),
-    src_spm_model: Optional[str] = typer.Option(None, "--src-spm-model", help="Reuse this source SentencePiece model."),
-    tgt_spm_model: Optional[str] = typer.Option(None, "--tgt-spm-model", help="Reuse this target SentencePiece model."),
-    max_len: Optional[int] = typer.Option(None, "--max-len", help="Drop training pairs over this many subwords on a side; 0: off [128]."),
-    max_ratio: Optional[float] = typer.Option(None, "--max-ratio", help="Drop training pairs whose length ratio exceeds this; 0: off [3.0]."),
-    dedup: Optional[bool] = typer.Option(None, "--dedup/--no-dedup", help="Drop exact duplicate training pairs [no-dedup]."),
-    nfkc: Optional[bool] = typer.Option(None, "--nfkc/--no-nfkc", help="Unicode NFKC normalization [nfkc]."),
-    whitespace: Optional[bool] = typer.Option(None, "--whitespace/--no-whitespace", help="Strip and collapse whitespace [whitespace]."),
-    drop_empty: Optional[bool] = typer.Option(None, "--drop-empty/--keep-empty", help="Drop training pairs with an empty side [drop-empty]."),
-    on_invalid_utf8: Optional[OnInvalid] = typer.Option(None, "--on-invalid-utf8", help="Invalid UTF-8: stop, or replace with U+FFFD [error]."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for SentencePiece's sampling [1]."),
+    src_lang: str | None = typer.Option(None, "--src-lang", "-s", help="Source language suffix, e.g. de."),
+    tgt_lang: str | None = typer.Option(None, "--tgt-lang", "-t", help="Target language suffix, e.g. en."),
+    train: str | None = typer.Option(
+        None, "--train", help="Training prefix: reads PREFIX.SRC and PREFIX.TGT (or .gz)."
+    ),
+    valid: str | None = typer.Option(None, "--valid", help="Validation prefix (never filtered)."),
+    test: list[str] | None = typer.Option(None, "--test", help="Test prefix (repeatable; never filtered)."),
+    recipe: Path | None = typer.Option(None, "--recipe", "-r", help="YAML recipe; its data: section sets defaults."),
+    assignments: list[str] | None = typer.Option(
+        None, "--set", help="Override a recipe key: data.KEY=VALUE (repeatable)."
+    ),
+    vocab_size: int | None = typer.Option(None, "--vocab-size", help="Subword vocabulary size per model [8000]."),
+    spm_type: SpmType | None = typer.Option(None, "--spm-type", help="SentencePiece algorithm [unigram]."),
+    joint: bool | None = typer.Option(
+        None, "--joint/--separate", help="One subword model for both languages, or one each [joint]."
+    ),
+    character_coverage: float | None = typer.Option(
+        None, "--character-coverage", help="Share of characters the model covers [1.0]."
+    ),
+    spm_sample: int | None = typer.Option(
+        None, "--spm-sample", help="Sentences sampled to train SentencePiece [1000000]."
+    ),
+    spm_model: str | None = typer.Option(None, "--spm-model", help="Reuse this joint SentencePiece model."),
+    src_spm_model: str | None = typer.Option(None, "--src-spm-model", help="Reuse this source SentencePiece model."),
+    tgt_spm_model: str | None = typer.Option(None, "--tgt-spm-model", help="Reuse this target SentencePiece model."),
+    max_len: int | None = typer.Option(
+        None, "--max-len", help="Drop training pairs over this many subwords on a side; 0: off [128]."
+    ),
+    max_ratio: float | None = typer.Option(
+        None, "--max-ratio", help="Drop training pairs whose length ratio exceeds this; 0: off [3.0]."
+    ),
+    dedup: bool | None = typer.Option(
+        None, "--dedup/--no-dedup", help="Drop exact duplicate training pairs [no-dedup]."
+    ),
+    nfkc: bool | None = typer.Option(None, "--nfkc/--no-nfkc", help="Unicode NFKC normalization [nfkc]."),
+    whitespace: bool | None = typer.Option(
+        None, "--whitespace/--no-whitespace", help="Strip and collapse whitespace [whitespace]."
+    ),
+    drop_empty: bool | None = typer.Option(
+        None, "--drop-empty/--keep-empty", help="Drop training pairs with an empty side [drop-empty]."
+    ),
+    on_invalid_utf8: OnInvalid | None = typer.Option(
+        None, "--on-invalid-utf8", help="Invalid UTF-8: stop, or replace with U+FFFD [error]."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Seed for SentencePiece's sampling [1]."),
     force: bool = typer.Option(False, "--force", help="Replace an existing prep of other inputs or options."),
 ) -> None:
     """Clean parallel text, learn subwords, write memory-mappable ids and a manifest."""
-    flags = {k: v.value if isinstance(v, Enum) else v for k, v in locals().items() if k not in ("out", "recipe", "assignments", "force")}
+    flags = {
+        k: v.value if isinstance(v, Enum) else v
+        for k, v in locals().items()
+        if k not in ("out", "recipe", "assignments", "force")
+    }
     from nmt_cli import config
     from nmt_cli.prep.prepare import prepare
     from nmt_cli.progress import Reporter
@@ -165,11 +194,17 @@ def _prep_summary(outcome: Any) -> str:
     parts = []
     for name, split in m["splits"].items():
         drops = ", ".join(f"{k} {v}" for k, v in split["drops"].items() if v)
-        kept = f"{split['lines_read']} -> {split['pairs_kept']} pairs" if split["role"] == "train" else f"{split['pairs_kept']} pairs"
+        kept = (
+            f"{split['lines_read']} -> {split['pairs_kept']} pairs"
+            if split["role"] == "train"
+            else f"{split['pairs_kept']} pairs"
+        )
         parts.append(f"{name} {kept}" + (f" (dropped: {drops})" if drops else ""))
     vocab = m["vocab"]
     sizes = "/".join(str(n) for n in dict.fromkeys(vocab["size"].values()))
-    kind = ("joint" if vocab["joint"] else "separate") + (", reused" if vocab["reused"] else f" {m['options']['spm_type']}")
+    kind = ("joint" if vocab["joint"] else "separate") + (
+        ", reused" if vocab["reused"] else f" {m['options']['spm_type']}"
+    )
     return f"nmt prep: {'; '.join(parts)}; vocab {sizes} ({kind}); wrote {out} in {outcome.seconds:.1f}s"
 
 
@@ -184,7 +219,9 @@ def train(
     recipe: Path = typer.Argument(..., help="YAML recipe (data:, model:, train: sections)."),
     data: Path = typer.Option(..., "--data", "-d", help="Prep directory written by `nmt prep`."),
     out: Path = typer.Option(..., "--out", "-o", help="Model directory: checkpoints, metrics.jsonl, config.yaml."),
-    assignments: Optional[list[str]] = typer.Option(None, "--set", help="Override a recipe key: SECTION.KEY=VALUE (repeatable)."),
+    assignments: list[str] | None = typer.Option(
+        None, "--set", help="Override a recipe key: SECTION.KEY=VALUE (repeatable)."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
     device: Device = typer.Option(Device.auto, "--device", help="Where to train."),
     threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: torch's default)."),
@@ -204,8 +241,11 @@ def train(
     with TrainDisplay(enabled=None if main_rank else False) as display:
         progress = run_training(cfg, data, out, resume, device.value, display)
     if progress.stop_reason.startswith("signal"):
-        again = "the same torchrun command with --resume" if distributed.launched() else \
-            _resume_command(recipe, data, out, assignments or [], device, threads)
+        again = (
+            "the same torchrun command with --resume"
+            if distributed.launched()
+            else _resume_command(recipe, data, out, assignments or [], device, threads)
+        )
         if main_rank:
             typer.echo(f"nmt train: checkpoint written; continue with: {again}", err=True)
         raise typer.Exit(130)
@@ -224,14 +264,23 @@ def _resume_command(recipe: Path, data: Path, out: Path, assignments: list[str],
 
 @app.command(epilog="Example: nmt average work/model --last 5 -o work/model/averaged.pt")
 def average(
-    inputs: list[Path] = typer.Argument(..., help="Checkpoints of one run, oldest first, or one model directory (see --last)."),
-    last: Optional[int] = typer.Option(None, "--last", "-n", help="With a model directory: average its newest N step checkpoints [5]."),
-    out: Path = typer.Option(..., "--output", "-o", help="The averaged checkpoint to write (for translating, not resuming)."),
-    force: bool = typer.Option(False, "--force", help="Average checkpoints of different training runs (of one model) too."),
+    inputs: list[Path] = typer.Argument(
+        ..., help="Checkpoints of one run, oldest first, or one model directory (see --last)."
+    ),
+    last: int | None = typer.Option(
+        None, "--last", "-n", help="With a model directory: average its newest N step checkpoints [5]."
+    ),
+    out: Path = typer.Option(
+        ..., "--output", "-o", help="The averaged checkpoint to write (for translating, not resuming)."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Average checkpoints of different training runs (of one model) too."
+    ),
 ) -> None:
     """Average the weights of several checkpoints of one run into one (usually a better translator)."""
     from nmt_cli.train import checkpoint
-    from nmt_cli.train.average import average as mean_of, last_checkpoints
+    from nmt_cli.train.average import average as mean_of
+    from nmt_cli.train.average import last_checkpoints
 
     if len(inputs) == 1 and inputs[0].is_dir():
         paths = last_checkpoints(inputs[0], 5 if last is None else last)
@@ -258,33 +307,85 @@ class Quantize(str, Enum):
 @app.command(epilog=f"Example: {EXAMPLES['translate']}")
 def translate(
     input: str = typer.Argument("-", help="Raw source text, one sentence a line (plain or .gz); - for stdin."),
-    model: Path = typer.Option(..., "--model", "-m", help="Checkpoint written by `nmt train` (e.g. MODEL_DIR/best.pt)."),
+    model: Path = typer.Option(
+        ..., "--model", "-m", help="Checkpoint written by `nmt train` (e.g. MODEL_DIR/best.pt)."
+    ),
     output: str = typer.Option("-", "--output", "-o", help="Translations, one line per input line; - for stdout."),
-    beam: Optional[int] = typer.Option(None, "--beam", "-b", help="Beam size; 1 is greedy search [recipe's decode.beam, 5]."),
-    nbest: Optional[int] = typer.Option(None, "--nbest", help="Write this many hypotheses per line as TSV: line index, rank, score, text [1]."),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="GNMT length penalty exponent; 0: off [0.6]."),
-    beta: Optional[float] = typer.Option(None, "--beta", help="GNMT coverage penalty weight; 0: off [0]."),
-    max_len_a: Optional[float] = typer.Option(None, "--max-len-a", help="Output at most A*source_length + B subwords [1.5]."),
-    max_len_b: Optional[int] = typer.Option(None, "--max-len-b", help="See --max-len-a [10]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sentences per batch; 0: 160 // beam, so memory stays flat as the beam grows [0]."),
-    batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", help="Source subwords per batch, padding included; 0: no limit [0]."),
-    replace_unk: Optional[bool] = typer.Option(None, "--replace-unk/--no-replace-unk", help="Replace UNK by the source subword with the most attention."),
-    hard_attention: Optional[bool] = typer.Option(None, "--hard-attention/--soft-attention", help="Diagnostic: each step's context is the most attended source state alone (argmax), not the weighted sum; scores lower."),
-    precision: Optional[Precision] = typer.Option(None, "--precision", help="Compute precision; auto: bf16 where this CPU runs it clearly faster, else fp32 (fp16: CUDA only) [auto]."),
-    quantize: Optional[Quantize] = typer.Option(None, "--quantize", help="Dynamic int8 quantization of the linear layers (CPU): the fastest there; a line's output then depends on its batch [none]."),
+    beam: int | None = typer.Option(
+        None, "--beam", "-b", help="Beam size; 1 is greedy search [recipe's decode.beam, 5]."
+    ),
+    nbest: int | None = typer.Option(
+        None, "--nbest", help="Write this many hypotheses per line as TSV: line index, rank, score, text [1]."
+    ),
+    alpha: float | None = typer.Option(None, "--alpha", help="GNMT length penalty exponent; 0: off [0.6]."),
+    beta: float | None = typer.Option(None, "--beta", help="GNMT coverage penalty weight; 0: off [0]."),
+    max_len_a: float | None = typer.Option(
+        None, "--max-len-a", help="Output at most A*source_length + B subwords [1.5]."
+    ),
+    max_len_b: int | None = typer.Option(None, "--max-len-b", help="See --max-len-a [10]."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Sentences per batch; 0: 160 // beam, so memory stays flat as the beam grows [0]."
+    ),
+    batch_tokens: int | None = typer.Option(
+        None, "--batch-tokens", help="Source subwords per batch, padding included; 0: no limit [0]."
+    ),
+    replace_unk: bool | None = typer.Option(
+        None, "--replace-unk/--no-replace-unk", help="Replace UNK by the source subword with the most attention."
+    ),
+    hard_attention: bool | None = typer.Option(
+        None,
+        "--hard-attention/--soft-attention",
+        help="Diagnostic: each step's context is the most attended source state alone (argmax), "
+        "not the weighted sum; scores lower.",
+    ),
+    precision: Precision | None = typer.Option(
+        None,
+        "--precision",
+        help="Compute precision; auto: bf16 where this CPU runs it clearly faster, else fp32 (fp16: CUDA only) [auto].",
+    ),
+    quantize: Quantize | None = typer.Option(
+        None,
+        "--quantize",
+        help="Dynamic int8 quantization of the linear layers (CPU): the fastest there; "
+        "a line's output then depends on its batch [none].",
+    ),
     scores: bool = typer.Option(False, "--scores", help="Append each translation's log-probability after a tab."),
-    alignments: Optional[Path] = typer.Option(None, "--alignments", help="Write hard word alignments (Pharaoh i-j) per line to this file."),
-    attention_plot: Optional[Path] = typer.Option(None, "--attention-plot", help="Write a PNG attention heatmap per sentence into this directory (needs matplotlib)."),
+    alignments: Path | None = typer.Option(
+        None, "--alignments", help="Write hard word alignments (Pharaoh i-j) per line to this file."
+    ),
+    attention_plot: Path | None = typer.Option(
+        None,
+        "--attention-plot",
+        help="Write a PNG attention heatmap per sentence into this directory (needs matplotlib).",
+    ),
     plot_max: int = typer.Option(10, "--plot-max", min=0, help="Sentences plotted or shown at most."),
-    show_attention: bool = typer.Option(False, "--show-attention", help="Print each sentence's attention grid on stderr."),
+    show_attention: bool = typer.Option(
+        False, "--show-attention", help="Print each sentence's attention grid on stderr."
+    ),
     device: Device = typer.Option(Device.auto, "--device", help="Where to decode."),
     threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: torch's default)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary line on stderr."),
 ) -> None:
     """Translate raw text with greedy or beam search, streaming: one output line per input line."""
-    flags = {k: v.value if isinstance(v, Enum) else v for k, v in locals().items()
-             if k in ("beam", "nbest", "alpha", "beta", "max_len_a", "max_len_b", "batch_size", "batch_tokens",
-                      "replace_unk", "hard_attention", "precision", "quantize")}
+    flags = {
+        k: v.value if isinstance(v, Enum) else v
+        for k, v in locals().items()
+        if k
+        in (
+            "beam",
+            "nbest",
+            "alpha",
+            "beta",
+            "max_len_a",
+            "max_len_b",
+            "batch_size",
+            "batch_tokens",
+            "replace_unk",
+            "hard_attention",
+            "precision",
+            "quantize",
+        )
+    }
     import torch
 
     from nmt_cli import io as nio
@@ -301,8 +402,14 @@ def translate(
             raise NmtError(f"--attention-plot {attention_plot}: exists and is not a directory")
         attention_plot.mkdir(parents=True, exist_ok=True)
     wants_attention = bool(alignments or attention_plot or show_attention)
-    translator = Translator(Inference.load(model, flags, resolve(device.value)), keep_attention=wants_attention, logprobs=scores)
-    if not quiet and precision is Precision.bf16 and (note := slow_bf16_note(translator.inference.device, "bf16", "--precision")):
+    translator = Translator(
+        Inference.load(model, flags, resolve(device.value)), keep_attention=wants_attention, logprobs=scores
+    )
+    if (
+        not quiet
+        and precision is Precision.bf16
+        and (note := slow_bf16_note(translator.inference.device, "bf16", "--precision"))
+    ):
         typer.echo(note, err=True)
     with contextlib.ExitStack() as stack:
         out = sys.stdout if output == "-" else stack.enter_context(nio.atomic_file(output))
@@ -313,8 +420,11 @@ def translate(
         d = translator.decode
         search = "greedy" if d.beam == 1 else f"beam {d.beam}"
         rate = counts["lines"] / max(counts["seconds"], 1e-9)
-        typer.echo(f"nmt translate: {counts['lines']:,} lines, {counts['tokens']:,} target tokens in {counts['seconds']:.1f}s "
-                   f"({rate:,.0f} lines/s; {search}, {translator.inference.precision_line})", err=True)
+        typer.echo(
+            f"nmt translate: {counts['lines']:,} lines, {counts['tokens']:,} target tokens in {counts['seconds']:.1f}s "
+            f"({rate:,.0f} lines/s; {search}, {translator.inference.precision_line})",
+            err=True,
+        )
 
 
 class Format(str, Enum):
@@ -325,21 +435,35 @@ class Format(str, Enum):
 
 @app.command(epilog=f"Example: {EXAMPLES['score']}")
 def score(
-    hypotheses: Optional[list[str]] = typer.Argument(None, help="Hypothesis files (plain or .gz), one system each; - or none: stdin."),
-    references: list[str] = typer.Option(..., "--reference", "-r", help="Reference file (repeat for several references)."),
+    hypotheses: list[str] | None = typer.Argument(
+        None, help="Hypothesis files (plain or .gz), one system each; - or none: stdin."
+    ),
+    references: list[str] = typer.Option(
+        ..., "--reference", "-r", help="Reference file (repeat for several references)."
+    ),
     metrics: str = typer.Option("bleu,chrf", "--metrics", "-m", help="Comma-separated: bleu, chrf, ter."),
-    tokenize: Optional[str] = typer.Option(None, "--tokenize", help="sacrebleu tokenizer for BLEU [13a]: none, zh, 13a, intl, char, ..."),
+    tokenize: str | None = typer.Option(
+        None, "--tokenize", help="sacrebleu tokenizer for BLEU [13a]: none, zh, 13a, intl, char, ..."
+    ),
     lowercase: bool = typer.Option(False, "--lowercase", "-lc", help="Case-insensitive scores."),
     chrf_word_order: int = typer.Option(0, "--chrf-word-order", min=0, help="chrF word n-gram order; 2 gives chrF++."),
     fmt: Format = typer.Option(Format.text, "--format", "-f", help="text: a table; json: one object; tsv: rows."),
     confidence: bool = typer.Option(False, "--confidence", help="95% confidence intervals by bootstrap resampling."),
-    paired_bs: bool = typer.Option(False, "--paired-bs", help="Paired bootstrap resampling: each system against the first."),
-    paired_ar: bool = typer.Option(False, "--paired-ar", help="Paired approximate randomization: each system against the first."),
-    samples: int = typer.Option(0, "--samples", min=0, help="Resamples (bootstrap) or trials (randomization); 0: sacrebleu's 1000 / 10000."),
+    paired_bs: bool = typer.Option(
+        False, "--paired-bs", help="Paired bootstrap resampling: each system against the first."
+    ),
+    paired_ar: bool = typer.Option(
+        False, "--paired-ar", help="Paired approximate randomization: each system against the first."
+    ),
+    samples: int = typer.Option(
+        0, "--samples", min=0, help="Resamples (bootstrap) or trials (randomization); 0: sacrebleu's 1000 / 10000."
+    ),
     sentence: bool = typer.Option(False, "--sentence", help="Per-line sentence BLEU and chrF (TSV, or JSON lines)."),
     worst: int = typer.Option(0, "--worst", min=0, help="List the K lines with the lowest sentence BLEU."),
-    src: Optional[str] = typer.Option(None, "--src", help="Source text: shown by --worst; read by --model."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Score the references under this checkpoint (forced decoding); needs --src."),
+    src: str | None = typer.Option(None, "--src", help="Source text: shown by --worst; read by --model."),
+    model: Path | None = typer.Option(
+        None, "--model", help="Score the references under this checkpoint (forced decoding); needs --src."
+    ),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="--model: sentences per batch."),
     device: Device = typer.Option(Device.auto, "--device", help="--model: where to run."),
 ) -> None:
@@ -355,8 +479,15 @@ def score(
 
         if tokenize not in BLEU.TOKENIZERS:
             raise NmtError(f"--tokenize {tokenize!r}: choose from {', '.join(BLEU.TOKENIZERS)}")
-    opts = scoring.Options(scoring.parse_metrics(metrics), tokenize, lowercase, chrf_word_order, confidence,
-                           "bs" if paired_bs else "ar" if paired_ar else None, samples)
+    opts = scoring.Options(
+        scoring.parse_metrics(metrics),
+        tokenize,
+        lowercase,
+        chrf_word_order,
+        confidence,
+        "bs" if paired_bs else "ar" if paired_ar else None,
+        samples,
+    )
     refs, systems = scoring.load(references, hypotheses or ["-"])
     if sentence or worst:
         if len(systems) != 1:
@@ -375,13 +506,17 @@ def score(
             typer.echo(line)
 
 
-def _score_sentences(scoring: Any, refs: list, hyps: list[str], opts: Any, fmt: Format, worst: int, src: Optional[str]) -> None:
+def _score_sentences(
+    scoring: Any, refs: list, hyps: list[str], opts: Any, fmt: Format, worst: int, src: str | None
+) -> None:
     import json
 
     rows = scoring.sentence_scores(refs, hyps, opts)
     if not worst:
         for row in rows:
-            typer.echo(json.dumps(row) if fmt is Format.json else f"{row['line']}\t{row['bleu']:.2f}\t{row['chrf']:.2f}")
+            typer.echo(
+                json.dumps(row) if fmt is Format.json else f"{row['line']}\t{row['bleu']:.2f}\t{row['chrf']:.2f}"
+            )
         return
     sources = scoring.read_text(src, "source") if src else None
     if sources is not None and len(sources) != len(hyps):
@@ -405,12 +540,20 @@ def _score_sentences(scoring: Any, refs: list, hyps: list[str], opts: Any, fmt: 
         for name in ["line", "BLEU", "chrF"] + (["source"] if sources else []) + ["hypothesis", "reference"]:
             table.add_column(name, overflow="fold", justify="right" if name in ("line", "BLEU", "chrF") else "left")
         for row in picked:
-            table.add_row(str(row["line"]), f"{row['bleu']:.1f}", f"{row['chrf']:.1f}",
-                          *([row["source"]] if sources else []), row["hypothesis"], row["reference"])
+            table.add_row(
+                str(row["line"]),
+                f"{row['bleu']:.1f}",
+                f"{row['chrf']:.1f}",
+                *([row["source"]] if sources else []),
+                row["hypothesis"],
+                row["reference"],
+            )
         Console().print(table)
 
 
-def _score_model(model: Path, src: Optional[str], references: list[str], fmt: Format, batch_size: int, device: Device) -> None:
+def _score_model(
+    model: Path, src: str | None, references: list[str], fmt: Format, batch_size: int, device: Device
+) -> None:
     """Forced decoding: per-line log-probability of each reference under the model."""
     import json
 
@@ -432,19 +575,28 @@ def _score_model(model: Path, src: Optional[str], references: list[str], fmt: Fo
     for chunk in forced.read_pairs(inference, nio.paired_lines(src, references[0]), (src, references[0])):
         forced.score_pairs(inference, chunk, batch_size)
         for p in chunk:
-            row = {"line": p.index + 1, "logprob": round(p.logprob, 4), "tokens": p.tokens,
-                   "avg_logprob": round(p.logprob / p.tokens, 4)}
+            row = {
+                "line": p.index + 1,
+                "logprob": round(p.logprob, 4),
+                "tokens": p.tokens,
+                "avg_logprob": round(p.logprob / p.tokens, 4),
+            }
             emit(json.dumps(row) if fmt is Format.json else "\t".join(str(v) for v in row.values()))
             logprob, tokens, lines = logprob + p.logprob, tokens + p.tokens, lines + 1
     for row in held:
         typer.echo(row)
-    typer.echo(f"nmt score: {lines:,} lines, {tokens:,} target tokens; log-probability {logprob:.2f}, "
-               f"{logprob / max(tokens, 1):.4f} per token; perplexity {forced.perplexity(logprob, tokens):.3f}", err=True)
+    typer.echo(
+        f"nmt score: {lines:,} lines, {tokens:,} target tokens; log-probability {logprob:.2f}, "
+        f"{logprob / max(tokens, 1):.4f} per token; perplexity {forced.perplexity(logprob, tokens):.3f}",
+        err=True,
+    )
 
 
 @app.command(epilog="Example: nmt plot work/de-en work/en-de -o curves.png")
 def plot(
-    runs: list[Path] = typer.Argument(..., help="Model directories written by nmt train (their metrics.jsonl), overlaid."),
+    runs: list[Path] = typer.Argument(
+        ..., help="Model directories written by nmt train (their metrics.jsonl), overlaid."
+    ),
     out: Path = typer.Option(Path("curves.png"), "--output", "-o", help="The PNG to write."),
 ) -> None:
     """Plot training curves: training loss, validation perplexity and BLEU against steps and minutes."""
@@ -456,7 +608,9 @@ def plot(
 
 @app.command(epilog="Example: nmt info work/model/best.pt    nmt info work/prep --json")
 def info(
-    path: Path = typer.Argument(..., help="A checkpoint, a model directory (from nmt train) or a prep directory (from nmt prep)."),
+    path: Path = typer.Argument(
+        ..., help="A checkpoint, a model directory (from nmt train) or a prep directory (from nmt prep)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Show what a checkpoint, model directory or prep directory holds: config, vocabulary, step, scores, data."""

@@ -101,7 +101,9 @@ class ModelConfig:
     input_feeding: bool = True  # feed the previous attentional state into the decoder RNN
     bridge: bool = True  # decoder's initial state from the encoder's final (else zeros)
     output_size: int = 256  # size of the attentional state that predicts the word
-    init_uniform: float = 0.0  # > 0: every weight uniform in ±init_uniform (OpenNMT's param_init); 0: per-layer defaults
+    init_uniform: float = (
+        0.0  # > 0: every weight uniform in ±init_uniform (OpenNMT's param_init); 0: per-layer defaults
+    )
     # The words the output layer's softmax runs over: every id of the target vocabulary, or
     # those on the training data's target side (a joint vocabulary's source-only subwords
     # left out: Multi30k de-en keeps 3,960 of 8,000, and the output layer and loss halve).
@@ -109,8 +111,17 @@ class ModelConfig:
 
     def validate(self) -> None:
         _require(self.init_uniform >= 0, "model.init_uniform", "must be >= 0")
-        for key in ("emb_size", "encoder_layers", "encoder_hidden", "decoder_layers", "decoder_hidden", "attention_size",
-                    "output_size", "heads", "window"):
+        for key in (
+            "emb_size",
+            "encoder_layers",
+            "encoder_hidden",
+            "decoder_layers",
+            "decoder_hidden",
+            "attention_size",
+            "output_size",
+            "heads",
+            "window",
+        ):
             _require(getattr(self, key) >= 1, f"model.{key}", "must be >= 1")
         for key in ("emb_dropout", "word_dropout", "dropout"):
             _require(0 <= getattr(self, key) < 1, f"model.{key}", "must be in [0, 1)")
@@ -123,7 +134,9 @@ class ModelConfig:
         if self.heads > 1 and self.attention not in ("bahdanau", "luong_general"):
             raise NmtError(f"model.heads {self.heads} needs attention bahdanau or luong_general (got {self.attention})")
         if self.tie_output and self.output_size != self.emb_size:
-            raise NmtError(f"model.tie_output needs output_size ({self.output_size}) equal to emb_size ({self.emb_size})")
+            raise NmtError(
+                f"model.tie_output needs output_size ({self.output_size}) equal to emb_size ({self.emb_size})"
+            )
 
 
 @dataclass
@@ -132,7 +145,9 @@ class TrainConfig:
 
     seed: int = 1
     batch_tokens: int = 4000  # per batch: sentences x padded (longest side + 1) length
-    batch_multiple: int = 1  # a batch holds a multiple of this many sentences (the last of a pool padded with empty pairs)
+    batch_multiple: int = (
+        1  # a batch holds a multiple of this many sentences (the last of a pool padded with empty pairs)
+    )
     accumulate: int = 1  # batches per optimizer step
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3
@@ -153,7 +168,9 @@ class TrainConfig:
     decay_share: float = 1.0  # budget: lr falls to min_lr over this last share of the budget, constant before it
     valid_every: int = 500  # steps
     log_every: int = 50  # steps
-    patience: int = 8  # validations without BLEU improvement before stopping (0: never); budget: counted once the lr decays
+    patience: int = (
+        8  # validations without BLEU improvement before stopping (0: never); budget: counted once the lr decays
+    )
     max_steps: int = 0  # 0: no limit
     max_epochs: int = 0  # 0: no limit
     max_time: str = ""  # wall-clock budget, e.g. 20m, 1h30m, 90s ("": no limit)
@@ -181,8 +198,11 @@ class TrainConfig:
             _require(self.warmup_steps > 0, "train.warmup_steps", "must be > 0 for schedule inverse_sqrt")
         parse_duration(self.max_time)
         if self.schedule == "budget":
-            _require(bool(self.max_steps or self.max_epochs or self.max_time), "train.schedule",
-                     "budget decays the lr over the run's budget: set train.max_steps, max_epochs or max_time")
+            _require(
+                bool(self.max_steps or self.max_epochs or self.max_time),
+                "train.schedule",
+                "budget decays the lr over the run's budget: set train.max_steps, max_epochs or max_time",
+            )
 
 
 def parse_duration(text: str) -> float:
@@ -221,7 +241,9 @@ class DecodeConfig:
     batch_tokens: int = 0  # source subwords per batch, padding included (0: no limit)
     replace_unk: bool = False  # replace UNK by the source subword with the most attention
     hard_attention: bool = False  # diagnostic: the context is the most attended source state alone (argmax)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # autocast dtype; auto: as train.precision (fp16: CUDA only)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = (
+        "auto"  # autocast dtype; auto: as train.precision (fp16: CUDA only)
+    )
     quantize: Literal["none", "int8"] = "none"  # dynamic int8 quantization (CPU only)
 
     @property
@@ -339,7 +361,7 @@ def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
         section, _, name = key.strip().partition(".")
         if section not in values:
             raise NmtError(f"--set: unknown section {section!r}{_suggest(section, list(values), '')}")
-        values[section][name] = _parse_value(raw, getattr(Config, "__dataclass_fields__")[section], name)
+        values[section][name] = _parse_value(raw, Config.__dataclass_fields__[section], name)
     return _validated(values)
 
 
@@ -375,7 +397,9 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         choices = typing.get_args(hint)
         if value not in choices:
             names = [str(c) for c in choices]
-            raise NmtError(f"{key} must be one of {', '.join(names)}; got {shown(value)}{_suggest(str(value)[:200], names, None)}")
+            raise NmtError(
+                f"{key} must be one of {', '.join(names)}; got {shown(value)}{_suggest(str(value)[:200], names, None)}"
+            )
         return value
     if origin is list:
         (item,) = typing.get_args(hint)

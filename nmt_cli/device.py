@@ -52,7 +52,10 @@ def product_shapes(model, rows: int) -> list[tuple[int, int, int]]:
     ``ModelConfig``): the decoder's recurrent product and its output layer over ``rows``
     target positions. What the precision probe times."""
     gates = GATES[model.cell]
-    return [(rows, model.decoder_hidden, gates * model.decoder_hidden), (rows, model.output_size, 4 * model.output_size)]
+    return [
+        (rows, model.decoder_hidden, gates * model.decoder_hidden),
+        (rows, model.output_size, 4 * model.output_size),
+    ]
 
 
 def bf16_speedup(shapes: list[tuple[int, int, int]] = ((128, 512, 1536),), reps: int = 3) -> float:
@@ -113,5 +116,7 @@ def slow_bf16_note(device: torch.device, precision: str, key: str) -> str | None
     ratio = bf16_speedup()
     if ratio >= 1.0:
         return None
-    return (f"note: bf16 matrix products run at {ratio:.2f}x fp32's speed on this CPU (no native bf16 units); "
-            f"{key}=auto or fp32 is faster (docs/performance.md)")
+    return (
+        f"note: bf16 matrix products run at {ratio:.2f}x fp32's speed on this CPU (no native bf16 units); "
+        f"{key}=auto or fp32 is faster (docs/performance.md)"
+    )

@@ -24,7 +24,9 @@ def describe(path: Path | str) -> dict[str, Any]:
         best = path / "best.pt"
         newest = best if best.is_file() else checkpoint.latest(path)
         if newest is None:
-            raise NmtError(f"{path}: neither a prep directory (manifest.json) nor a model directory (best.pt, ckpt-*.pt)")
+            raise NmtError(
+                f"{path}: neither a prep directory (manifest.json) nor a model directory (best.pt, ckpt-*.pt)"
+            )
         return {**_checkpoint(newest), "directory": _model_dir(path)}
     return _checkpoint(path)
 
@@ -46,8 +48,12 @@ def _checkpoint(path: Path) -> dict[str, Any]:
         "minutes_trained": round(progress.get("elapsed", 0.0) / 60, 1),
         "best_valid_bleu": round(progress["best_bleu"], 2) if "best_bleu" in progress else None,
         "best_step": progress.get("best_step"),
-        "vocab": {"joint": vocab["joint"], "src_size": vocab["src_size"], "tgt_size": vocab["tgt_size"],
-                  "target_words": len(vocab["tgt_words"]) if "tgt_words" in vocab else None},  # what search scores
+        "vocab": {
+            "joint": vocab["joint"],
+            "src_size": vocab["src_size"],
+            "tgt_size": vocab["tgt_size"],
+            "target_words": len(vocab["tgt_words"]) if "tgt_words" in vocab else None,
+        },  # what search scores
         "special_ids": vocab["special_ids"],
         "data_fingerprint": (payload.get("data") or {}).get("fingerprint"),
         "resumable": all(key in payload for key in ("optimizer", "schedule", "rng")),
@@ -63,14 +69,20 @@ def _digest(payload: dict[str, Any], path: Path) -> dict[str, Any] | str:
     changed = checkpoint.damaged(payload, path)
     if changed is None:
         return "none: written before nmt checkpoints carried digests (nothing to check)"
-    return {"model_sha256": str(payload["digest"]["sha256"].get("model")), "holds": not changed,
-            **({"damaged": changed} if changed else {})}
+    return {
+        "model_sha256": str(payload["digest"]["sha256"].get("model")),
+        "holds": not changed,
+        **({"damaged": changed} if changed else {}),
+    }
 
 
 def _model_dir(path: Path) -> dict[str, Any]:
     from nmt_cli.train import checkpoint, metrics
 
-    out: dict[str, Any] = {"path": str(path), "step_checkpoints": [p.name for _, p in checkpoint.step_checkpoints(path)]}
+    out: dict[str, Any] = {
+        "path": str(path),
+        "step_checkpoints": [p.name for _, p in checkpoint.step_checkpoints(path)],
+    }
     if (path / "metrics.jsonl").is_file():
         valid = metrics.events(path, "valid")
         out["validations"] = len(valid)
@@ -91,8 +103,14 @@ def _prep(path: Path) -> dict[str, Any]:
         "created": m.get("created"),
         "tool": f"{m.get('tool')} {m.get('version')}",
         "fingerprint": m["fingerprint"],
-        "splits": {name: {"role": s.get("role"), "pairs": s.get("pairs_kept"), "drops": {k: v for k, v in s.get("drops", {}).items() if v}}
-                   for name, s in m["splits"].items()},
+        "splits": {
+            name: {
+                "role": s.get("role"),
+                "pairs": s.get("pairs_kept"),
+                "drops": {k: v for k, v in s.get("drops", {}).items() if v},
+            }
+            for name, s in m["splits"].items()
+        },
         "vocab": {"joint": m["vocab"]["joint"], "reused": m["vocab"]["reused"], "size": m["vocab"]["size"]},
         "special_ids": m["special_ids"],
         "options": m["options"],

@@ -21,9 +21,10 @@ import stat
 import sys
 import tempfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, TextIO
+from typing import BinaryIO, TextIO
 
 from nmt_cli import lock
 from nmt_cli.errors import EnvError, NmtError, os_reason, warn
@@ -374,8 +375,12 @@ def named_stdout() -> TextIO:
     old = sys.stdout
     if old is None:
         return io.TextIOWrapper(io.BufferedWriter(_Stdout(None)), encoding="utf-8")
-    return io.TextIOWrapper(io.BufferedWriter(_Stdout(old.fileno())), encoding=old.encoding, errors=old.errors,
-                            line_buffering=old.line_buffering)
+    return io.TextIOWrapper(
+        io.BufferedWriter(_Stdout(old.fileno())),
+        encoding=old.encoding,
+        errors=old.errors,
+        line_buffering=old.line_buffering,
+    )
 
 
 def _umask() -> int:

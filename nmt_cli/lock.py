@@ -17,8 +17,8 @@ import fcntl
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from nmt_cli.errors import NmtError
 
@@ -61,8 +61,9 @@ def _acquire(path: Path, directory: Path) -> int:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
-            raise NmtError(f"{directory}: in use by another nmt process (pid {holder}); "
-                           "wait for it to end or choose another --out") from None
+            raise NmtError(
+                f"{directory}: in use by another nmt process (pid {holder}); wait for it to end or choose another --out"
+            ) from None
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:

@@ -24,10 +24,17 @@ def plot(runs: list[Path], out: Path) -> None:
     curves = {}
     for run in runs:
         records = metrics.read(run)
-        curves[str(run)] = ([e for e in records if e.get("event") == "train"], [e for e in records if e.get("event") == "valid"])
+        curves[str(run)] = (
+            [e for e in records if e.get("event") == "train"],
+            [e for e in records if e.get("event") == "valid"],
+        )
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), dpi=100)
-    panels = [(axes[0, 0], 0, "step", "loss", "training loss"), (axes[0, 1], 1, "step", "ppl", "validation perplexity"),
-              (axes[1, 0], 1, "step", "bleu", "validation BLEU"), (axes[1, 1], 1, "elapsed", "bleu", "validation BLEU")]
+    panels = [
+        (axes[0, 0], 0, "step", "loss", "training loss"),
+        (axes[0, 1], 1, "step", "ppl", "validation perplexity"),
+        (axes[1, 0], 1, "step", "bleu", "validation BLEU"),
+        (axes[1, 1], 1, "elapsed", "bleu", "validation BLEU"),
+    ]
     for ax, which, x, y, title in panels:
         for name, events in curves.items():
             points = [(e[x] / 60 if x == "elapsed" else e[x], e[y]) for e in events[which] if x in e and y in e]

@@ -7,7 +7,8 @@ line per stage rather than thousands of bar redraws.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -25,7 +26,7 @@ class Reporter:
         self._progress: Progress | None = None
 
     @contextlib.contextmanager
-    def session(self) -> Iterator["Reporter"]:
+    def session(self) -> Iterator[Reporter]:
         if not self.enabled:
             yield self
             return
@@ -53,7 +54,6 @@ class Reporter:
         self._progress.remove_task(task)
 
 
-
 class TrainDisplay:
     """Training output on stderr: permanent lines, plus a live status line on a terminal."""
 
@@ -61,7 +61,7 @@ class TrainDisplay:
         self.enabled = stderr.is_terminal if enabled is None else enabled
         self._live = None
 
-    def __enter__(self) -> "TrainDisplay":
+    def __enter__(self) -> TrainDisplay:
         if self.enabled:
             from rich.live import Live
 

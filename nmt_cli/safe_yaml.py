@@ -23,8 +23,9 @@ def load(text: str, where: str) -> Any:
     try:
         node = loader.get_single_node()
         if node is not None and _expanded_size(node, {}, set()) > MAX_VALUES:
-            raise NmtError(f"{where}: its YAML aliases (*name) expand it past {MAX_VALUES:,} values; "
-                           "write the values out")
+            raise NmtError(
+                f"{where}: its YAML aliases (*name) expand it past {MAX_VALUES:,} values; write the values out"
+            )
         return None if node is None else loader.construct_document(node)
     finally:
         loader.dispose()
@@ -39,8 +40,13 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int])
     if key in open_nodes:
         return MAX_VALUES + 1
     open_nodes.add(key)
-    children = node.value if isinstance(node, yaml.SequenceNode) else \
-        [item for pair in node.value for item in pair] if isinstance(node, yaml.MappingNode) else []
+    children = (
+        node.value
+        if isinstance(node, yaml.SequenceNode)
+        else [item for pair in node.value for item in pair]
+        if isinstance(node, yaml.MappingNode)
+        else []
+    )
     total = 1
     for child in children:
         total += _expanded_size(child, sizes, open_nodes)

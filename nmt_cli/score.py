@@ -55,7 +55,9 @@ def make_metrics(opts: Options, references: list[list[str]] | None = None) -> di
     made = {}
     for name in opts.metrics:
         if name == "bleu":
-            made[name] = BLEU(lowercase=opts.lowercase, **({"tokenize": opts.tokenize} if opts.tokenize else {}), **kwargs)
+            made[name] = BLEU(
+                lowercase=opts.lowercase, **({"tokenize": opts.tokenize} if opts.tokenize else {}), **kwargs
+            )
         elif name == "chrf":
             made[name] = CHRF(word_order=opts.chrf_word_order, lowercase=opts.lowercase, **kwargs)
         else:
@@ -83,7 +85,9 @@ def load(references: list[str], hypotheses: list[str]) -> tuple[list[list[str]],
     refs = [read_text(r, "reference") for r in references]
     for path, lines in zip(references[1:], refs[1:]):
         if len(lines) != len(refs[0]):
-            raise NmtError(f"references differ in length: {references[0]} has {len(refs[0])} lines, {path} has {len(lines)}")
+            raise NmtError(
+                f"references differ in length: {references[0]} has {len(refs[0])} lines, {path} has {len(lines)}"
+            )
     systems = []
     for path in hypotheses:
         lines = read_text(path, "hypothesis")
@@ -96,7 +100,9 @@ def load(references: list[str], hypotheses: list[str]) -> tuple[list[list[str]],
     return refs, systems
 
 
-def corpus_scores(refs: list[list[str]], systems: list[tuple[str, list[str]]], opts: Options) -> tuple[list[SystemScore], dict[str, str]]:
+def corpus_scores(
+    refs: list[list[str]], systems: list[tuple[str, list[str]]], opts: Options
+) -> tuple[list[SystemScore], dict[str, str]]:
     """Every system's scores (with CIs and p-values when asked) and each metric's signature."""
     if opts.paired and len(systems) < 2:
         raise NmtError("--paired-bs/--paired-ar compare systems against the first: give at least two hypothesis files")
@@ -121,8 +127,14 @@ def _paired(refs, systems, opts: Options) -> tuple[list[SystemScore], dict[str, 
     from sacrebleu.significance import PairedTest
 
     metrics = make_metrics(opts, refs)
-    test = PairedTest(systems, {m.__class__.__name__: m for m in metrics.values()}, None, test_type=opts.paired,
-                      n_samples=opts.samples, n_ar_confidence=0 if opts.paired == "ar" else -1)
+    test = PairedTest(
+        systems,
+        {m.__class__.__name__: m for m in metrics.values()},
+        None,
+        test_type=opts.paired,
+        n_samples=opts.samples,
+        n_ar_confidence=0 if opts.paired == "ar" else -1,
+    )
     signatures, table = test()  # both keyed by sacrebleu's display names ("chrF2"), in the metrics' order
     results = [SystemScore(name) for name in table.pop("System")]
     for key, column in zip(metrics, table.values()):
@@ -134,19 +146,28 @@ def _paired(refs, systems, opts: Options) -> tuple[list[SystemScore], dict[str, 
                 result.p_value[key] = cell.p_value
     return results, {key: str(sig) for key, sig in zip(metrics, signatures.values())}
 
+
 def sentence_scores(refs: list[list[str]], hyps: list[str], opts: Options) -> list[dict[str, float]]:
     """Per line: sentence BLEU and chrF (sacrebleu's, with its smoothing for BLEU)."""
-    bleu = BLEU(lowercase=opts.lowercase, effective_order=True, **({"tokenize": opts.tokenize} if opts.tokenize else {}))
+    bleu = BLEU(
+        lowercase=opts.lowercase, effective_order=True, **({"tokenize": opts.tokenize} if opts.tokenize else {})
+    )
     chrf = CHRF(word_order=opts.chrf_word_order, lowercase=opts.lowercase)
     rows = []
     for i, hyp in enumerate(hyps):
         line_refs = [r[i] for r in refs]
-        rows.append({"line": i + 1, "bleu": bleu.sentence_score(hyp, line_refs).score,
-                     "chrf": chrf.sentence_score(hyp, line_refs).score})
+        rows.append(
+            {
+                "line": i + 1,
+                "bleu": bleu.sentence_score(hyp, line_refs).score,
+                "chrf": chrf.sentence_score(hyp, line_refs).score,
+            }
+        )
     return rows
 
 
 # --------------------------------------------------------------------------- output
+
 
 def display_name(key: str, opts: Options) -> str:
     return {"bleu": "BLEU", "chrf": "chrF++" if opts.chrf_word_order == 2 else "chrF", "ter": "TER"}[key]
@@ -154,6 +175,7 @@ def display_name(key: str, opts: Options) -> str:
 
 def as_json(results: list[SystemScore], signatures: dict[str, str]) -> str:
     """One object: metric -> {score, signature, ci?, p_value?}; keyed by system first when there are several."""
+
     def system(r: SystemScore) -> dict:
         out = {}
         for key, value in r.scores.items():

@@ -12,8 +12,8 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import pytest
 import sentencepiece as spm
@@ -143,8 +143,13 @@ def hold_in_child(directory: Path) -> subprocess.Popen:
     returns once it holds it."""
     code = f"from nmt_cli import lock\nwith lock.owner({str(directory)!r}):\n    print('held', flush=True)\n    input()"
     root = Path(__file__).resolve().parents[1]
-    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": str(root)})
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
     assert child.stdout.readline() == "held\n"
     return child
 
@@ -265,8 +270,16 @@ def tiny_model_config(**overrides):
     from nmt_cli.config import ModelConfig
 
     values = dict(
-        emb_size=16, encoder_hidden=12, encoder_layers=1, bidirectional=True, decoder_hidden=20,
-        decoder_layers=1, attention_size=10, output_size=14, emb_dropout=0.0, dropout=0.0,
+        emb_size=16,
+        encoder_hidden=12,
+        encoder_layers=1,
+        bidirectional=True,
+        decoder_hidden=20,
+        decoder_layers=1,
+        attention_size=10,
+        output_size=14,
+        emb_dropout=0.0,
+        dropout=0.0,
     )
     values.update(overrides)
     if values.get("attention") == "luong_dot" and "decoder_hidden" not in overrides:
@@ -345,7 +358,10 @@ def prepped_separate(tmp_path_factory) -> Path:
 # a log line every 5, 30 steps (over an epoch boundary), the 2 newest step checkpoints kept.
 TRAINED_STEPS = 30
 TRAINED_SETS = (
-    "model.dropout=0.2", "model.emb_dropout=0.2", "train.valid_every=10", "train.log_every=5",
+    "model.dropout=0.2",
+    "model.emb_dropout=0.2",
+    "train.valid_every=10",
+    "train.log_every=5",
     "train.keep_last=2",
 )
 

@@ -12,8 +12,9 @@ import torch
 
 from nmt_cli import allocator
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or allocator._glibc() is None,
-                                reason="glibc's malloc_trim")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or allocator._glibc() is None, reason="glibc's malloc_trim"
+)
 MB = 2**20
 
 
@@ -23,7 +24,9 @@ def resident() -> int:
 
 
 def test_release_returns_freed_heap_pages():
-    torch.ones(16 * MB // 4)  # freed at once; freeing a 16 MB mmap block raises glibc's mmap threshold: 1 MB blocks now come from the heap
+    torch.ones(
+        16 * MB // 4
+    )  # freed at once; freeing a 16 MB mmap block raises glibc's mmap threshold: 1 MB blocks now come from the heap
     blocks = [torch.ones(MB // 4) for _ in range(96)]
     pin = torch.ones(MB // 4)  # the heap's top stays in use, so free() alone cannot shrink the heap
     del blocks
@@ -48,7 +51,10 @@ _SHAPES = """
 import ctypes, torch
 import nmt_cli.cli
 class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+    _fields_ = [
+        (n, ctypes.c_size_t)
+        for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+    ]
 libc = ctypes.CDLL("libc.so.6"); libc.mallinfo2.restype = Info
 torch.set_num_threads(1)
 w = torch.randn(768, 256, dtype=torch.bfloat16)

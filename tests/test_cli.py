@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import assert_ok, assert_one_line_error, leftovers, manifest, run_prep, write_corpus
 from typer.testing import CliRunner
 
 import nmt_cli
-from conftest import assert_ok, assert_one_line_error, leftovers, manifest, run_prep, write_corpus
 from nmt_cli.cli import EXAMPLES, app
 from nmt_cli.errors import NmtError
 
@@ -64,12 +64,15 @@ def test_command_help_has_its_example(name):
     assert flat(f"Example: {EXAMPLES[name]}") in flat(result.stdout)
 
 
-@pytest.mark.parametrize("args, fragment", [
-    pytest.param(["prep", "--out", "out"], "missing --src-lang", id="prep"),
-    pytest.param(["train", "recipe.yaml", "--data", "prep", "--out", "model"], "recipe.yaml", id="train"),
-    pytest.param(["translate", "-m", "nope.pt"], "nope.pt", id="translate"),
-    pytest.param(["score", "-r", "nope.ref", "nope.hyp"], "nope.", id="score"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        pytest.param(["prep", "--out", "out"], "missing --src-lang", id="prep"),
+        pytest.param(["train", "recipe.yaml", "--data", "prep", "--out", "model"], "recipe.yaml", id="train"),
+        pytest.param(["translate", "-m", "nope.pt"], "nope.pt", id="translate"),
+        pytest.param(["score", "-r", "nope.ref", "nope.hyp"], "nope.", id="score"),
+    ],
+)
 def test_every_stage_answers_with_its_own_checks(tmp_path, monkeypatch, args, fragment):
     """No command is a stub: a bad input reaches the stage itself, whose one-line error
     names what is wrong with it."""
@@ -106,11 +109,26 @@ def test_interrupt_is_exit_130(tmp_path, corpus, monkeypatch):
 
 
 def test_debug_shows_the_exception(tmp_path, corpus):
-    result = invoke("--debug", "prep", "-s", "de", "-t", "en", "--train", tmp_path / "nope", "--valid", corpus / "valid", "--out", tmp_path / "out")
+    result = invoke(
+        "--debug",
+        "prep",
+        "-s",
+        "de",
+        "-t",
+        "en",
+        "--train",
+        tmp_path / "nope",
+        "--valid",
+        corpus / "valid",
+        "--out",
+        tmp_path / "out",
+    )
     assert isinstance(result.exception, NmtError)
     assert result.exit_code == 1
     # and the flag does not stick to the next command
-    assert_one_line_error(invoke("prep", "-s", "de", "-t", "en", "--train", tmp_path / "nope", "--valid", "v", "--out", tmp_path / "out"))
+    assert_one_line_error(
+        invoke("prep", "-s", "de", "-t", "en", "--train", tmp_path / "nope", "--valid", "v", "--out", tmp_path / "out")
+    )
 
 
 def test_recipe_then_set_then_flags(tmp_path, corpus):
@@ -121,7 +139,19 @@ def test_recipe_then_set_then_flags(tmp_path, corpus):
         encoding="utf-8",
     )
     out = tmp_path / "out"
-    result = invoke("prep", "--recipe", recipe, "--out", out, "--set", "data.max_len=50", "--set", "data.spm_type=unigram", "--spm-type", "bpe")
+    result = invoke(
+        "prep",
+        "--recipe",
+        recipe,
+        "--out",
+        out,
+        "--set",
+        "data.max_len=50",
+        "--set",
+        "data.spm_type=unigram",
+        "--spm-type",
+        "bpe",
+    )
     assert_ok(result)
     opts = manifest(out)["options"]
     assert opts["vocab_size"] == 90 and opts["dedup"] is True  # from the recipe
@@ -155,15 +185,33 @@ def test_subprocess_version():
 def test_profiler_still_writes_its_report(tmp_path):
     """The process ends without the interpreter's teardown, except under a profiler."""
     report = tmp_path / "nmt.prof"
-    proc = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(report), "-m", "nmt_cli", "--version"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(report), "-m", "nmt_cli", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert (proc.returncode, proc.stdout) == (0, f"nmt {nmt_cli.__version__}\n")
     assert report.stat().st_size > 0
 
 
 def test_subprocess_prep_success_and_noop(tmp_path):
     data = write_corpus(tmp_path)
-    args = ["prep", "-s", "de", "-t", "en", "--train", data / "train", "--valid", data / "valid", "--out", tmp_path / "out", "--vocab-size", "100"]
+    args = [
+        "prep",
+        "-s",
+        "de",
+        "-t",
+        "en",
+        "--train",
+        data / "train",
+        "--valid",
+        data / "valid",
+        "--out",
+        tmp_path / "out",
+        "--vocab-size",
+        "100",
+    ]
     proc = nmt(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "" and proc.stderr.startswith("nmt prep: train 300 -> ")
@@ -175,7 +223,10 @@ def test_subprocess_prep_success_and_noop(tmp_path):
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["prep", "-s", "de", "-t", "en", "--train", "nope", "--valid", "nope", "--out", "out"], "nope.de: no such file"),
+        (
+            ["prep", "-s", "de", "-t", "en", "--train", "nope", "--valid", "nope", "--out", "out"],
+            "nope.de: no such file",
+        ),
         (["prep", "--recipe", "nope.yaml", "--out", "out"], "nope.yaml: no such recipe file"),
         (["prep", "--spm-type", "bep", "--out", "out"], "'bep' is not one of 'unigram', 'bpe'"),  # a usage error
     ],
@@ -191,13 +242,17 @@ def test_subprocess_errors_are_one_line_exit_2(tmp_path, args, fragment):
 
 
 def test_subprocess_debug_shows_traceback(tmp_path):
-    proc = nmt("--debug", "prep", "-s", "de", "-t", "en", "--train", "nope", "--valid", "nope", "--out", "out", cwd=tmp_path)
+    proc = nmt(
+        "--debug", "prep", "-s", "de", "-t", "en", "--train", "nope", "--valid", "nope", "--out", "out", cwd=tmp_path
+    )
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr and "NmtError" in proc.stderr
 
 
-@pytest.mark.parametrize("value, on", [("true", True), ("True", True), ("1", True), ("yes", True),
-                                       ("false", False), ("0", False), ("", False)])
+@pytest.mark.parametrize(
+    "value, on",
+    [("true", True), ("True", True), ("1", True), ("yes", True), ("false", False), ("0", False), ("", False)],
+)
 def test_ci_is_told_however_it_is_spelled(value, on):
     """With MULTI30K_DIR unset, CI=1 or CI=True fails the Multi30k tests as CI=true does."""
     from conftest import on_ci

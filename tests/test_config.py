@@ -30,14 +30,22 @@ def test_defaults():
     assert (d.src_lang, d.tgt_lang, d.train, d.valid, d.test) == ("", "", "", "", [])
     assert (d.nfkc, d.whitespace, d.drop_empty, d.dedup) == (True, True, True, False)
     assert (d.max_len, d.max_ratio, d.on_invalid_utf8) == (128, 3.0, "error")
-    assert (d.spm_type, d.joint, d.vocab_size, d.character_coverage, d.spm_sample) == ("unigram", True, 8000, 1.0, 1_000_000)
+    assert (d.spm_type, d.joint, d.vocab_size, d.character_coverage, d.spm_sample) == (
+        "unigram",
+        True,
+        8000,
+        1.0,
+        1_000_000,
+    )
     assert (d.spm_model, d.src_spm_model, d.tgt_spm_model, d.seed) == ("", "", "", 1)
     Config().validate()
     assert Config().data.test is not DataConfig().test  # no shared mutable default
 
 
 def test_recipe_sets_values(tmp_path):
-    cfg = load(tmp_path, "data:\n  vocab_size: 16000\n  joint: false\n  test: [a, b]\n  max_ratio: 2\n  spm_type: bpe\n")
+    cfg = load(
+        tmp_path, "data:\n  vocab_size: 16000\n  joint: false\n  test: [a, b]\n  max_ratio: 2\n  spm_type: bpe\n"
+    )
     assert (cfg.data.vocab_size, cfg.data.joint, cfg.data.test, cfg.data.spm_type) == (16000, False, ["a", "b"], "bpe")
     assert cfg.data.max_ratio == 2.0 and isinstance(cfg.data.max_ratio, float)  # an int is a fine float
     assert cfg.data.max_len == 128  # untouched keys keep their defaults
@@ -91,12 +99,14 @@ def test_unknown_section_without_a_close_match_lists_the_sections(tmp_path):
         ("- data\n", "recipe: expected a mapping of keys to values, got a list"),
         ("data:\n  spm_type: bep\n", "data.spm_type must be one of unigram, bpe; got 'bep'; did you mean 'bpe'?"),
         ("data:\n  spm_type: word\n", "data.spm_type must be one of unigram, bpe; got 'word' (valid: unigram, bpe)"),
-        ("data:\n  on_invalid_utf8: replac\n", "data.on_invalid_utf8 must be one of error, replace; got 'replac'; did you mean 'replace'?"),
+        (
+            "data:\n  on_invalid_utf8: replac\n",
+            "data.on_invalid_utf8 must be one of error, replace; got 'replac'; did you mean 'replace'?",
+        ),
     ],
 )
 def test_wrong_type(tmp_path, text, expected):
     assert load_error(tmp_path, text).endswith(f": {expected}")
-
 
 
 @pytest.mark.parametrize(
@@ -117,13 +127,17 @@ def test_validate_ranges(values, expected):
         DataConfig(**values).validate()
 
 
-@pytest.mark.parametrize("values", [{"max_len": 0, "max_ratio": 0}, {"max_ratio": 1}, {"vocab_size": 8}, {"character_coverage": 1.0}])
+@pytest.mark.parametrize(
+    "values", [{"max_len": 0, "max_ratio": 0}, {"max_ratio": 1}, {"vocab_size": 8}, {"character_coverage": 1.0}]
+)
 def test_validate_accepts_bounds(values):
     DataConfig(**values).validate()
 
 
 def test_recipe_range_error_names_the_file(tmp_path):
-    assert load_error(tmp_path, "data:\n  max_len: -5\n").endswith(": data.max_len must be >= 0 (0 turns the filter off)")
+    assert load_error(tmp_path, "data:\n  max_len: -5\n").endswith(
+        ": data.max_len must be >= 0 (0 turns the filter off)"
+    )
 
 
 def test_invalid_yaml_names_file_and_line(tmp_path):
@@ -131,7 +145,10 @@ def test_invalid_yaml_names_file_and_line(tmp_path):
     assert message.startswith(f"{tmp_path / 'r.yaml'}:") and "not valid YAML" in message
 
 
-@pytest.mark.parametrize("make, expected", [(lambda p: p / "nope.yaml", "no such recipe file"), (lambda p: p, "cannot read recipe (IsADirectoryError)")])
+@pytest.mark.parametrize(
+    "make, expected",
+    [(lambda p: p / "nope.yaml", "no such recipe file"), (lambda p: p, "cannot read recipe (IsADirectoryError)")],
+)
 def test_unreadable_recipe(tmp_path, make, expected):
     path = make(tmp_path)
     with pytest.raises(NmtError, match=rf"^{path}: {expected.replace('(', '[(]').replace(')', '[)]')}$"):
@@ -143,7 +160,15 @@ def test_unreadable_recipe(tmp_path, make, expected):
 
 def test_apply_overrides_parses_yaml_values():
     cfg = config.apply_overrides(
-        Config(), ["data.vocab_size=16000", "data.dedup=true", "data.test=[a, b]", "data.max_ratio=2", "data.src_lang=de", " data.seed =7"]
+        Config(),
+        [
+            "data.vocab_size=16000",
+            "data.dedup=true",
+            "data.test=[a, b]",
+            "data.max_ratio=2",
+            "data.src_lang=de",
+            " data.seed =7",
+        ],
     )
     d = cfg.data
     assert (d.vocab_size, d.dedup, d.test, d.max_ratio, d.src_lang, d.seed) == (16000, True, ["a", "b"], 2.0, "de", 7)
@@ -179,7 +204,9 @@ def test_apply_overrides_errors(assignment, expected):
 
 
 def test_with_values_ignores_none():
-    cfg = config.with_values(Config(DataConfig(vocab_size=100)), "data", {"vocab_size": None, "dedup": True, "test": None})
+    cfg = config.with_values(
+        Config(DataConfig(vocab_size=100)), "data", {"vocab_size": None, "dedup": True, "test": None}
+    )
     assert (cfg.data.vocab_size, cfg.data.dedup, cfg.data.test) == (100, True, [])
 
 
@@ -201,10 +228,15 @@ def write(path, text: str):
 
 
 def test_base_values_are_taken_and_overridden_key_by_key(tmp_path):
-    write(tmp_path / "base.yaml", "data:\n  vocab_size: 16000\n  max_len: 50\n  test: [a, b]\n"
-                                  "model:\n  cell: lstm\n  emb_size: 128\ntrain:\n  lr: 0.01\n")
-    child = write(tmp_path / "child.yaml", "base: base.yaml\nmodel:\n  emb_size: 64\n  residual: true\n"
-                                           "data:\n  test: [c]\ndecode:\n  beam: 3\n")
+    write(
+        tmp_path / "base.yaml",
+        "data:\n  vocab_size: 16000\n  max_len: 50\n  test: [a, b]\n"
+        "model:\n  cell: lstm\n  emb_size: 128\ntrain:\n  lr: 0.01\n",
+    )
+    child = write(
+        tmp_path / "child.yaml",
+        "base: base.yaml\nmodel:\n  emb_size: 64\n  residual: true\ndata:\n  test: [c]\ndecode:\n  beam: 3\n",
+    )
     cfg = config.load_recipe(child)
     assert (cfg.model.cell, cfg.model.emb_size, cfg.model.residual) == ("lstm", 64, True)  # section merged key by key
     assert (cfg.data.vocab_size, cfg.data.max_len) == (16000, 50)
@@ -247,12 +279,17 @@ def test_missing_base_is_a_one_line_error_naming_it(tmp_path):
     assert "nowhere.yaml" in message and "no such recipe file" in message
 
 
-@pytest.mark.parametrize("files", [
-    pytest.param({"a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"}, id="a-b-a"),
-    pytest.param({"a.yaml": "base: a.yaml\n"}, id="self"),
-    pytest.param({"a.yaml": "base: ./sub/../a.yaml\n", "sub/x": ""}, id="self-other-spelling"),
-    pytest.param({"a.yaml": "base: b.yaml\n", "b.yaml": "base: c.yaml\n", "c.yaml": "base: b.yaml\n"}, id="a-b-c-b"),
-])
+@pytest.mark.parametrize(
+    "files",
+    [
+        pytest.param({"a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"}, id="a-b-a"),
+        pytest.param({"a.yaml": "base: a.yaml\n"}, id="self"),
+        pytest.param({"a.yaml": "base: ./sub/../a.yaml\n", "sub/x": ""}, id="self-other-spelling"),
+        pytest.param(
+            {"a.yaml": "base: b.yaml\n", "b.yaml": "base: c.yaml\n", "c.yaml": "base: b.yaml\n"}, id="a-b-c-b"
+        ),
+    ],
+)
 def test_a_base_cycle_is_an_error(tmp_path, files):
     for name, text in files.items():
         write(tmp_path / name, text)
@@ -295,8 +332,11 @@ def test_a_base_that_is_not_a_mapping_is_a_one_line_error(tmp_path, text):
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("path", COURSE or [pytest.param(None, marks=pytest.mark.skip(reason="no recipes/course/*.yaml"))],
-                         ids=lambda p: p.stem if p else "none")
+@pytest.mark.parametrize(
+    "path",
+    COURSE or [pytest.param(None, marks=pytest.mark.skip(reason="no recipes/course/*.yaml"))],
+    ids=lambda p: p.stem if p else "none",
+)
 def test_course_recipes_load_and_change_only_what_they_state(path):
     import yaml
 

@@ -8,9 +8,9 @@ import math
 
 import pytest
 import torch
+from conftest import TINY_RECIPE, assert_ok, make_pairs, sets, write_lines
 from typer.testing import CliRunner
 
-from conftest import TINY_RECIPE, assert_ok, make_pairs, sets, write_lines
 from nmt_cli.cli import app
 from nmt_cli.train import checkpoint
 

@@ -58,7 +58,9 @@ def test_no_note_when_bf16_pays(monkeypatch):
     assert devices.slow_bf16_note(CPU, "bf16", "--precision") is None
 
 
-@pytest.mark.parametrize("device, precision", [(CPU, "fp32"), (torch.device("cuda"), "bf16"), (torch.device("cuda"), "fp16")])
+@pytest.mark.parametrize(
+    "device, precision", [(CPU, "fp32"), (torch.device("cuda"), "bf16"), (torch.device("cuda"), "fp16")]
+)
 def test_no_probe_off_cpu_bf16(monkeypatch, device, precision):
     monkeypatch.setattr(devices, "bf16_speedup", _no_probe)
     assert devices.slow_bf16_note(device, precision, "--precision") is None

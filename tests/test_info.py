@@ -49,8 +49,11 @@ def test_json_and_table_output(trained):
 
 def test_errors_are_one_line(tmp_path):
     (tmp_path / "note.txt").write_text("hello\n")
-    for target, fragment in [(tmp_path / "missing.pt", "no such file"), (tmp_path, "neither a prep directory"),
-                             (tmp_path / "note.txt", "not a readable nmt checkpoint")]:
+    for target, fragment in [
+        (tmp_path / "missing.pt", "no such file"),
+        (tmp_path, "neither a prep directory"),
+        (tmp_path / "note.txt", "not a readable nmt checkpoint"),
+    ]:
         result = info(target)
         assert result.exit_code == 2, result.output
         lines = result.stderr.strip().splitlines()

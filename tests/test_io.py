@@ -7,8 +7,8 @@ import hashlib
 import os
 
 import pytest
-
 from conftest import write_lines
+
 from nmt_cli import io as nio
 from nmt_cli.errors import NmtError
 
@@ -52,7 +52,7 @@ def test_read_lines_plain_and_gz(tmp_path, gz):
 
 def test_gzip_is_recognised_by_its_bytes_not_its_name(tmp_path):
     path = tmp_path / "t.txt"
-    path.write_bytes(gzip.compress("a\nb\n".encode()))
+    path.write_bytes(gzip.compress(b"a\nb\n"))
     assert list(nio.read_lines(path)) == ["a", "b"]
 
 
@@ -247,7 +247,7 @@ def test_a_pipe_is_read_once_and_whole(tmp_path, compressed):
 
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
-    text = "ein Hund\nzwei Katzen\n".encode()
+    text = b"ein Hund\nzwei Katzen\n"
     data = gzip.compress(text) if compressed else text
 
     def write() -> None:

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_RECIPE, hold_in_child, sets
+
 from nmt_cli import lock
 from nmt_cli.errors import NmtError
 from nmt_cli.train import checkpoint
@@ -65,8 +65,20 @@ def test_remove_stale_keeps_what_a_live_process_writes(tmp_path):
 
 
 def nmt_train(prep: Path, out: Path, *args: str, **popen) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "nmt_cli", "train", str(TINY_RECIPE), "--data", str(prep), "--out", str(out),
-            "--device", "cpu", *args]
+    argv = [
+        sys.executable,
+        "-m",
+        "nmt_cli",
+        "train",
+        str(TINY_RECIPE),
+        "--data",
+        str(prep),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **popen)
 
@@ -108,8 +120,10 @@ def test_two_trainings_into_one_out_and_a_kill_9(tmp_path, prepped):
         _, err = second.communicate(timeout=120)
         assert first.poll() is None  # refused while the first one still runs
         assert second.returncode == 2
-        assert err.splitlines() == [f"nmt: error: {out}: in use by another nmt process (pid {first.pid}); "
-                                    "wait for it to end or choose another --out"]
+        assert err.splitlines() == [
+            f"nmt: error: {out}: in use by another nmt process (pid {first.pid}); "
+            "wait for it to end or choose another --out"
+        ]
         step = kill_9_past_a_checkpoint(first, out)
     finally:
         first.kill()
@@ -117,8 +131,9 @@ def test_two_trainings_into_one_out_and_a_kill_9(tmp_path, prepped):
     leftover = out / ".ckpt-0009999.pt.k1ll3d_9.tmp"  # what a kill during a checkpoint write leaves
     leftover.write_bytes(b"half a checkpoint")
     assert lock.lock_path(out).is_file()
-    resumed = nmt_train(prepped, out, "--resume", *sets("train.valid_every=4", "train.log_every=1",
-                                                        f"train.max_steps={step + 3}"))
+    resumed = nmt_train(
+        prepped, out, "--resume", *sets("train.valid_every=4", "train.log_every=1", f"train.max_steps={step + 3}")
+    )
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-3000:]
     assert not leftover.exists() and not lock.lock_path(out).exists()

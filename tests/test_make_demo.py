@@ -8,14 +8,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import make_pairs, write_split
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-needs_make = pytest.mark.skipif(shutil.which("make") is None or not (ROOT / ".venv" / ".installed").exists(),
-                                reason="needs make and the environment `make test` installs (.venv)")
+needs_make = pytest.mark.skipif(
+    shutil.which("make") is None or not (ROOT / ".venv" / ".installed").exists(),
+    reason="needs make and the environment `make test` installs (.venv)",
+)
 
 
 def write_slice(tmp_path: Path) -> Path:
@@ -29,8 +30,17 @@ def write_slice(tmp_path: Path) -> Path:
 @needs_make
 def test_make_demo_runs_every_stage_then_skips_what_is_done(tmp_path):
     data = write_slice(tmp_path)
-    args = ["make", "-C", str(ROOT), "demo", f"WORK={tmp_path / 'work'}", f"DATA_DIR={data}",
-            "PREP_RECIPE=recipes/tiny.yaml", "DEMO_RECIPE=recipes/tiny.yaml", "DEMO_TIME=60s"]
+    args = [
+        "make",
+        "-C",
+        str(ROOT),
+        "demo",
+        f"WORK={tmp_path / 'work'}",
+        f"DATA_DIR={data}",
+        "PREP_RECIPE=recipes/tiny.yaml",
+        "DEMO_RECIPE=recipes/tiny.yaml",
+        "DEMO_TIME=60s",
+    ]
     first = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     model = tmp_path / "work" / "demo-de-en"
@@ -48,8 +58,18 @@ def test_make_multi30k_trains_translates_greedy_and_beam_and_scores_both(tmp_pat
     """The full-run target's stages for en-de (the pair's languages reach prep and
     translate), with the tiny recipe in place of the pair's."""
     data = write_slice(tmp_path)
-    args = ["make", "-C", str(ROOT), "multi30k", "PAIR=en-de", f"WORK={tmp_path / 'work'}", f"DATA_DIR={data}",
-            "PREP_RECIPE=recipes/tiny.yaml", "RECIPE=recipes/tiny.yaml", "TRAIN_ARGS=--set train.max_steps=30"]
+    args = [
+        "make",
+        "-C",
+        str(ROOT),
+        "multi30k",
+        "PAIR=en-de",
+        f"WORK={tmp_path / 'work'}",
+        f"DATA_DIR={data}",
+        "PREP_RECIPE=recipes/tiny.yaml",
+        "RECIPE=recipes/tiny.yaml",
+        "TRAIN_ARGS=--set train.max_steps=30",
+    ]
     first = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     run = tmp_path / "work" / "multi30k-en-de"

@@ -26,7 +26,9 @@ def test_a_directory_without_metrics_and_a_broken_line_are_one_line_errors(tmp_p
     pytest.importorskip("matplotlib")
     result = plot(tmp_path, "-o", tmp_path / "c.png")
     assert result.exit_code == 2 and "no metrics.jsonl" in result.stderr
-    (tmp_path / "metrics.jsonl").write_text('{"event": "train", "step": 1, "loss": 2.0}\n{oops\n{"event": "train", "step": 2}\n')
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"event": "train", "step": 1, "loss": 2.0}\n{oops\n{"event": "train", "step": 2}\n'
+    )
     result = plot(tmp_path, "-o", tmp_path / "c.png")
     assert result.exit_code == 2 and "metrics.jsonl:2: not a JSON line" in result.stderr
     assert not (tmp_path / "c.png").exists()

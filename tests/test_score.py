@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import LEXICON, assert_ok, assert_one_line_error, write_lines
 from sacrebleu.metrics import BLEU, CHRF
 from typer.testing import CliRunner
 
-from conftest import LEXICON, assert_ok, assert_one_line_error, write_lines
 from nmt_cli.cli import app
 
 METRICS = ("bleu", "chrf", "ter")
@@ -28,8 +28,13 @@ EMPTY_BOTH, EMPTY_HYP = 4, 9  # 0-based: an empty line in every file; an empty h
 # Punctuation that the tokenizers treat differently: 13a splits ASCII punctuation, intl
 # also Unicode punctuation and symbols, none nothing.
 DECORATIONS = [
-    lambda w: w + ",", lambda w: f"«{w}»", lambda w: w + "…", lambda w: w + "'s",
-    lambda w: f"({w})", lambda w: w + " – 3,5 €", lambda w: w + "!",
+    lambda w: w + ",",
+    lambda w: f"«{w}»",
+    lambda w: w + "…",
+    lambda w: w + "'s",
+    lambda w: f"({w})",
+    lambda w: w + " – 3,5 €",
+    lambda w: w + "!",
 ]
 
 
@@ -160,7 +165,10 @@ VARIANTS = {
     "tokenize-intl": (["--tokenize", "intl"], ["--tokenize", "intl"]),
     "chrf++": (["--chrf-word-order", "2"], ["--chrf-word-order", "2"]),
     "two-references": ([], []),
-    "two-references-lowercase-intl": (["-lc", "--tokenize", "intl"], ["--lowercase", "--chrf-lowercase", "--tokenize", "intl"]),
+    "two-references-lowercase-intl": (
+        ["-lc", "--tokenize", "intl"],
+        ["--lowercase", "--chrf-lowercase", "--tokenize", "intl"],
+    ),
 }
 
 
@@ -183,9 +191,14 @@ def test_scores_and_signatures_equal_sacrebleus_command_line(files, variant):
 def test_the_variants_change_the_scores(files):
     """The data is such that every flag compared above matters (so each comparison tests it)."""
     base = nmt_json([files.ref], files.hyp)
-    for flags, key in [(["--lowercase"], "bleu"), (["--lowercase"], "chrf"),
-                       (["--tokenize", "none"], "bleu"), (["--tokenize", "intl"], "bleu"),
-                       (["--chrf-word-order", "2"], "chrf"), (["-r", files.ref2], "bleu")]:
+    for flags, key in [
+        (["--lowercase"], "bleu"),
+        (["--lowercase"], "chrf"),
+        (["--tokenize", "none"], "bleu"),
+        (["--tokenize", "intl"], "bleu"),
+        (["--chrf-word-order", "2"], "chrf"),
+        (["-r", files.ref2], "bleu"),
+    ]:
         other = nmt_json([files.ref], files.hyp, *flags)
         assert other[key]["score"] != base[key]["score"], (flags, key)
 
@@ -258,8 +271,9 @@ def test_tsv_has_a_signature_column(files):
 
 @pytest.mark.parametrize("test", ["--paired-bs", "--paired-ar"])
 def test_paired_test_gives_the_second_system_a_p_value(files, test):
-    result = score("-r", files.ref, files.hyp, files.better, test, "--samples", "200",
-                   "--metrics", "bleu,chrf,ter", "-f", "json")
+    result = score(
+        "-r", files.ref, files.hyp, files.better, test, "--samples", "200", "--metrics", "bleu,chrf,ter", "-f", "json"
+    )
     assert_ok(result)
     data = json.loads(result.stdout)
     assert list(data) == [str(files.hyp), str(files.better)]
@@ -276,12 +290,40 @@ def test_paired_test_gives_the_second_system_a_p_value(files, test):
 
 def test_paired_ar_p_values_equal_sacrebleus_command_line(files):
     """Same seed, same trials: the p-values sacrebleu's --paired-ar prints (-f json)."""
-    result = score("-r", files.ref, files.hyp, files.better, "--paired-ar", "--samples", "200", "--lowercase",
-                   "--metrics", ",".join(METRICS), "-f", "json")
+    result = score(
+        "-r",
+        files.ref,
+        files.hyp,
+        files.better,
+        "--paired-ar",
+        "--samples",
+        "200",
+        "--lowercase",
+        "--metrics",
+        ",".join(METRICS),
+        "-f",
+        "json",
+    )
     assert_ok(result)
     ours = json.loads(result.stdout)[str(files.better)]
-    argv = [sys.executable, "-m", "sacrebleu", str(files.ref), "-i", str(files.hyp), str(files.better),
-            "-m", *METRICS, "--paired-ar", "--paired-ar-n", "200", "--lowercase", "--chrf-lowercase", "-f", "json"]
+    argv = [
+        sys.executable,
+        "-m",
+        "sacrebleu",
+        str(files.ref),
+        "-i",
+        str(files.hyp),
+        str(files.better),
+        "-m",
+        *METRICS,
+        "--paired-ar",
+        "--paired-ar-n",
+        "200",
+        "--lowercase",
+        "--chrf-lowercase",
+        "-f",
+        "json",
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     baseline, system = json.loads(done.stdout)
@@ -304,8 +346,9 @@ def test_paired_test_needs_two_systems(files):
 
 
 def test_paired_bs_and_paired_ar_exclude_each_other(files):
-    assert_one_line_error(score("-r", files.ref, files.hyp, files.better, "--paired-bs", "--paired-ar"),
-                          "--paired-bs", "--paired-ar")
+    assert_one_line_error(
+        score("-r", files.ref, files.hyp, files.better, "--paired-bs", "--paired-ar"), "--paired-bs", "--paired-ar"
+    )
 
 
 # --------------------------------------------------------------------------- sentences
@@ -313,8 +356,10 @@ def test_paired_bs_and_paired_ar_exclude_each_other(files):
 
 def _sentence_expected(files: Files) -> list[tuple[float, float]]:
     bleu, chrf = BLEU(effective_order=True), CHRF()
-    return [(bleu.sentence_score(h, [r]).score, chrf.sentence_score(h, [r]).score)
-            for h, r in zip(files.hyp_lines, files.ref_lines)]
+    return [
+        (bleu.sentence_score(h, [r]).score, chrf.sentence_score(h, [r]).score)
+        for h, r in zip(files.hyp_lines, files.ref_lines)
+    ]
 
 
 def test_sentence_gives_one_tsv_line_per_hypothesis(files):
@@ -382,8 +427,7 @@ def test_worst_text_table(files):
 
 def test_worst_src_with_other_line_count_is_an_error(files, tmp_path):
     src = write_lines(tmp_path / "short.de", files.src_lines[:-1])
-    assert_one_line_error(score("-r", files.ref, files.hyp, "--worst", "2", "--src", src),
-                          str(LINES - 1), str(LINES))
+    assert_one_line_error(score("-r", files.ref, files.hyp, "--worst", "2", "--src", src), str(LINES - 1), str(LINES))
 
 
 # --------------------------------------------------------------------------- inputs
@@ -512,16 +556,20 @@ def test_truncated_gzip_hypothesis(files, tmp_path):
     assert_one_line_error(score("-r", files.ref, truncated), str(truncated), "cannot read")
 
 
-@pytest.mark.parametrize("args, fragment", [
-    ([], "--reference"),  # no -r at all
-    (["-r", "REF", "-f", "xml"], "--format"),
-    (["-r", "REF", "--worst", "-1"], "--worst"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        ([], "--reference"),  # no -r at all
+        (["-r", "REF", "-f", "xml"], "--format"),
+        (["-r", "REF", "--worst", "-1"], "--worst"),
+    ],
+)
 def test_usage_errors_of_the_real_command_are_one_line(files, args, fragment):
     """``python -m nmt_cli score``: the parser's own errors are one line and exit 2 too."""
     argv = [str(files.ref) if a == "REF" else a for a in args]
-    done = subprocess.run([sys.executable, "-m", "nmt_cli", "score", *argv, str(files.hyp)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "nmt_cli", "score", *argv, str(files.hyp)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2, (done.stdout, done.stderr)
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("nmt: error: ") and fragment in lines[0], done.stderr

@@ -57,7 +57,9 @@ def hard_alignment(weights: Tensor, src_pieces: list[str], tgt_pieces: list[str]
         return ""
     best = weights[: len(tgt_pieces), : len(src_pieces)].argmax(dim=1).tolist()  # (tgt_pieces,)
     src_words, tgt_words = word_indices(src_pieces), word_indices(tgt_pieces)
-    links = sorted({(src_words[i], tgt_words[j]) for j, i in enumerate(best) if src_words[i] >= 0 and tgt_words[j] >= 0})
+    links = sorted(
+        {(src_words[i], tgt_words[j]) for j, i in enumerate(best) if src_words[i] >= 0 and tgt_words[j] >= 0}
+    )
     return " ".join(f"{i}-{j}" for i, j in links)
 
 
@@ -71,7 +73,9 @@ def check_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise NmtError("--attention-plot needs matplotlib: pip install 'nmt-cli[plot]' (or pip install matplotlib)") from None
+        raise NmtError(
+            "--attention-plot needs matplotlib: pip install 'nmt-cli[plot]' (or pip install matplotlib)"
+        ) from None
 
 
 def plot_heatmap(weights: Tensor, src_pieces: list[str], tgt_pieces: list[str], path: Path, title: str) -> None:

@@ -20,8 +20,8 @@ shrinks as the batch empties.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -60,7 +60,7 @@ class _Candidates:
     open: Tensor  # True for the best `beam` extensions that do not end the hypothesis
 
     @classmethod
-    def best(cls, logits: Tensor, scores: Tensor, beam: int, word_ids: Callable[[Tensor], Tensor]) -> "_Candidates":
+    def best(cls, logits: Tensor, scores: Tensor, beam: int, word_ids: Callable[[Tensor], Tensor]) -> _Candidates:
         """From word scores (n*beam, words) and open scores (n, beam); column j of
         ``logits`` is the word ``word_ids(j)``.
 
@@ -84,8 +84,16 @@ class _Search:
     """The open hypotheses of the sentences still searching (``beam`` rows each, sentence
     by sentence) and the finished ones of every sentence."""
 
-    def __init__(self, limits: list[int], beam: int, alpha: float, beta: float, keep_attention: bool,
-                 src_len: int, device: torch.device):
+    def __init__(
+        self,
+        limits: list[int],
+        beam: int,
+        alpha: float,
+        beta: float,
+        keep_attention: bool,
+        src_len: int,
+        device: torch.device,
+    ):
         self.beam, self.alpha, self.beta, self.keep_attention = beam, alpha, beta, keep_attention
         self.sentences = [_Sentence(beam, limit, alpha) for limit in limits]
         self.alive = list(range(len(limits)))  # original index of each sentence still searching
@@ -104,7 +112,8 @@ class _Search:
         cp = coverage_penalty(self.coverage[row], mask, self.beta)
         logprob = float(c.scores[i, j])
         self.sentences[self.alive[i]].add(
-            Hypothesis(tokens, ranking_score(logprob, step + 1, self.alpha, cp), logprob, attention))
+            Hypothesis(tokens, ranking_score(logprob, step + 1, self.alpha, cp), logprob, attention)
+        )
 
     def searching(self, c: _Candidates, step: int, weights: Tensor, mask: Tensor) -> list[int]:
         """Finish what ends at this step; the positions (in ``alive``) of sentences not done."""
@@ -131,15 +140,27 @@ class _Search:
         self.alive = [self.alive[i] for i in still]
         self.history = torch.cat([self.history.index_select(0, rows), words.unsqueeze(1)], dim=1)
         if self.keep_attention:
-            self.attention = torch.cat([self.attention.index_select(0, rows), weights.index_select(0, rows).unsqueeze(1)], dim=1)
+            self.attention = torch.cat(
+                [self.attention.index_select(0, rows), weights.index_select(0, rows).unsqueeze(1)], dim=1
+            )
         if self.beta:
             self.coverage = self.coverage.index_select(0, rows)
         return rows, words
 
 
 @torch.no_grad()
-def beam_search(model: Seq2Seq, encoded: tuple, lengths: Tensor, beam: int, max_len_a: float, max_len_b: int,
-                alpha: float = 0.0, beta: float = 0.0, nbest: int = 1, keep_attention: bool = False) -> list[list[Hypothesis]]:
+def beam_search(
+    model: Seq2Seq,
+    encoded: tuple,
+    lengths: Tensor,
+    beam: int,
+    max_len_a: float,
+    max_len_b: int,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+    nbest: int = 1,
+    keep_attention: bool = False,
+) -> list[list[Hypothesis]]:
     """The ``nbest`` best hypotheses of each sentence, best first.
 
     ``encoded`` is ``model.encode(src, lengths)`` for a batch of sentences; lengths (batch,).

@@ -14,9 +14,9 @@ chunks, sorted by length into batches and written back in input order.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -62,12 +62,16 @@ def score_pairs(inference: Inference, pairs: list[Pair], batch_size: int) -> Non
             logits = inference.model(src, lengths, tgt_in.to(inference.device))  # (batch, tgt_len, k)
         logp = torch.log_softmax(logits.float(), dim=-1)
         target = tgt_out.to(inference.device)
-        token_logp = logp.gather(2, decoder.target_columns(target).unsqueeze(2)).squeeze(2) * (target != PAD)  # (batch, tgt_len)
+        token_logp = logp.gather(2, decoder.target_columns(target).unsqueeze(2)).squeeze(2) * (
+            target != PAD
+        )  # (batch, tgt_len)
         for p, total in zip(batch, token_logp.sum(dim=1).tolist()):
             p.logprob = total
 
 
-def read_pairs(inference: Inference, sources: Iterator[tuple[str, str]], names: tuple[str, str]) -> Iterator[list[Pair]]:
+def read_pairs(
+    inference: Inference, sources: Iterator[tuple[str, str]], names: tuple[str, str]
+) -> Iterator[list[Pair]]:
     """Chunks of normalized, subword-split, truncated pairs from (source, reference) lines."""
     chunk: list[Pair] = []
     for index, (src_text, tgt_text) in enumerate(sources):

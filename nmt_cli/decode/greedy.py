@@ -13,21 +13,36 @@ import torch
 from torch import Tensor
 
 from nmt_cli.decode.hypothesis import Hypothesis
-from nmt_cli.model.shapes import STEP_ROWS, rounded_rows
 from nmt_cli.model.seq2seq import Seq2Seq
+from nmt_cli.model.shapes import STEP_ROWS, rounded_rows
 from nmt_cli.prep.subwords import EOS, PAD, SOS
 
 
 @torch.no_grad()
-def greedy(model: Seq2Seq, src: Tensor, lengths: Tensor, max_len_a: float, max_len_b: int,
-           keep_attention: bool = False, logprobs: bool = True) -> list[Hypothesis]:
+def greedy(
+    model: Seq2Seq,
+    src: Tensor,
+    lengths: Tensor,
+    max_len_a: float,
+    max_len_b: int,
+    keep_attention: bool = False,
+    logprobs: bool = True,
+) -> list[Hypothesis]:
     """The greedy translation of each sentence; src (batch, src_len)."""
     return greedy_encoded(model, model.encode(src, lengths), lengths, max_len_a, max_len_b, keep_attention, logprobs)
 
 
 @torch.no_grad()
-def greedy_encoded(model: Seq2Seq, encoded: tuple, lengths: Tensor, max_len_a: float, max_len_b: int,
-                   keep_attention: bool = False, logprobs: bool = True, row_multiple: int = STEP_ROWS) -> list[Hypothesis]:
+def greedy_encoded(
+    model: Seq2Seq,
+    encoded: tuple,
+    lengths: Tensor,
+    max_len_a: float,
+    max_len_b: int,
+    keep_attention: bool = False,
+    logprobs: bool = True,
+    row_multiple: int = STEP_ROWS,
+) -> list[Hypothesis]:
     """:func:`greedy` from the output of ``model.encode`` (when the caller has it already).
 
     Without ``logprobs`` the per-step softmax normalizer is skipped (a pass over the
@@ -41,7 +56,11 @@ def greedy_encoded(model: Seq2Seq, encoded: tuple, lengths: Tensor, max_len_a: f
     limits = torch.cat([limits, limits.new_zeros(1)])  # (batch+1,): row `batch` is the sink, never going on
     # one row more than the batch: the sink, where rows kept only as padding write
     tokens = torch.full((batch + 1, steps), PAD, dtype=torch.long, device=device)
-    word_logp = torch.zeros(batch + 1, steps, device=device) if logprobs else torch.full((batch + 1, steps), float("nan"), device=device)
+    word_logp = (
+        torch.zeros(batch + 1, steps, device=device)
+        if logprobs
+        else torch.full((batch + 1, steps), float("nan"), device=device)
+    )
     attention = torch.zeros(batch + 1, steps, src_len, device=device) if keep_attention else None
     alive = torch.arange(batch, device=device)  # original index of each row (the sink's for a finished one)
     prev = torch.full((batch,), SOS, dtype=torch.long, device=device)
@@ -70,8 +89,14 @@ def greedy_encoded(model: Seq2Seq, encoded: tuple, lengths: Tensor, max_len_a: f
                 alive, prev = alive[keep], prev[keep]
                 memory, state = memory.select(keep), [s.index_select(0, keep) for s in state]
                 feed = feed.index_select(0, keep) if feed is not None else None
-    return [_hypothesis(row, lp, att) for row, lp, att in
-            zip(tokens[:batch].tolist(), word_logp[:batch].cpu(), attention[:batch].cpu() if attention is not None else [None] * batch)]
+    return [
+        _hypothesis(row, lp, att)
+        for row, lp, att in zip(
+            tokens[:batch].tolist(),
+            word_logp[:batch].cpu(),
+            attention[:batch].cpu() if attention is not None else [None] * batch,
+        )
+    ]
 
 
 def _hypothesis(row: list[int], logprobs: Tensor, attention: Tensor | None) -> Hypothesis:

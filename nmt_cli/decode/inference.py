@@ -9,9 +9,9 @@ from __future__ import annotations
 import gc
 import itertools
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import sentencepiece as spm
 import torch
@@ -40,7 +40,7 @@ class Inference:
     precision_line: str = ""  # which precision runs and why (``auto``'s choice)
 
     @classmethod
-    def load(cls, path: Path | str, overrides: dict, device: torch.device, search: bool = True) -> "Inference":
+    def load(cls, path: Path | str, overrides: dict, device: torch.device, search: bool = True) -> Inference:
         """``search``: the model will translate, so its output layer may keep to the words
         it was trained to produce (``Decoder.restrict_output``); forced decoding, which
         scores given targets, needs every word."""
@@ -57,9 +57,16 @@ class Inference:
         tgt_sp = subwords.from_bytes(vocab["tgt_spm"], f"{path} (target)")
         checkpoint.check_subwords(src_sp, vocab["src_size"], path, "source")
         checkpoint.check_subwords(tgt_sp, vocab["tgt_size"], path, "target")
-        return cls(_prepare(model, cfg.decode, device), cfg, src_sp, tgt_sp,
-                   cfg.data.max_len or NO_LIMIT, device,
-                   devices.autocast(device, decode.precision, "--precision"), precision_line)
+        return cls(
+            _prepare(model, cfg.decode, device),
+            cfg,
+            src_sp,
+            tgt_sp,
+            cfg.data.max_len or NO_LIMIT,
+            device,
+            devices.autocast(device, decode.precision, "--precision"),
+            precision_line,
+        )
 
     @property
     def decode(self) -> DecodeConfig:
@@ -158,8 +165,12 @@ def _prepare(model: Seq2Seq, decode: DecodeConfig, device: torch.device) -> Seq2
             warnings.simplefilter("ignore")
             from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
 
-            spec = {torch.nn.Linear: default_dynamic_qconfig, torch.nn.GRU: default_dynamic_qconfig,
-                    torch.nn.LSTM: default_dynamic_qconfig, "decoder.attention.v": None}
+            spec = {
+                torch.nn.Linear: default_dynamic_qconfig,
+                torch.nn.GRU: default_dynamic_qconfig,
+                torch.nn.LSTM: default_dynamic_qconfig,
+                "decoder.attention.v": None,
+            }
             _own(model, vectors_only=True)
             model = quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
         gc.collect()  # the float layers it replaced are in reference cycles, and hold the mapping

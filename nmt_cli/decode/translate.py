@@ -57,7 +57,9 @@ class Translator:
     def translate(self, lines: list[Line]) -> None:
         """Fill ``line.hyps`` for every non-empty line; batches are sorted by length."""
         todo = sorted((line for line in lines if line.ids), key=lambda line: -len(line.ids))
-        for batch in batches(todo, lambda line: len(line.ids) + 1, self.decode.sentences_per_batch, self.decode.batch_tokens):
+        for batch in batches(
+            todo, lambda line: len(line.ids) + 1, self.decode.sentences_per_batch, self.decode.batch_tokens
+        ):
             src, lengths = self.inference.source_tensor([line.ids for line in batch])
             with self.inference.autocast():
                 encoded = self.inference.model.encode(src, lengths)
@@ -70,8 +72,9 @@ class Translator:
         if d.beam == 1:
             hyps = greedy_encoded(model, encoded, lengths, d.max_len_a, d.max_len_b, self.keep_attention, self.logprobs)
             return [[h] for h in hyps]
-        return beam_search(model, encoded, lengths, d.beam, d.max_len_a, d.max_len_b, d.alpha, d.beta,
-                           d.nbest, self.keep_attention)
+        return beam_search(
+            model, encoded, lengths, d.beam, d.max_len_a, d.max_len_b, d.alpha, d.beta, d.nbest, self.keep_attention
+        )
 
     def source_pieces(self, line: Line) -> list[str]:
         return [self.inference.src_sp.id_to_piece(i) for i in line.ids]

@@ -39,7 +39,9 @@ LOCAL = ("luong_local", "luong_local_m")
 
 
 class Attention(nn.Module):
-    def __init__(self, kind: str, query_size: int, memory_size: int, attention_size: int, heads: int = 1, window: int = 0):
+    def __init__(
+        self, kind: str, query_size: int, memory_size: int, attention_size: int, heads: int = 1, window: int = 0
+    ):
         super().__init__()
         self.kind, self.heads, self.window = kind, heads, window
         self.hard = False
@@ -52,8 +54,9 @@ class Attention(nn.Module):
         elif kind != "luong_dot":
             raise ValueError(f"unknown attention {kind!r}")
         if kind == "luong_local":
-            self.position = nn.Sequential(nn.Linear(query_size, attention_size, bias=False), nn.Tanh(),
-                                          nn.Linear(attention_size, 1, bias=False))
+            self.position = nn.Sequential(
+                nn.Linear(query_size, attention_size, bias=False), nn.Tanh(), nn.Linear(attention_size, 1, bias=False)
+            )
         self.combine = nn.Linear(heads * memory_size, memory_size) if heads > 1 else None
         self.init_combine()
 
@@ -74,8 +77,9 @@ class Attention(nn.Module):
         """Per-batch precomputation: (batch, src_len, memory) -> (batch, src_len, heads*key)."""
         return memory if self.kind == "luong_dot" else over_rounded_rows(self.key_layer, memory)
 
-    def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor, step: int | Tensor = 0,
-                projected: bool = False) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor, step: int | Tensor = 0, projected: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """Context and weights for queries (batch, steps, query); mask (batch, src_len), True
         = real token; ``step`` (local-m) the target position of every query, or a tensor
         (steps,) of each query's position; ``projected``: Bahdanau's queries are W_q q

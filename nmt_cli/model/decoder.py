@@ -60,14 +60,22 @@ class Memory:
     keys: Tensor  # (batch, src_len, key) precomputed attention keys
     mask: Tensor  # (batch, src_len) True at real tokens
 
-    def select(self, index: Tensor) -> "Memory":
+    def select(self, index: Tensor) -> Memory:
         """Rows ``index`` of the batch (beam search, finished sentences leaving)."""
-        return Memory(self.states.index_select(0, index), self.keys.index_select(0, index), self.mask.index_select(0, index))
+        return Memory(
+            self.states.index_select(0, index), self.keys.index_select(0, index), self.mask.index_select(0, index)
+        )
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: ModelConfig, embedding: nn.Embedding, memory_size: int, vocab_size: int,
-                 output_words: Tensor | None = None):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        embedding: nn.Embedding,
+        memory_size: int,
+        vocab_size: int,
+        output_words: Tensor | None = None,
+    ):
         super().__init__()
         self.cfg = cfg
         self.embedding = embedding
@@ -80,7 +88,9 @@ class Decoder(nn.Module):
         if cfg.input_feeding:
             parts["feed"] = cfg.output_size
         self.rnn = StackedCells(cfg.cell, parts, cfg.decoder_hidden, cfg.decoder_layers, cfg.dropout, cfg.residual)
-        self.attention = Attention(cfg.attention, cfg.decoder_hidden, memory_size, cfg.attention_size, cfg.heads, cfg.window)
+        self.attention = Attention(
+            cfg.attention, cfg.decoder_hidden, memory_size, cfg.attention_size, cfg.heads, cfg.window
+        )
         self.query_joined: nn.Linear | None = None  # see join_query
         self.pre_output = nn.Linear(cfg.decoder_hidden + memory_size, cfg.output_size)
         self.dropout = Dropout(cfg.dropout)
@@ -107,7 +117,10 @@ class Decoder(nn.Module):
             source = final_h if final_c is None else torch.cat([final_h, final_c], dim=-1)
             state = list(torch.tanh(self.bridge(source)).float().chunk(self.cfg.decoder_layers, dim=-1))
         else:
-            state = [final_h.new_zeros(batch, self.rnn.state_size, dtype=torch.float32) for _ in range(self.cfg.decoder_layers)]
+            state = [
+                final_h.new_zeros(batch, self.rnn.state_size, dtype=torch.float32)
+                for _ in range(self.cfg.decoder_layers)
+            ]
         feed = final_h.new_zeros(batch, self.cfg.output_size) if self.cfg.input_feeding else None
         return state, feed
 
@@ -116,8 +129,15 @@ class Decoder(nn.Module):
         emb = self.emb_dropout(self.word_dropout(self.embedding(tokens)))  # (..., emb)
         return over_rounded_rows(functools.partial(self.rnn.project, "emb"), emb)
 
-    def step(self, emb_in: Tensor, state: list[Tensor], feed: Tensor | None, memory: Memory, t: int = 0,
-             joined: Joined | None = None):
+    def step(
+        self,
+        emb_in: Tensor,
+        state: list[Tensor],
+        feed: Tensor | None,
+        memory: Memory,
+        t: int = 0,
+        joined: Joined | None = None,
+    ):
         """Decoder step ``t`` (0-based target position) from the embedded previous word
         ``emb_in`` (rows, gates*hidden): its layer-0 product, made for all steps at once
         under teacher forcing (:meth:`embed`); ``joined``: the batch's :meth:`joined` weights.
@@ -135,8 +155,9 @@ class Decoder(nn.Module):
         emb = self.emb_dropout(self.embedding(prev))  # (rows, emb)
         return self._step(lambda parts: self.rnn.project_all({"emb": emb, **parts}), state, feed, memory, t)
 
-    def _step(self, product, state: list[Tensor], feed: Tensor | None, memory: Memory, t: int,
-              joined: Joined | None = None):
+    def _step(
+        self, product, state: list[Tensor], feed: Tensor | None, memory: Memory, t: int, joined: Joined | None = None
+    ):
         """The step itself; ``product(parts)`` is layer 0's input product given the parts
         other than the embedding ({"feed": h̃_{t-1}, "context": c_t} as the model has them)."""
         parts = {} if feed is None else {"feed": feed}
@@ -205,8 +226,9 @@ class Decoder(nn.Module):
         "steps" dimension. Returns context (rows, memory) and weights (rows, src_len).
         """
         rows, sentences = query.size(0), memory.mask.size(0)
-        context, weights = self.attention(query.view(sentences, rows // sentences, -1), memory.keys, memory.states,
-                                          memory.mask, t, projected)
+        context, weights = self.attention(
+            query.view(sentences, rows // sentences, -1), memory.keys, memory.states, memory.mask, t, projected
+        )
         return context.reshape(rows, -1), weights.reshape(rows, -1)
 
     def forward(self, tgt_in: Tensor, memory: Memory, state: list[Tensor], feed: Tensor | None) -> Tensor:

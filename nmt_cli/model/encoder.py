@@ -53,7 +53,7 @@ class Packing:
         return self.gather[:, : sum(self.steps)]
 
     @classmethod
-    def of(cls, lens: Tensor, length: int, dirs: int) -> "Packing":
+    def of(cls, lens: Tensor, length: int, dirs: int) -> Packing:
         """For rows sorted by length, lens (batch,) descending."""
         counts = torch.bincount(lens, minlength=length + 1)
         steps = lens.numel() - counts.cumsum(0)[: int(lens.max())]  # (max_len,) rows with len > t
@@ -86,7 +86,9 @@ class RecurrentLayer(nn.Module):
         state (dirs, batch, state) of each row.
         """
         dirs, tokens = packing.index.shape
-        xs = x.reshape(-1, x.size(-1)).index_select(0, packing.gather.view(-1)).view(dirs, -1, x.size(-1))  # (dirs, rows, input)
+        xs = (
+            x.reshape(-1, x.size(-1)).index_select(0, packing.gather.view(-1)).view(dirs, -1, x.size(-1))
+        )  # (dirs, rows, input)
         weight = self.ih.weight.view(dirs, -1, x.size(-1)).transpose(1, 2)  # (dirs, input, gates)
         gi = torch.baddbmm(self.ih.bias.view(dirs, 1, -1), xs, weight)[:, :tokens]  # (dirs, tokens, gates)
         packed, final = self._recur(gi, packing)  # (dirs, tokens, hidden), (dirs, batch, state)
@@ -97,7 +99,9 @@ class RecurrentLayer(nn.Module):
     def _recur(self, gi: Tensor, packing: Packing) -> tuple[Tensor, Tensor]:
         """The recurrence from the input products gi (dirs, tokens, gates): the packed
         outputs (dirs, tokens, hidden) and each row's final state (dirs, batch, state)."""
-        state = gi.new_zeros(self.dirs, packing.batch, state_size(self.cell, self.hidden), dtype=torch.float32)  # gates run in fp32 (rnn.cell_step)
+        state = gi.new_zeros(
+            self.dirs, packing.batch, state_size(self.cell, self.hidden), dtype=torch.float32
+        )  # gates run in fp32 (rnn.cell_step)
         finals, outputs = [], []
         for n, gi_t in zip(packing.steps, gi.split(packing.steps, dim=1)):  # gi_t (dirs, n, gates)
             if n < state.size(1):  # rows n... have ended: their state is final
@@ -107,7 +111,9 @@ class RecurrentLayer(nn.Module):
             rows = rounded_rows(n, packing.batch)
             if rows > n:
                 h = nn.functional.pad(h, (0, 0, 0, rows - n))  # (dirs, rows, hidden), zeros below
-            gh = torch.bmm(h, self.hh_weight) if self.hh_bias is None else torch.baddbmm(self.hh_bias, h, self.hh_weight)
+            gh = (
+                torch.bmm(h, self.hh_weight) if self.hh_bias is None else torch.baddbmm(self.hh_bias, h, self.hh_weight)
+            )
             gh = gh[:, :n]  # (dirs, n, gates)
             out, state = cell_step(self.cell, gi_t, gh, state)
             outputs.append(out)  # (dirs, n, hidden)
@@ -163,7 +169,12 @@ class FusedEncoder(nn.Module):
 
     def __init__(self, encoder: Encoder):
         super().__init__()
-        self.embedding, self.cell, self.hidden, self.dirs = encoder.embedding, encoder.cell, encoder.hidden, encoder.dirs
+        self.embedding, self.cell, self.hidden, self.dirs = (
+            encoder.embedding,
+            encoder.cell,
+            encoder.hidden,
+            encoder.dirs,
+        )
         self.residual = encoder.residual
         self.layers = nn.ModuleList(_fused_layer(layer, encoder.cell, encoder.dirs) for layer in encoder.layers)
 
@@ -184,7 +195,9 @@ class FusedEncoder(nn.Module):
 def _fused_layer(layer: RecurrentLayer, cell: str, dirs: int) -> nn.Module:
     """torch's one-layer GRU/LSTM/RNN holding ``layer``'s weights."""
     kind = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}[cell]
-    rnn = kind(layer.ih.in_features, layer.hidden, bidirectional=dirs == 2, batch_first=True, device=layer.ih.weight.device)
+    rnn = kind(
+        layer.ih.in_features, layer.hidden, bidirectional=dirs == 2, batch_first=True, device=layer.ih.weight.device
+    )
     weight_ih, bias_ih = layer.ih.weight.chunk(dirs), layer.ih.bias.chunk(dirs)
     with torch.no_grad():
         for d, suffix in enumerate(["", "_reverse"][:dirs]):

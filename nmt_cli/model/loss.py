@@ -44,8 +44,9 @@ def token_losses(logits: Tensor, target: Tensor, label_smoothing: float) -> tupl
     return SmoothedCrossEntropy.apply(flat, target.reshape(-1), label_smoothing)
 
 
-def projected_losses(x: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, label_smoothing: float,
-                     workspace: "Workspace") -> tuple[Tensor, Tensor]:
+def projected_losses(
+    x: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, label_smoothing: float, workspace: Workspace
+) -> tuple[Tensor, Tensor]:
     """:func:`token_losses` of the scores ``x Wᵀ + b`` without storing them.
 
     x (..., in) in the dtype the product should run in (autocast's, when it is on);
@@ -53,8 +54,9 @@ def projected_losses(x: Tensor, weight: Tensor, bias: Tensor | None, target: Ten
     """
     flat, target = x.reshape(-1, x.size(-1)), target.reshape(-1)  # (tokens, in), (tokens,)
     rows = token_rows(flat.size(0))  # PAD rows added: few product shapes (shapes.py), no loss
-    return ProjectedCrossEntropy.apply(padded_rows(flat, rows), weight, bias, padded_rows(target, rows, PAD),
-                                       label_smoothing, workspace)
+    return ProjectedCrossEntropy.apply(
+        padded_rows(flat, rows), weight, bias, padded_rows(target, rows, PAD), label_smoothing, workspace
+    )
 
 
 def _forward_blocks(logits: Tensor, target: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -70,8 +72,9 @@ def _forward_blocks(logits: Tensor, target: Tensor, eps: float) -> tuple[Tensor,
     return (loss * real).sum(), (nll * real).sum()
 
 
-def _backward_blocks(logits: Tensor, target: Tensor, weight: Tensor, eps: float, out: Tensor,
-                     column_sums: Tensor | None = None) -> None:
+def _backward_blocks(
+    logits: Tensor, target: Tensor, weight: Tensor, eps: float, out: Tensor, column_sums: Tensor | None = None
+) -> None:
     """Writes ∂loss/∂z, scaled per row by ``weight`` (tokens,), into ``out`` (which may be
     ``logits`` itself: each block is read before it is written); adds its sum over rows
     to ``column_sums`` (vocab,), fp32, when given."""
@@ -117,8 +120,9 @@ class ProjectedCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, eps: float,
-                workspace: "Workspace") -> tuple[Tensor, Tensor]:
+    def forward(
+        ctx, x: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, eps: float, workspace: Workspace
+    ) -> tuple[Tensor, Tensor]:
         w = weight.to(x.dtype)  # (vocab, in)
         scores = workspace.take(x.size(0), w.size(0), x.dtype, x.device)  # (tokens, vocab)
         if bias is None:
@@ -168,8 +172,10 @@ class Workspace:
 
     def reclaim(self, generation: int, rows: int, cols: int) -> Tensor:
         if generation != self.generation:
-            raise RuntimeError("the output layer's scores were overwritten by another forward pass, or already "
-                               "used by a backward pass: run each backward pass right after its forward pass")
+            raise RuntimeError(
+                "the output layer's scores were overwritten by another forward pass, or already "
+                "used by a backward pass: run each backward pass right after its forward pass"
+            )
         self.generation += 1
         return self.buffer[: rows * cols].view(rows, cols)
 

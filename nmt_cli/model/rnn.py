@@ -46,7 +46,9 @@ class StackedCells(nn.Module):
     "context": 512}``; the first part carries the bias.
     """
 
-    def __init__(self, cell: str, inputs: dict[str, int], hidden: int, layers: int, dropout: float, residual: bool = False):
+    def __init__(
+        self, cell: str, inputs: dict[str, int], hidden: int, layers: int, dropout: float, residual: bool = False
+    ):
         super().__init__()
         self.cell, self.hidden, self.residual = cell, hidden, residual
         gates = GATES[cell]
@@ -71,7 +73,9 @@ class StackedCells(nn.Module):
         """Layer 0's input product for one part: (..., size) -> (..., gates*hidden)."""
         return self.inputs[part](x)
 
-    def project_all(self, parts: dict[str, Tensor], projected: Tensor | None = None, weight: Tensor | None = None) -> Tensor:
+    def project_all(
+        self, parts: dict[str, Tensor], projected: Tensor | None = None, weight: Tensor | None = None
+    ) -> Tensor:
         """Layer 0's input product Σ_k W_k x_k + b over the ``parts`` (..., size_k), added
         in their order to ``projected``, the product of parts already made (the target
         embeddings', for all steps at once under teacher forcing), when given.
@@ -80,7 +84,9 @@ class StackedCells(nn.Module):
         all parts at once, one product over them side by side.
         """
         if weight is not None:
-            return projected + nn.functional.linear(torch.cat([parts[k] for k in self.inputs if k in parts], dim=-1), weight)
+            return projected + nn.functional.linear(
+                torch.cat([parts[k] for k in self.inputs if k in parts], dim=-1), weight
+            )
         if self.joined is not None and projected is None:
             return self.joined(torch.cat([parts[k] for k in self.inputs], dim=-1))  # (..., gates*hidden)
         gi = projected
@@ -105,7 +111,9 @@ class StackedCells(nn.Module):
             joined.bias.copy_(first.bias)
         self.joined = joined
 
-    def forward(self, gi: Tensor, state: list[Tensor], top_recurrent: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+    def forward(
+        self, gi: Tensor, state: list[Tensor], top_recurrent: Tensor | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
         """One step. ``gi`` is layer 0's summed input products (batch, gates*hidden);
         ``top_recurrent`` the top layer's recurrent product W_hh h + b_hh, when the caller
         has made it (``Decoder.join_query``).

@@ -6,8 +6,8 @@ predicts y_1 … y_n EOS. The loss is the label-smoothed cross-entropy of ``loss
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -30,8 +30,10 @@ class Batch:
     tgt_out: Tensor  # (batch, tgt_len) target ids + EOS
     tokens: int  # real target tokens (EOS included)
 
-    def to(self, device: torch.device) -> "Batch":
-        return Batch(self.src.to(device), self.src_lengths, self.tgt_in.to(device), self.tgt_out.to(device), self.tokens)
+    def to(self, device: torch.device) -> Batch:
+        return Batch(
+            self.src.to(device), self.src_lengths, self.tgt_in.to(device), self.tgt_out.to(device), self.tokens
+        )
 
 
 class Seq2Seq(nn.Module):
@@ -69,8 +71,15 @@ class Seq2Seq(nn.Module):
         state, feed = self.decoder.init_state(final_h, final_c)
         return memory, state, feed
 
-    def forward(self, src: Tensor, lengths: Tensor, tgt_in: Tensor, teacher_forcing: float = 1.0,
-                target: Tensor | None = None, label_smoothing: float = 0.0):
+    def forward(
+        self,
+        src: Tensor,
+        lengths: Tensor,
+        tgt_in: Tensor,
+        teacher_forcing: float = 1.0,
+        target: Tensor | None = None,
+        label_smoothing: float = 0.0,
+    ):
         """Scores (batch, tgt_len, k) of the k words the output layer scores
         (``Decoder.logits``) at each target position given the previous words: the
         reference's (teacher forcing), or with ``teacher_forcing`` < 1 a random share of
@@ -83,7 +92,9 @@ class Seq2Seq(nn.Module):
         memory, state, feed = self.encode(src, lengths)
         if teacher_forcing < 1.0:
             scores = self.decoder.sampled(tgt_in, memory, state, feed, teacher_forcing)
-            return scores if target is None else token_losses(scores, self.decoder.target_columns(target), label_smoothing)
+            return (
+                scores if target is None else token_losses(scores, self.decoder.target_columns(target), label_smoothing)
+            )
         att = self.decoder(tgt_in, memory, state, feed)
         return self.decoder.logits(att) if target is None else self.decoder.losses(att, target, label_smoothing)
 

@@ -21,7 +21,7 @@ import hashlib
 import re
 import unicodedata
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from nmt_cli.config import DataConfig
 

@@ -21,13 +21,13 @@ import hashlib
 import itertools
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
-from nmt_cli import __version__
+from nmt_cli import __version__, lock
 from nmt_cli import io as nio
-from nmt_cli import lock
 from nmt_cli.config import DataConfig, to_dict
 from nmt_cli.errors import NmtError
 from nmt_cli.prep import manifest as mf
@@ -150,7 +150,9 @@ def is_up_to_date(out: Path, existing: dict[str, Any] | None, fingerprint: str, 
     return False
 
 
-def build(tmp: Path, cfg: DataConfig, splits: list[Split], inputs: list[dict], fingerprint: str, reporter: Reporter) -> dict:
+def build(
+    tmp: Path, cfg: DataConfig, splits: list[Split], inputs: list[dict], fingerprint: str, reporter: Reporter
+) -> dict:
     """Fill ``tmp`` with models, vocabularies, id files and the manifest."""
     langs = (cfg.src_lang, cfg.tgt_lang)
     path_of = {(i["split"], i["lang"]): Path(i["path"]) for i in inputs}
@@ -161,7 +163,9 @@ def build(tmp: Path, cfg: DataConfig, splits: list[Split], inputs: list[dict], f
 
     train_filter = PairFilter(cfg)
     clean = [tmp / f"train.clean.{lang}" for lang in langs]
-    read = clean_train(cfg, [path_of["train", lang] for lang in langs], clean, train_filter, reporter, lines_of["train"])
+    read = clean_train(
+        cfg, [path_of["train", lang] for lang in langs], clean, train_filter, reporter, lines_of["train"]
+    )
     models = subword_models(tmp, cfg, clean)
     dtypes = {lang: store.id_dtype(models[lang][1].get_piece_size()) for lang in langs}
 
@@ -216,10 +220,15 @@ def build(tmp: Path, cfg: DataConfig, splits: list[Split], inputs: list[dict], f
     return manifest
 
 
-def clean_train(cfg: DataConfig, sources: list[Path], clean: list[Path], filt: PairFilter, reporter: Reporter, total: int) -> int:
+def clean_train(
+    cfg: DataConfig, sources: list[Path], clean: list[Path], filt: PairFilter, reporter: Reporter, total: int
+) -> int:
     """Stream the training pairs through the text steps and filters into ``clean``."""
     read = kept = 0
-    with open(clean[0], "w", encoding="utf-8", newline="\n") as fs, open(clean[1], "w", encoding="utf-8", newline="\n") as ft:
+    with (
+        open(clean[0], "w", encoding="utf-8", newline="\n") as fs,
+        open(clean[1], "w", encoding="utf-8", newline="\n") as ft,
+    ):
         lines = zip(*[nio.read_lines(p, cfg.on_invalid_utf8) for p in sources])
         for src, tgt in reporter.track(lines, "cleaning train", total=total):
             read += 1
@@ -263,7 +272,10 @@ def encode_split(tmp, split, langs, pairs, models, dtypes, filt: PairFilter):
     """Encode pairs chunk by chunk into the split's id files; returns (tokens, longest, kept)."""
     (src, tgt), kept = langs, 0
     longest = {src: 0, tgt: 0}
-    with store.IdWriter(tmp, split.name, src, dtypes[src]) as ws, store.IdWriter(tmp, split.name, tgt, dtypes[tgt]) as wt:
+    with (
+        store.IdWriter(tmp, split.name, src, dtypes[src]) as ws,
+        store.IdWriter(tmp, split.name, tgt, dtypes[tgt]) as wt,
+    ):
         for chunk in _chunks(pairs, CHUNK):
             src_ids = models[src][1].encode([s for s, _ in chunk], out_type=int)
             tgt_ids = models[tgt][1].encode([t for _, t in chunk], out_type=int)

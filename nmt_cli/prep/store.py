@@ -59,7 +59,7 @@ class IdWriter:
         self._ids.close()
         self._off.close()
 
-    def __enter__(self) -> "IdWriter":
+    def __enter__(self) -> IdWriter:
         return self
 
     def __exit__(self, *exc) -> None:

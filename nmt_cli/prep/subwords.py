@@ -70,8 +70,7 @@ def _explain(message: str, cfg: DataConfig, what: str) -> str:
     """Turn SentencePiece's internal error text into advice a user can act on."""
     if m := re.search(r"Vocabulary size too high \((\d+)\).*<= (\d+)", message):
         return (
-            f"--vocab-size {m[1]} is more than the {what} training text supports "
-            f"(at most {m[2]}); lower --vocab-size"
+            f"--vocab-size {m[1]} is more than the {what} training text supports (at most {m[2]}); lower --vocab-size"
         )
     if m := re.search(r"smaller than required_chars\. (\d+) vs (\d+)", message):
         return (

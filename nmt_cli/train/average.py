@@ -32,8 +32,10 @@ def last_checkpoints(directory: Path, count: int) -> list[Path]:
     if count < 1:
         raise NmtError(f"--last must be at least 1, got {count}")
     if len(found) < count:
-        raise NmtError(f"{directory}: {len(found)} step checkpoint{'s' if len(found) != 1 else ''}, --last {count} asks "
-                       f"for more (train with --set train.keep_last={count} to keep them)")
+        raise NmtError(
+            f"{directory}: {len(found)} step checkpoint{'s' if len(found) != 1 else ''}, --last {count} asks "
+            f"for more (train with --set train.keep_last={count} to keep them)"
+        )
     return found[-count:]
 
 
@@ -54,16 +56,23 @@ def average(paths: list[Path], force: bool = False) -> dict[str, Any]:
             sums[name] = tensor.double() if total is None else total.add_(tensor.double())  # fp64: no rounding drift
         newest = payload
     weights = _shared_like(newest["model"], {name: total / len(paths) for name, total in sums.items()})
-    return {**{key: newest[key] for key in KEPT if key in newest}, "model": weights,
-            "averaged": [str(path) for path in paths]}
+    return {
+        **{key: newest[key] for key in KEPT if key in newest},
+        "model": weights,
+        "averaged": [str(path) for path in paths],
+    }
 
 
 def _check_same_model(previous: dict[str, Any], payload: dict[str, Any], path: Path, first: Path) -> None:
     if not previous:
         return
-    if payload["config"]["model"] != previous["config"]["model"] or payload["vocab"]["tgt_size"] != previous["vocab"]["tgt_size"]:
-        raise NmtError(f"{path}: another model than {first} (model settings or vocabulary differ); "
-                       "average checkpoints of one run")
+    if (
+        payload["config"]["model"] != previous["config"]["model"]
+        or payload["vocab"]["tgt_size"] != previous["vocab"]["tgt_size"]
+    ):
+        raise NmtError(
+            f"{path}: another model than {first} (model settings or vocabulary differ); average checkpoints of one run"
+        )
     if {k: v.shape for k, v in payload["model"].items()} != {k: v.shape for k, v in previous["model"].items()}:
         raise NmtError(f"{path}: its weights have other names or shapes than {first}'s")
 
@@ -75,11 +84,16 @@ def _check_same_run(previous: dict[str, Any], payload: dict[str, Any], path: Pat
     if all(runs):
         differ = "run ids differ" if runs[0] != runs[1] else ""
     else:
-        keys = [((p.get("data") or {}).get("fingerprint"), p["config"].get("train", {}).get("seed")) for p in (previous, payload)]
+        keys = [
+            ((p.get("data") or {}).get("fingerprint"), p["config"].get("train", {}).get("seed"))
+            for p in (previous, payload)
+        ]
         differ = "prepared data or train.seed differ" if keys[0] != keys[1] else ""
     if differ:
-        raise NmtError(f"{path}: from another training run than {first} ({differ}); averaging unrelated runs is "
-                       "meaningless: average checkpoints of one run, or add --force")
+        raise NmtError(
+            f"{path}: from another training run than {first} ({differ}); averaging unrelated runs is "
+            "meaningless: average checkpoints of one run, or add --force"
+        )
 
 
 def _shared_like(model: dict[str, torch.Tensor], means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -71,7 +71,9 @@ class PairData:
             int(tgt_lens.sum()),
         )
 
-    def batches(self, batch_tokens: int, seed: int | None = None, epoch: int = 0, multiple: int = 1) -> list[np.ndarray]:
+    def batches(
+        self, batch_tokens: int, seed: int | None = None, epoch: int = 0, multiple: int = 1
+    ) -> list[np.ndarray]:
         """Index arrays of an epoch's batches: shuffled and pooled with a seed, else sorted.
         A full batch holds a multiple of ``multiple`` sentences (see :func:`_cut`)."""
         if seed is None:

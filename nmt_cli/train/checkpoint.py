@@ -92,8 +92,13 @@ def damaged(payload: dict[str, Any], path: Path | str, keys: tuple[str, ...] = (
     return [key for key in keys if key not in sums or key not in payload or digest(payload[key]) != sums[key]]
 
 
-def load(path: Path | str, device: str | torch.device = "cpu", mmap: bool = False,
-         require: tuple[str, ...] = (), check: bool = True) -> dict[str, Any]:
+def load(
+    path: Path | str,
+    device: str | torch.device = "cpu",
+    mmap: bool = False,
+    require: tuple[str, ...] = (),
+    check: bool = True,
+) -> dict[str, Any]:
     """A checkpoint's dict; a one-line error for a missing, foreign, truncated or damaged
     file (``check``: the digests of the ``require``d entries, or of all, must hold), or
     one without the ``require``d entries.
@@ -117,8 +122,9 @@ def load(path: Path | str, device: str | torch.device = "cpu", mmap: bool = Fals
     if missing:
         raise NmtError(f"{path}: incomplete nmt checkpoint (no {', '.join(missing)})")
     if check and (changed := damaged(payload, path, require)):
-        raise NmtError(f"{path}: damaged checkpoint: {', '.join(changed)} changed since it was written "
-                       "(sha256 digest differs)")
+        raise NmtError(
+            f"{path}: damaged checkpoint: {', '.join(changed)} changed since it was written (sha256 digest differs)"
+        )
     return payload
 
 
@@ -192,8 +198,10 @@ def validate(payload: dict[str, Any], path: Path | str, resume: bool = False):
     for key in FOR_INFERENCE + (RESUME if resume else ()):
         if key not in payload:
             if resume and "averaged" in payload:
-                raise NmtError(f"{path}: written by `nmt average`, for translating: it holds no training "
-                               "state to resume from; resume from a step checkpoint (ckpt-*.pt)")
+                raise NmtError(
+                    f"{path}: written by `nmt average`, for translating: it holds no training "
+                    "state to resume from; resume from a step checkpoint (ckpt-*.pt)"
+                )
             raise bad(f"no {key}")
         if not isinstance(payload[key], dict):
             raise bad(f"{key} is not a mapping")
@@ -210,7 +218,9 @@ def validate(payload: dict[str, Any], path: Path | str, resume: bool = False):
         if not isinstance(vocab.get(f"{side}_spm"), bytes):
             raise bad(f"vocab.{side}_spm is not a SentencePiece model")
     words = vocab.get("tgt_words")
-    if words is not None and not (isinstance(words, list) and all(type(w) is int and 0 <= w < vocab["tgt_size"] for w in words)):
+    if words is not None and not (
+        isinstance(words, list) and all(type(w) is int and 0 <= w < vocab["tgt_size"] for w in words)
+    ):
         raise bad(f"vocab.tgt_words are not word ids below the target vocabulary's size {vocab['tgt_size']}")
     try:
         with _Shapes():
@@ -221,7 +231,11 @@ def validate(payload: dict[str, Any], path: Path | str, resume: bool = False):
         odd = sorted(set(weights) ^ set(expected))
         raise bad(f"weights {', '.join(map(str, odd[:3]))}{'...' if len(odd) > 3 else ''} are missing or foreign")
     for name, tensor in weights.items():
-        if not isinstance(tensor, torch.Tensor) or tensor.shape != expected[name].shape or not tensor.is_floating_point():
+        if (
+            not isinstance(tensor, torch.Tensor)
+            or tensor.shape != expected[name].shape
+            or not tensor.is_floating_point()
+        ):
             shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else shown(tensor)
             raise bad(f"weight {name} is {shape}, the config makes it {tuple(expected[name].shape)}")
         if not torch.isfinite(tensor).all():
@@ -232,8 +246,10 @@ def validate(payload: dict[str, Any], path: Path | str, resume: bool = False):
 def check_subwords(processor, size: int, path: Path | str, side: str) -> None:
     """A SentencePiece model that makes no id beyond the model's vocabulary."""
     if processor.get_piece_size() > size:
-        raise NmtError(f"{path}: malformed nmt checkpoint (its {side} SentencePiece model has "
-                       f"{processor.get_piece_size()} pieces, the model's vocabulary {size})")
+        raise NmtError(
+            f"{path}: malformed nmt checkpoint (its {side} SentencePiece model has "
+            f"{processor.get_piece_size()} pieces, the model's vocabulary {size})"
+        )
 
 
 def load_model(payload: dict[str, Any], device: str | torch.device = "cpu", path: Path | str = "checkpoint"):

@@ -15,7 +15,6 @@ from nmt_cli.prep import subwords
 from nmt_cli.prep.store import IdStore
 from nmt_cli.train.batching import PairData
 
-
 WORDS_CHUNK = 1 << 20  # target ids read at a time by target_words
 
 
@@ -67,16 +66,20 @@ def check_ids(store: IdStore, name: str, vocab_size: int) -> None:
         if bad.size:
             at = start + int(bad[0])
             sentence = int(np.searchsorted(offsets, at, side="right"))  # 1-based
-            raise NmtError(f"{name}: sentence {sentence} holds id {int(store.ids[at])}, beyond the vocabulary "
-                           f"of {vocab_size}; run `nmt prep --force` again")
+            raise NmtError(
+                f"{name}: sentence {sentence} holds id {int(store.ids[at])}, beyond the vocabulary "
+                f"of {vocab_size}; run `nmt prep --force` again"
+            )
 
 
 def load(directory: Path | str) -> Prepared:
     directory = Path(directory)
     manifest = mf.load(directory)
     if changed := mf.changed_files(directory, manifest):
-        raise NmtError(f"{directory}: {', '.join(changed[:3])}{' and more' if len(changed) > 3 else ''} missing or "
-                       "changed since prep (size or sha256 differs from manifest.json); run `nmt prep --force` again")
+        raise NmtError(
+            f"{directory}: {', '.join(changed[:3])}{' and more' if len(changed) > 3 else ''} missing or "
+            "changed since prep (size or sha256 differs from manifest.json); run `nmt prep --force` again"
+        )
     src, tgt = manifest["src_lang"], manifest["tgt_lang"]
     dtype = manifest["id_dtype"]
 

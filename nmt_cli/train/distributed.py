@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -45,7 +46,9 @@ class Ranks:
 def from_env() -> Ranks:
     """The ranks torchrun describes in the environment (rank 0 of 1 without it)."""
     try:
-        return Ranks(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
+        return Ranks(
+            int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        )
     except ValueError:
         raise NmtError("RANK, LOCAL_RANK and WORLD_SIZE must be integers (they are set by torchrun)") from None
 
@@ -69,8 +72,10 @@ def process_group(device: torch.device) -> Iterator[Ranks]:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         if ranks.local >= torch.cuda.device_count():
-            raise NmtError(f"local rank {ranks.local} has no GPU of its own: this machine has {torch.cuda.device_count()}; "
-                           "start at most that many processes per node (--nproc_per_node)")
+            raise NmtError(
+                f"local rank {ranks.local} has no GPU of its own: this machine has {torch.cuda.device_count()}; "
+                "start at most that many processes per node (--nproc_per_node)"
+            )
         torch.cuda.set_device(ranks.local)
     dist.init_process_group(backend, device_id=torch.device("cuda", ranks.local) if device.type == "cuda" else None)
     try:

@@ -38,13 +38,11 @@ from nmt_cli.errors import EnvError, NmtError, os_reason
 from nmt_cli.model import shapes
 from nmt_cli.model.seq2seq import Seq2Seq, parameter_count
 from nmt_cli.prep import subwords
-from nmt_cli.train import checkpoint
+from nmt_cli.train import checkpoint, distributed, metrics
 from nmt_cli.train import data as prepared_data
-from nmt_cli.train import distributed, metrics
 from nmt_cli.train.optim import Schedule, make_optimizer
 from nmt_cli.train.scheduled_sampling import teacher_forcing_ratio
 from nmt_cli.train.validate import validate
-
 
 # Steps between hand-backs of the C heap's free pages (allocator.release). Each costs the
 # next step a page fault per 4 kB it touches again, so handing back after every step is
@@ -101,14 +99,29 @@ def train(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str = "a
         log = (display or _Quiet()) if ranks.main else _Quiet()
         run = setup(cfg, Path(data_dir), Path(out), resume, distributed.rank_device(dev, ranks), ranks, log)
         t, parameters = run.cfg.train, parameter_count(run.model)
-        run.log.line(f"training {parameters:,} parameters on {run.device}, {run.precision_line}; "
-                     f"{len(run.data.train):,} training pairs; writing {run.out}")
-        if ranks.main and cfg.train.precision == "bf16" and (note := devices.slow_bf16_note(run.device, t.precision, "--set train.precision")):
+        run.log.line(
+            f"training {parameters:,} parameters on {run.device}, {run.precision_line}; "
+            f"{len(run.data.train):,} training pairs; writing {run.out}"
+        )
+        if (
+            ranks.main
+            and cfg.train.precision == "bf16"
+            and (note := devices.slow_bf16_note(run.device, t.precision, "--set train.precision"))
+        ):
             run.log.line(note)
-        event(run, "start", precision=t.precision, precision_asked=cfg.train.precision, device=str(run.device),
-              ranks=ranks.world, parameters=parameters)
-        run.log.line(f"effective batch: {ranks.world} rank{'s' if ranks.world > 1 else ''} x {t.batch_tokens:,} tokens "
-                     f"x accumulate {t.accumulate} = {effective_batch(run):,} tokens an optimizer step")
+        event(
+            run,
+            "start",
+            precision=t.precision,
+            precision_asked=cfg.train.precision,
+            device=str(run.device),
+            ranks=ranks.world,
+            parameters=parameters,
+        )
+        run.log.line(
+            f"effective batch: {ranks.world} rank{'s' if ranks.world > 1 else ''} x {t.batch_tokens:,} tokens "
+            f"x accumulate {t.accumulate} = {effective_batch(run):,} tokens an optimizer step"
+        )
         try:
             with _signals(run.stop_signal):
                 loop(run)
@@ -129,7 +142,10 @@ def loop(run: Run) -> None:
     batches, batches_epoch = [], -1
     while not check_stop(run, budget):
         if batches_epoch != p.epoch:
-            batches, batches_epoch = run.data.train.batches(cfg.batch_tokens, cfg.seed, p.epoch, cfg.batch_multiple), p.epoch
+            batches, batches_epoch = (
+                run.data.train.batches(cfg.batch_tokens, cfg.seed, p.epoch, cfg.batch_multiple),
+                p.epoch,
+            )
         group = batches[p.batches_done : p.batches_done + cfg.accumulate * run.ranks.world]
         run.schedule.apply(run.optimizer, p.step + 1, budget_used(run, len(batches)))
         loss, nll, tokens = train_step(run, group)
@@ -137,7 +153,11 @@ def loop(run: Run) -> None:
         if run.device.type == "cpu" and p.step % RELEASE_EVERY == 0:  # CUDA tensors are not on this heap
             allocator.release()  # peak RSS stays near a step's live tensors (see there)
         p.elapsed = time.perf_counter() - started
-        window["loss"], window["nll"], window["tokens"] = window["loss"] + loss, window["nll"] + nll, window["tokens"] + tokens
+        window["loss"], window["nll"], window["tokens"] = (
+            window["loss"] + loss,
+            window["nll"] + nll,
+            window["tokens"] + tokens,
+        )
         run.log.status(_status(run, window, budget))
         if p.step % cfg.log_every == 0:
             log_train(run, window)
@@ -205,7 +225,9 @@ def validate_and_save(run: Run, scheduled: bool) -> None:
     p, cfg = run.progress, run.cfg.train
     scores = None
     if run.ranks.main:  # the other ranks wait for its scores
-        scores = validate(run.model, run.data.valid, run.data.valid_refs, run.data.tgt_spm, cfg, run.device, run.autocast)
+        scores = validate(
+            run.model, run.data.valid, run.data.valid_refs, run.data.tgt_spm, cfg, run.device, run.autocast
+        )
         hyps = scores.pop("hypotheses")
     scores = distributed.from_main(scores)
     p.validated_step = p.step
@@ -217,8 +239,10 @@ def validate_and_save(run: Run, scheduled: bool) -> None:
         if run.ranks.main:
             (run.out / "valid.best.hyp").write_text("\n".join(hyps) + "\n", encoding="utf-8")
     event(run, "valid", **scores, best_bleu=p.best_bleu, lr=run.optimizer.param_groups[0]["lr"])
-    run.log.line(f"step {p.step} valid: loss {scores['loss']:.3f} ppl {scores['ppl']:.2f} "
-            f"BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f}{' (best)' if improved else ''}")
+    run.log.line(
+        f"step {p.step} valid: loss {scores['loss']:.3f} ppl {scores['ppl']:.2f} "
+        f"BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f}{' (best)' if improved else ''}"
+    )
     save(run, best=improved)
     distributed.barrier()  # the others wait while rank 0 writes
 
@@ -268,9 +292,15 @@ def stop_reason(run: Run, budget: float) -> str:
 def log_train(run: Run, window: dict) -> None:
     seconds = time.perf_counter() - window["start"]
     loss, nll = window["loss"] / window["tokens"], window["nll"] / window["tokens"]
-    values = {"loss": loss, "ppl": math.exp(min(nll, 50.0)), "tokens_per_s": window["tokens"] / seconds,
-              "lr": run.optimizer.param_groups[0]["lr"], "ranks": run.ranks.world, "effective_batch": effective_batch(run),
-              "teacher_forcing": teacher_forcing_ratio(run.cfg.train, run.progress.step - 1)}
+    values = {
+        "loss": loss,
+        "ppl": math.exp(min(nll, 50.0)),
+        "tokens_per_s": window["tokens"] / seconds,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "ranks": run.ranks.world,
+        "effective_batch": effective_batch(run),
+        "teacher_forcing": teacher_forcing_ratio(run.cfg.train, run.progress.step - 1),
+    }
     event(run, "train", **values)
     run.log.line(_status(run, window, parse_duration(run.cfg.train.max_time)))
 
@@ -284,8 +314,10 @@ def _status(run: Run, window: dict, budget: float) -> str:
     if cfg.max_steps and p.step:
         left.append(p.elapsed / p.step * (cfg.max_steps - p.step))
     eta = f" | eta {_clock(min(left))}" if left else ""
-    return (f"step {p.step} | epoch {p.epoch + 1} | loss {loss:.3f} | ppl {math.exp(min(nll, 50.0)):.2f} | "
-            f"{speed:,.0f} tgt tok/s | lr {run.optimizer.param_groups[0]['lr']:.2e} | {_clock(p.elapsed)}{eta}")
+    return (
+        f"step {p.step} | epoch {p.epoch + 1} | loss {loss:.3f} | ppl {math.exp(min(nll, 50.0)):.2f} | "
+        f"{speed:,.0f} tgt tok/s | lr {run.optimizer.param_groups[0]['lr']:.2e} | {_clock(p.elapsed)}{eta}"
+    )
 
 
 def event(run: Run, kind: str, **values: Any) -> None:
@@ -337,7 +369,9 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 # ----------------------------------------------------------------------------- setup
 
 
-def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, dev: torch.device, ranks: distributed.Ranks, log) -> Run:
+def setup(
+    cfg: Config, data_dir: Path, out: Path, resume: bool, dev: torch.device, ranks: distributed.Ranks, log
+) -> Run:
     data = prepared_data.load(data_dir)
     # The data section that counts is the one the prep directory was made with: it is what
     # a checkpoint must carry (text normalization at translation time, languages).
@@ -352,7 +386,9 @@ def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, dev: torch.devic
             log.line(line)
     _check_vocab(cfg, data)
     cfg, precision_line = _choose_precision(cfg, saved.train.precision if saved else None, dev)
-    autocast = devices.autocast(dev, cfg.train.precision, "train.precision")  # refuses fp16 on CPU before anything is written
+    autocast = devices.autocast(
+        dev, cfg.train.precision, "train.precision"
+    )  # refuses fp16 on CPU before anything is written
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     model = Seq2Seq(cfg.model, data.vocab["src_size"], data.vocab["tgt_size"], data.vocab["tgt_words"]).to(dev)
     if ranks.rank:
@@ -375,8 +411,22 @@ def setup(cfg: Config, data_dir: Path, out: Path, resume: bool, dev: torch.devic
             metrics.cut_back(out / "metrics.jsonl", progress.step)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
     net = _data_parallel(model, dev)
-    return Run(cfg, out, data, model, net, ranks, optimizer, schedule, progress, dev, autocast, scaler, log,
-               precision_line=precision_line)
+    return Run(
+        cfg,
+        out,
+        data,
+        model,
+        net,
+        ranks,
+        optimizer,
+        schedule,
+        progress,
+        dev,
+        autocast,
+        scaler,
+        log,
+        precision_line=precision_line,
+    )
 
 
 def _choose_precision(cfg: Config, resumed: str | None, dev: torch.device) -> tuple[Config, str]:
@@ -391,7 +441,9 @@ def _choose_precision(cfg: Config, resumed: str | None, dev: torch.device) -> tu
         chosen, why = resumed, "the precision this run started in"
     else:
         rows = shapes.round_up(max(1, cfg.train.batch_tokens // 32), cfg.train.batch_multiple)
-        chosen, why = distributed.from_main(devices.resolve_precision(asked, dev, devices.product_shapes(cfg.model, rows)))
+        chosen, why = distributed.from_main(
+            devices.resolve_precision(asked, dev, devices.product_shapes(cfg.model, rows))
+        )
     line = f"precision {chosen}" if asked != "auto" else f"precision auto -> {chosen} ({why})"
     if resumed not in (None, "auto", chosen):
         line += f" (the checkpoint trained in {resumed}: not an exact continuation)"
@@ -410,8 +462,10 @@ def _resume_rng(state: dict, ranks: distributed.Ranks, dev: torch.device, path: 
     ranks resumes its batches exactly, but not its dropout masks."""
     states = state.get("rng_ranks") or [state["rng"]]
     if len(states) != ranks.world:
-        log.line(f"warning: {path} was written by a run of {len(states)} rank(s), this one has {ranks.world}: "
-                 "the batches resume exactly, the dropout masks do not")
+        log.line(
+            f"warning: {path} was written by a run of {len(states)} rank(s), this one has {ranks.world}: "
+            "the batches resume exactly, the dropout masks do not"
+        )
     if ranks.rank < len(states):
         _set_rng_state(states[ranks.rank], dev)
 
@@ -463,6 +517,7 @@ def _check_vocab(cfg: Config, data: prepared_data.Prepared) -> None:
 @contextlib.contextmanager
 def _signals(flag: list):
     """SIGINT/SIGTERM ask the loop to stop after the current step (a second SIGINT kills)."""
+
     def handler(signum, frame):
         if flag and signum == signal.SIGINT:
             raise KeyboardInterrupt

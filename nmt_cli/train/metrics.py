@@ -55,8 +55,11 @@ def cut_back(path: Path, step: int) -> None:
         data = path.read_bytes()
     except FileNotFoundError:
         return
-    kept = b"".join(line + b"\n" for line, record in _records(data, path)
-                    if not isinstance(record.get("step"), int) or record["step"] <= step)
+    kept = b"".join(
+        line + b"\n"
+        for line, record in _records(data, path)
+        if not isinstance(record.get("step"), int) or record["step"] <= step
+    )
     if kept != data:
         with nio.atomic_file(path, "wb") as f:
             f.write(kept)
@@ -80,8 +83,11 @@ def main(argv: list[str]) -> int:
     except (NmtError, IndexError) as e:
         print(f"nmt: error: {e or 'usage: python -m nmt_cli.train.metrics MODEL_DIR'}", file=sys.stderr)
         return 2
-    print(f"best validation BLEU {best['bleu']:.2f} chrF {best['chrf']:.2f} at step {best['step']} "
-          f"({best['elapsed'] / 60:.1f} min of training){_how(argv[0])}", file=sys.stderr)
+    print(
+        f"best validation BLEU {best['bleu']:.2f} chrF {best['chrf']:.2f} at step {best['step']} "
+        f"({best['elapsed'] / 60:.1f} min of training){_how(argv[0])}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -90,7 +96,9 @@ def _how(run: str) -> str:
     median speed, for the summary of ``make demo``."""
     records = read(run)
     start = [e for e in records if e.get("event") == "start"]
-    speeds = sorted(e["tokens_per_s"] for e in records if e.get("event") == "train" and "tokens_per_s" in e)  # a hand-made file may lack it
+    speeds = sorted(
+        e["tokens_per_s"] for e in records if e.get("event") == "train" and "tokens_per_s" in e
+    )  # a hand-made file may lack it
     if not start or not speeds:
         return ""
     asked = " (auto)" if start[-1].get("precision_asked") == "auto" else ""

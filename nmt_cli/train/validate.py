@@ -22,8 +22,15 @@ from nmt_cli.train.batching import PairData
 
 
 @torch.no_grad()
-def validate(model: Seq2Seq, data: PairData, refs: list[str], sp: spm.SentencePieceProcessor,
-             cfg: TrainConfig, device: torch.device, autocast=contextlib.nullcontext) -> dict[str, float]:
+def validate(
+    model: Seq2Seq,
+    data: PairData,
+    refs: list[str],
+    sp: spm.SentencePieceProcessor,
+    cfg: TrainConfig,
+    device: torch.device,
+    autocast=contextlib.nullcontext,
+) -> dict[str, float]:
     was_training = model.training
     model.eval()
     order = np.argsort(data.src_len, kind="stable")
@@ -36,8 +43,15 @@ def validate(model: Seq2Seq, data: PairData, refs: list[str], sp: spm.SentencePi
             encoded = model.encode(batch.src, batch.src_lengths)  # once, for the loss and for decoding
             nll += model.decoder.losses(model.decoder(batch.tgt_in, *encoded), batch.tgt_out, 0.0)[1].item()
             # rows rounded as training's batches are: its product kernels serve validation too (shapes.py)
-            hyps_batch = greedy_encoded(model, encoded, batch.src_lengths, cfg.valid_max_len_a, cfg.valid_max_len_b,
-                                        logprobs=False, row_multiple=max(STEP_ROWS, cfg.batch_multiple))
+            hyps_batch = greedy_encoded(
+                model,
+                encoded,
+                batch.src_lengths,
+                cfg.valid_max_len_a,
+                cfg.valid_max_len_b,
+                logprobs=False,
+                row_multiple=max(STEP_ROWS, cfg.batch_multiple),
+            )
         tokens += batch.tokens
         for i, hyp in zip(indices, hyps_batch):
             hyps[i] = sp.decode(hyp.tokens)

@@ -43,24 +43,28 @@ def weights(rows: list[list[float]]) -> torch.Tensor:
 def test_hard_alignment_links_each_target_word_to_its_most_attended_source_word():
     src = ["▁ein", "▁Mann", "es"]  # words 0, 1, 1
     tgt = ["▁a", "▁man"]  # words 0, 1
-    w = weights([
-        [0.7, 0.1, 0.1, 0.1],  # ▁a -> ▁ein
-        [0.1, 0.2, 0.3, 0.4],  # ▁man -> es (word 1); the source EOS column (0.4) is ignored
-        [0.0, 0.0, 0.0, 1.0],  # the EOS row is ignored
-    ])
+    w = weights(
+        [
+            [0.7, 0.1, 0.1, 0.1],  # ▁a -> ▁ein
+            [0.1, 0.2, 0.3, 0.4],  # ▁man -> es (word 1); the source EOS column (0.4) is ignored
+            [0.0, 0.0, 0.0, 1.0],  # the EOS row is ignored
+        ]
+    )
     assert hard_alignment(w, src, tgt) == "0-0 1-1"
 
 
 def test_hard_alignment_is_sorted_by_source_then_target_and_has_no_repeats():
     src = ["▁a", "▁b", "▁c"]
     tgt = ["▁x", "y", "▁z", "▁w"]  # words 0, 0, 1, 2
-    w = weights([
-        [0.0, 0.0, 0.9, 0.1],  # x -> c (2-0)
-        [0.0, 0.0, 0.8, 0.2],  # y (word 0) -> c again: no repeat
-        [0.9, 0.1, 0.0, 0.0],  # z -> a (0-1)
-        [0.1, 0.8, 0.1, 0.0],  # w -> b (1-2)
-        [0.0, 0.0, 0.0, 1.0],
-    ])
+    w = weights(
+        [
+            [0.0, 0.0, 0.9, 0.1],  # x -> c (2-0)
+            [0.0, 0.0, 0.8, 0.2],  # y (word 0) -> c again: no repeat
+            [0.9, 0.1, 0.0, 0.0],  # z -> a (0-1)
+            [0.1, 0.8, 0.1, 0.0],  # w -> b (1-2)
+            [0.0, 0.0, 0.0, 1.0],
+        ]
+    )
     line = hard_alignment(w, src, tgt)
     assert line == "0-1 1-2 2-0"
     assert PHARAOH.match(line)

@@ -11,10 +11,18 @@ import math
 
 import pytest
 import torch
-
 from conftest import (
-    COPY_MAX, COPY_MIN, COPY_VOCAB, EOS_ID, PAD_ID, SOS_ID, make_batch, random_sequences, tiny_model_config,
+    COPY_MAX,
+    COPY_MIN,
+    COPY_VOCAB,
+    EOS_ID,
+    PAD_ID,
+    SOS_ID,
+    make_batch,
+    random_sequences,
+    tiny_model_config,
 )
+
 from nmt_cli.decode.beam import beam_search
 from nmt_cli.decode.greedy import greedy_encoded
 from nmt_cli.decode.hypothesis import ranking_score
@@ -164,7 +172,7 @@ def test_a_beam_wider_than_half_the_vocabulary(beam):
     model = untrained(1)
     seqs = sources(5, seed=5, low=1, high=6)
     results = run_beam(model, seqs, beam, alpha=0.6, nbest=beam)
-    for seq, hyps in zip(seqs, results):
+    for hyps in results:
         assert 1 <= len(hyps) <= beam
         scores = [h.score for h in hyps]
         assert scores == sorted(scores, reverse=True)
@@ -308,14 +316,16 @@ def toy_table(rows: dict[int, dict[int, float]]) -> torch.Tensor:
 
 # After SOS, A (0.6) beats B (0.4); but every continuation of A is poor (at most 0.32),
 # while B is followed by EOS for sure.
-TRAP = toy_table({
-    SOS_ID: {A: 0.6, B: 0.4},
-    A: {C: 0.32, D: 0.3, E: 0.28, EOS_ID: 0.1},
-    B: {EOS_ID: 1.0},
-    C: {EOS_ID: 0.5, D: 0.25, E: 0.25},
-    D: {EOS_ID: 0.5, C: 0.25, E: 0.25},
-    E: {EOS_ID: 0.5, C: 0.25, D: 0.25},
-})
+TRAP = toy_table(
+    {
+        SOS_ID: {A: 0.6, B: 0.4},
+        A: {C: 0.32, D: 0.3, E: 0.28, EOS_ID: 0.1},
+        B: {EOS_ID: 1.0},
+        C: {EOS_ID: 0.5, D: 0.25, E: 0.25},
+        D: {EOS_ID: 0.5, C: 0.25, E: 0.25},
+        E: {EOS_ID: 0.5, C: 0.25, D: 0.25},
+    }
+)
 
 
 @pytest.mark.parametrize("feed", [False, True], ids=["nofeed", "feed"])

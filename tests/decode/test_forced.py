@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import sentencepiece as spm
 import torch
+from conftest import EOS_ID, SOS_ID, TRAIN_PAIRS, assert_ok, assert_one_line_error, make_pairs, write_lines
 from typer.testing import CliRunner
 
-from conftest import EOS_ID, SOS_ID, TRAIN_PAIRS, assert_ok, assert_one_line_error, make_pairs, write_lines
 from nmt_cli.cli import app
 
 HEADER = "line\tlogprob\ttokens\tavg_logprob"
@@ -80,7 +80,9 @@ PAIRS = make_pairs(12, seed=21) + [("der Hund läuft", ""), ("", "the dog runs")
 @pytest.fixture(scope="module")
 def pair_files(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("forced")
-    return write_lines(root / "test.de", [de for de, _ in PAIRS]), write_lines(root / "test.en", [en for _, en in PAIRS])
+    return write_lines(root / "test.de", [de for de, _ in PAIRS]), write_lines(
+        root / "test.en", [en for _, en in PAIRS]
+    )
 
 
 def rows_of(result) -> list[list[str]]:
@@ -103,7 +105,7 @@ def test_tsv_has_a_row_per_line_and_a_perplexity_summary(ckpt, pair_files, indep
     rows = rows_of(result)
     assert len(rows) == len(PAIRS)
     total_lp, total_tokens = 0.0, 0
-    for i, (row, (de, en)) in enumerate(zip(rows, PAIRS), 1):
+    for i, (row, (_, en)) in enumerate(zip(rows, PAIRS), 1):
         assert len(row) == 4
         line, lp, tokens, avg = int(row[0]), float(row[1]), int(row[2]), float(row[3])
         assert line == i
@@ -126,7 +128,12 @@ def test_json_lines(ckpt, pair_files):
     assert len(rows) == len(PAIRS)
     for row, line in zip(rows, tsv):
         assert set(row) == {"line", "logprob", "tokens", "avg_logprob"}
-        assert [row["line"], row["logprob"], row["tokens"], row["avg_logprob"]] == [int(line[0]), float(line[1]), int(line[2]), float(line[3])]
+        assert [row["line"], row["logprob"], row["tokens"], row["avg_logprob"]] == [
+            int(line[0]),
+            float(line[1]),
+            int(line[2]),
+            float(line[3]),
+        ]
     assert SUMMARY_PERPLEXITY in result.stderr and "perplexity" not in result.stdout
 
 
@@ -244,7 +251,9 @@ def test_missing_checkpoint(pair_files, tmp_path):
 
 def test_missing_source(ckpt, pair_files, tmp_path):
     _, ref = pair_files
-    assert_one_line_error(score("--model", ckpt, "--src", tmp_path / "nope.de", "-r", ref, "--device", "cpu"), "nope.de")
+    assert_one_line_error(
+        score("--model", ckpt, "--src", tmp_path / "nope.de", "-r", ref, "--device", "cpu"), "nope.de"
+    )
 
 
 def test_invalid_utf8_in_the_reference_names_file_and_line(ckpt, pair_files, tmp_path):
@@ -257,4 +266,6 @@ def test_invalid_utf8_in_the_reference_names_file_and_line(ckpt, pair_files, tmp
 
 def test_model_scores_one_reference_file(ckpt, pair_files):
     src, ref = pair_files
-    assert_one_line_error(score("--model", ckpt, "--src", src, "-r", ref, "-r", ref, "--device", "cpu"), "one reference")
+    assert_one_line_error(
+        score("--model", ckpt, "--src", src, "-r", ref, "-r", ref, "--device", "cpu"), "one reference"
+    )

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import COPY_MAX, COPY_MIN, COPY_VOCAB, EOS_ID, SOS_ID, make_batch, random_sequences, tiny_model_config
+
 from nmt_cli.decode.greedy import greedy, greedy_encoded
 from nmt_cli.model.seq2seq import Seq2Seq
 
@@ -58,7 +58,10 @@ def test_rows_rounded_to_a_larger_multiple_give_the_same_words(copy_model):
     batch = make_batch(seqs)
     with torch.no_grad():
         encoded = model.encode(batch.src, batch.src_lengths)
-    by = {m: [h.tokens for h in greedy_encoded(model, encoded, batch.src_lengths, 1.5, 10, row_multiple=m)] for m in (1, 32)}
+    by = {
+        m: [h.tokens for h in greedy_encoded(model, encoded, batch.src_lengths, 1.5, 10, row_multiple=m)]
+        for m in (1, 32)
+    }
     assert by[32] == by[1]
 
 

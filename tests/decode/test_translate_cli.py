@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import EOS_ID, PAD_ID, SOS_ID, assert_ok, assert_one_line_error, make_pairs, run_train, sets, write_lines
 from typer.testing import CliRunner
 
-from conftest import EOS_ID, PAD_ID, SOS_ID, assert_ok, assert_one_line_error, make_pairs, run_train, sets, write_lines
 from nmt_cli import device as devices
+from nmt_cli.cli import app
 from nmt_cli.config import DecodeConfig, ModelConfig
 from nmt_cli.decode.inference import choose_precision
-from nmt_cli.cli import app
 from nmt_cli.decode.translate import Translator
 
 PHARAOH = re.compile(r"^(\d+-\d+)( \d+-\d+)*$")
@@ -165,7 +165,7 @@ def test_no_special_symbols_in_the_output(source, ckpt, monkeypatch):
 
 def test_line_endings_bom_and_a_missing_final_newline(tmp_path, ckpt):
     lf = tmp_path / "lf.de"
-    lf.write_bytes("Hund Katze\nein Mann\n\nBaum\n".encode())
+    lf.write_bytes(b"Hund Katze\nein Mann\n\nBaum\n")
     other = tmp_path / "crlf.de"
     other.write_bytes("\ufeffHund Katze\r\nein Mann\r\n\r\nBaum".encode())
     a, b = translate(lf, "-m", ckpt, "-q", "--scores"), translate(other, "-m", ckpt, "-q", "--scores")
@@ -276,7 +276,9 @@ def fluent(tmp_path_factory, prepped) -> Path:
     return out / "best.pt"
 
 
-@pytest.mark.parametrize("flags, bound", [(["--quantize", "int8"], 50), (["--precision", "bf16"], 70)], ids=["int8", "bf16"])
+@pytest.mark.parametrize(
+    "flags, bound", [(["--quantize", "int8"], 50), (["--precision", "bf16"], 70)], ids=["int8", "bf16"]
+)
 def test_reduced_precision_translates_like_fp32(tmp_path, fluent, flags, bound):
     """int8 and bf16 change the model's arithmetic, not its translations: against fp32's
     output as the reference, their BLEU stays high on output that varies from line to line.
@@ -405,7 +407,9 @@ def test_stdin_is_answered_line_by_line_while_it_stays_open(tmp_path, ckpt):
     errors = (tmp_path / "stderr.txt").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "nmt_cli", "translate", "-m", str(ckpt), "--threads", "1", "-q", "--scores"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=errors,
     )
     try:
         for sentence in [*sentences(2, seed=16), ""]:
@@ -533,7 +537,9 @@ def test_a_real_process_reports_a_bad_model_in_one_line(tmp_path, source, ckpt):
     half.write_bytes(data[: len(data) // 3])
     result = subprocess.run(
         [sys.executable, "-m", "nmt_cli", "translate", str(source), "-m", str(half), "--threads", "1"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""

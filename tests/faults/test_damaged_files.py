@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TEST_PAIRS, assert_error_ends, assert_ok, make_pairs, run_prep, run_train, write_lines
 from typer.testing import CliRunner
 
-from conftest import TEST_PAIRS, assert_error_ends, assert_ok, make_pairs, run_prep, run_train, write_lines
 from nmt_cli.cli import app
 from nmt_cli.train import checkpoint
 
@@ -62,8 +62,11 @@ def test_a_flipped_byte_is_found_by_every_reader(model_copy, source, tmp_path, p
 
     newest = model_copy / "ckpt-0000030.pt"
     flip_a_weight_byte(newest)
-    assert_error_ends(run_train(prepped, model_copy, "--resume", "--set", "train.max_steps=40"), 2,
-                      f"{newest}: damaged checkpoint: model")
+    assert_error_ends(
+        run_train(prepped, model_copy, "--resume", "--set", "train.max_steps=40"),
+        2,
+        f"{newest}: damaged checkpoint: model",
+    )
 
 
 def test_an_intact_checkpoint_shows_its_digest(trained):
@@ -117,12 +120,18 @@ CRAFTED = {
     "vocab-none": (lambda p, t: p.update(vocab=None), "vocab is not a mapping"),
     "tgt-words-out-of-range": (lambda p, t: p["vocab"]["tgt_words"].append(10**6), "vocab.tgt_words"),
     "vocab-size-absurd": (lambda p, t: p["vocab"].update(src_size=10**12), "vocab.src_size"),
-    "mis-shaped-weight": (lambda p, t: p["model"].update({next(iter(p["model"])): torch.zeros(7)}), "is (7,), the config"),
+    "mis-shaped-weight": (
+        lambda p, t: p["model"].update({next(iter(p["model"])): torch.zeros(7)}),
+        "is (7,), the config",
+    ),
     "emb-size-800-gb": (lambda p, t: p["config"]["model"].update(emb_size=10**9), "the config makes it"),
     "unknown-config-key": (lambda p, t: p["config"]["model"].update(colour="red"), "config: unknown key"),
     "nan-weight": (lambda p, t: _last_weight(p).view(-1).__setitem__(5, float("nan")), "NaN or infinite"),
     "inf-weight": (lambda p, t: _last_weight(p).view(-1).__setitem__(0, float("-inf")), "NaN or infinite"),
-    "subwords-beyond-vocab": (lambda p, t: p["vocab"].update(src_spm=_bigger_subwords(t)), "source SentencePiece model has 140"),
+    "subwords-beyond-vocab": (
+        lambda p, t: p["vocab"].update(src_spm=_bigger_subwords(t)),
+        "source SentencePiece model has 140",
+    ),
 }
 
 
@@ -130,14 +139,20 @@ CRAFTED = {
 def test_a_malformed_checkpoint_is_one_line(tmp_path, trained, source, case, corpus):
     change, fragment = CRAFTED[case]
     path = crafted(tmp_path, trained, lambda payload: change(payload, tmp_path))
-    line = assert_error_ends(nmt("translate", "-q", "-m", path, source), 2, f"{path}: malformed nmt checkpoint", fragment)
+    line = assert_error_ends(
+        nmt("translate", "-q", "-m", path, source), 2, f"{path}: malformed nmt checkpoint", fragment
+    )
     assert len(line) < 400
 
 
 def test_an_averaged_checkpoint_is_no_place_to_resume_from(model_copy, prepped):
     assert_ok(nmt("average", model_copy, "--last", "2", "-o", model_copy / "ckpt-0000031.pt"))
-    assert_error_ends(run_train(prepped, model_copy, "--resume", "--set", "train.max_steps=40"), 2,
-                      "ckpt-0000031.pt: written by `nmt average`", "resume from a step checkpoint")
+    assert_error_ends(
+        run_train(prepped, model_copy, "--resume", "--set", "train.max_steps=40"),
+        2,
+        "ckpt-0000031.pt: written by `nmt average`",
+        "resume from a step checkpoint",
+    )
 
 
 # ------------------------------------------------------------------ prep directories
@@ -175,5 +190,8 @@ def test_an_id_beyond_the_vocabulary_names_split_and_sentence(prep_copy, tmp_pat
 
     manifest["files"]["train.en.ids"]["sha256"] = sha256_file(prep_copy / "train.en.ids")
     (prep_copy / "manifest.json").write_text(json.dumps(manifest))
-    assert_error_ends(run_train(prep_copy, tmp_path / "m"), 2,
-                      f"{prep_copy}/train.en.ids: sentence 1 holds id 65535, beyond the vocabulary of 100")
+    assert_error_ends(
+        run_train(prep_copy, tmp_path / "m"),
+        2,
+        f"{prep_copy}/train.en.ids: sentence 1 holds id 65535, beyond the vocabulary of 100",
+    )

@@ -17,10 +17,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from conftest import TEST_PAIRS, assert_error_ends, make_pairs, run_prep, run_train, write_corpus, write_lines
-from nmt_cli.cli import app
 from typer.testing import CliRunner
+
+from nmt_cli.cli import app
 
 REASON = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system"}
 
@@ -147,8 +147,10 @@ def test_read_only_file_system(tmp_path, trained, source, monkeypatch):
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
     monkeypatch.setattr(tempfile, "mkdtemp", refuse)
     out = tmp_path / "out.en"
-    assert_env_error(translate("-m", trained / "best.pt", source, "-o", out, "-q"),
-                     f"{out}: cannot write in {tmp_path} (read-only file system)")
+    assert_env_error(
+        translate("-m", trained / "best.pt", source, "-o", out, "-q"),
+        f"{out}: cannot write in {tmp_path} (read-only file system)",
+    )
     write_corpus(tmp_path)
     assert_env_error(run_prep(tmp_path), f"{tmp_path / 'out'}: cannot write in {tmp_path} (read-only file system)")
 
@@ -157,8 +159,10 @@ def test_read_only_file_system(tmp_path, trained, source, monkeypatch):
 def test_read_only_directory(tmp_path, trained, source):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
-    assert_env_error(translate("-m", trained / "best.pt", source, "-o", locked / "out.en", "-q"),
-                     f"{locked / 'out.en'}: cannot write in {locked} (permission denied)")
+    assert_env_error(
+        translate("-m", trained / "best.pt", source, "-o", locked / "out.en", "-q"),
+        f"{locked / 'out.en'}: cannot write in {locked} (permission denied)",
+    )
 
 
 # ------------------------------------------------------------------- stdout (processes)
@@ -169,30 +173,56 @@ def _nmt(args: list, shell_redirect: str = "", **kwargs) -> subprocess.Completed
     return subprocess.run(command, shell=True, stderr=subprocess.PIPE, text=True, timeout=120, **kwargs)
 
 
-@pytest.mark.parametrize("args", [["translate", "-q", "-m", "{model}", "{src}"], ["info", "{model}"], ["--version"]],
-                         ids=["translate", "info", "version"])
-@pytest.mark.parametrize("where, reason", [(" >&-", "bad file descriptor"), (" >/dev/full", "no space left on device")],
-                         ids=["closed", "dev-full"])
+@pytest.mark.parametrize(
+    "args",
+    [["translate", "-q", "-m", "{model}", "{src}"], ["info", "{model}"], ["--version"]],
+    ids=["translate", "info", "version"],
+)
+@pytest.mark.parametrize(
+    "where, reason",
+    [(" >&-", "bad file descriptor"), (" >/dev/full", "no space left on device")],
+    ids=["closed", "dev-full"],
+)
 def test_stdout_that_cannot_be_written(trained, source, args, where, reason):
     if where == " >/dev/full" and not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full here")
     done = _nmt([a.format(model=trained / "best.pt", src=source) for a in args], where)
     assert done.returncode == 1, done.stderr
-    assert done.stderr.splitlines() == [done.stderr.strip()] and done.stderr.startswith(f"nmt: error: <stdout>: {reason}")
+    assert done.stderr.splitlines() == [done.stderr.strip()] and done.stderr.startswith(
+        f"nmt: error: <stdout>: {reason}"
+    )
 
 
 def test_a_reader_gone_is_a_quiet_exit(trained, tmp_path):
     many = write_lines(tmp_path / "many.de", [de for de, _ in make_pairs(400, 5)] * 10)
-    done = _nmt(["translate", "-q", "--beam", "1", "-m", trained / "best.pt", many], " | head -1 >/dev/null; exit ${PIPESTATUS[0]}",
-                executable="/bin/bash")
+    done = _nmt(
+        ["translate", "-q", "--beam", "1", "-m", trained / "best.pt", many],
+        " | head -1 >/dev/null; exit ${PIPESTATUS[0]}",
+        executable="/bin/bash",
+    )
     assert done.stderr == "" and done.returncode in (0, 1)
 
 
 def test_train_runs_with_stdout_closed(tmp_path, prepped):
     from conftest import TINY_RECIPE
 
-    done = _nmt(["train", TINY_RECIPE, "--data", prepped, "--out", tmp_path / "m", "--device", "cpu",
-                 "--set", "train.max_steps=2", "--threads", "1"], " >&-")
+    done = _nmt(
+        [
+            "train",
+            TINY_RECIPE,
+            "--data",
+            prepped,
+            "--out",
+            tmp_path / "m",
+            "--device",
+            "cpu",
+            "--set",
+            "train.max_steps=2",
+            "--threads",
+            "1",
+        ],
+        " >&-",
+    )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "m" / "best.pt").is_file()
 
@@ -207,7 +237,9 @@ def test_published_files_are_synced_before_their_rename(tmp_path, monkeypatch):
 
     events = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))), real_fsync(fd))[1])
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))), real_fsync(fd))[1]
+    )
     monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("rename", str(b))), real_replace(a, b))[1])
     with nio.atomic_file(tmp_path / "ckpt.pt", "wb") as f:
         f.write(b"weights")

@@ -7,9 +7,10 @@ import resource
 import time
 
 from conftest import TINY_RECIPE, assert_one_line_error, run_train
-from nmt_cli.config import load_recipe
-from nmt_cli.cli import app
 from typer.testing import CliRunner
+
+from nmt_cli.cli import app
+from nmt_cli.config import load_recipe
 
 # 335 bytes of YAML that stand for 9^9 (387 million) strings once expanded
 BOMB = """\
@@ -59,7 +60,7 @@ def test_aliases_within_bounds_still_work(tmp_path):
 
 def test_a_huge_value_is_shown_cut_short(tmp_path):
     recipe = tmp_path / "long.yaml"
-    recipe.write_text(f"base: {TINY_RECIPE}\nmodel: {{emb_size: \"{'x' * 1_000_000}\"}}\n")
+    recipe.write_text(f'base: {TINY_RECIPE}\nmodel: {{emb_size: "{"x" * 1_000_000}"}}\n')
     result = CliRunner().invoke(app, ["train", str(recipe), "--data", str(tmp_path), "--out", str(tmp_path / "m")])
     line = assert_one_line_error(result, "model.emb_size must be an integer", "1,000,002 characters")
     assert len(line) < 400

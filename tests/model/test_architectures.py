@@ -10,8 +10,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
-
 from conftest import (
     COPY_MAX,
     COPY_MIN,
@@ -24,6 +22,8 @@ from conftest import (
     tiny_model_config,
     write_lines,
 )
+from torch import nn
+
 from nmt_cli.config import ModelConfig, from_dict
 from nmt_cli.errors import NmtError
 from nmt_cli.model.attention import Attention
@@ -105,7 +105,9 @@ def test_rnn_cell_model_trains(attention, feeding):
     check_one_training_step(cell="rnn", attention=attention, input_feeding=feeding, encoder_layers=2, decoder_layers=2)
 
 
-def build_encoder(cell: str, bidirectional: bool = True, layers: int = 2, residual: bool = False, seed: int = 0) -> Encoder:
+def build_encoder(
+    cell: str, bidirectional: bool = True, layers: int = 2, residual: bool = False, seed: int = 0
+) -> Encoder:
     torch.manual_seed(seed)
     cfg = tiny_model_config(cell=cell, bidirectional=bidirectional, encoder_layers=layers, residual=residual)
     return Encoder(cfg, nn.Embedding(30, cfg.emb_size, padding_idx=PAD_ID)).eval()
@@ -124,7 +126,7 @@ def test_encoder_with_rnn_cell_computes_what_torch_rnn_computes():
     suffixes = ["", "_reverse"]
     with torch.no_grad():
         for k, layer in enumerate(encoder.layers):
-            get = lambda name: [getattr(ref, f"{name}_l{k}{s}") for s in suffixes]  # noqa: E731
+            get = lambda name, k=k: [getattr(ref, f"{name}_l{k}{s}") for s in suffixes]  # noqa: E731
             assert layer.hh_bias is None
             layer.ih.weight.copy_(torch.cat(get("weight_ih")))
             layer.ih.bias.copy_(torch.cat([a + b for a, b in zip(get("bias_ih"), get("bias_hh"))]))
@@ -132,8 +134,9 @@ def test_encoder_with_rnn_cell_computes_what_torch_rnn_computes():
     batch = encoder_batch()
     with torch.no_grad():
         states, final_h, final_c = encoder(batch.src, batch.src_lengths)
-        packed = nn.utils.rnn.pack_padded_sequence(encoder.embedding(batch.src), batch.src_lengths,
-                                                   batch_first=True, enforce_sorted=False)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            encoder.embedding(batch.src), batch.src_lengths, batch_first=True, enforce_sorted=False
+        )
         out, final = ref(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=batch.src.size(1))
     assert final_c is None
@@ -249,15 +252,24 @@ def test_residual_is_off_by_default_and_adds_no_parameter():
     torch.manual_seed(0)
     shapes = lambda m: {k: v.shape for k, v in m.state_dict().items()}  # noqa: E731
     cfg = dict(encoder_layers=3, decoder_layers=3)
-    assert shapes(Seq2Seq(tiny_model_config(**cfg), VOCAB, VOCAB)) == \
-        shapes(Seq2Seq(tiny_model_config(residual=True, **cfg), VOCAB, VOCAB))
+    assert shapes(Seq2Seq(tiny_model_config(**cfg), VOCAB, VOCAB)) == shapes(
+        Seq2Seq(tiny_model_config(residual=True, **cfg), VOCAB, VOCAB)
+    )
 
 
 def copy_task_losses(residual: bool, steps: int = 150) -> list[float]:
     """Per-token training losses of a 4+4-layer model on the copy task, Adam, one batch a step."""
     torch.manual_seed(0)
-    cfg = tiny_model_config(residual=residual, encoder_layers=4, decoder_layers=4, emb_size=32, encoder_hidden=32,
-                            decoder_hidden=64, attention_size=32, output_size=32)
+    cfg = tiny_model_config(
+        residual=residual,
+        encoder_layers=4,
+        decoder_layers=4,
+        emb_size=32,
+        encoder_hidden=32,
+        decoder_hidden=64,
+        attention_size=32,
+        output_size=32,
+    )
     model = Seq2Seq(cfg, COPY_VOCAB, COPY_VOCAB).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.005)
     data = torch.Generator().manual_seed(1)
@@ -329,7 +341,7 @@ def local_weights(scores, p, mask, window: int):
     allowed = mask[:, None, :] & (distance.abs() <= window)
     soft = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
     sigma = window / 2
-    return soft * torch.exp(-distance**2 / (2 * sigma**2)), allowed
+    return soft * torch.exp(-(distance**2) / (2 * sigma**2)), allowed
 
 
 @pytest.mark.parametrize("window", [1, 2, 3])
@@ -429,7 +441,9 @@ def test_local_attention_teacher_forcing_equals_step_by_step(kind, feeding):
     """forward() (all steps at once without input feeding) equals step(t) one word at a
     time, the target position t reaching local-m's attention both ways."""
     torch.manual_seed(0)
-    model = Seq2Seq(tiny_model_config(attention=kind, window=1, input_feeding=feeding, decoder_layers=2), VOCAB, VOCAB).eval()
+    model = Seq2Seq(
+        tiny_model_config(attention=kind, window=1, input_feeding=feeding, decoder_layers=2), VOCAB, VOCAB
+    ).eval()
     g = torch.Generator().manual_seed(1)
     batch = make_batch(random_sequences(3, VOCAB, 2, 7, g), random_sequences(3, VOCAB, 4, 10, g))
     dec = model.decoder
@@ -455,8 +469,9 @@ def test_one_head_is_the_classic_single_head_formula(kind):
     with torch.no_grad():
         context, weights = attention(query, attention.keys(memory), memory, mask)
         if kind == "bahdanau":
-            scores = bahdanau_scores(attention.query_layer.weight, attention.key_layer.weight, attention.v.weight[0],
-                                     query, memory)
+            scores = bahdanau_scores(
+                attention.query_layer.weight, attention.key_layer.weight, attention.v.weight[0], query, memory
+            )
         else:
             scores = general_scores(attention.key_layer.weight, query, memory)
     want = torch.softmax(scores.masked_fill(~mask[:, None, :], float("-inf")), dim=-1)
@@ -467,8 +482,15 @@ def test_one_head_is_the_classic_single_head_formula(kind):
 
 @pytest.mark.parametrize("kind", ["bahdanau", "luong_general"])
 def test_heads_1_has_the_parameters_of_a_model_without_the_heads_key(kind):
-    base = dict(emb_size=16, encoder_hidden=12, encoder_layers=1, decoder_hidden=20, attention_size=10,
-                output_size=14, attention=kind)
+    base = dict(
+        emb_size=16,
+        encoder_hidden=12,
+        encoder_layers=1,
+        decoder_hidden=20,
+        attention_size=10,
+        output_size=14,
+        attention=kind,
+    )
     without = from_dict(ModelConfig, base)
     with_one = from_dict(ModelConfig, {**base, "heads": 1})
     assert without == with_one
@@ -492,8 +514,13 @@ def test_each_of_three_heads_is_a_distribution_and_the_weights_are_their_mean(ki
         for h in range(heads):  # each head's own scorer, written out from its slice of the weights
             if kind == "bahdanau":
                 rows = slice(h * ATT, (h + 1) * ATT)
-                scores = bahdanau_scores(attention.query_layer.weight[rows], attention.key_layer.weight[rows],
-                                         attention.v.weight[h], query, memory)
+                scores = bahdanau_scores(
+                    attention.query_layer.weight[rows],
+                    attention.key_layer.weight[rows],
+                    attention.v.weight[h],
+                    query,
+                    memory,
+                )
             else:
                 scores = general_scores(attention.key_layer.weight[h * QUERY : (h + 1) * QUERY], query, memory)
             w = torch.softmax(scores.masked_fill(~mask[:, None, :], float("-inf")), dim=-1)
@@ -558,9 +585,16 @@ def test_config_refuses_zero_heads_or_window(key):
 # ============================================================================ hard attention
 
 
-@pytest.mark.parametrize("kind, heads, window", [
-    ("bahdanau", 1, 0), ("luong_general", 1, 0), ("luong_dot", 1, 0), ("luong_local_m", 1, 2), ("luong_local", 1, 2),
-])
+@pytest.mark.parametrize(
+    "kind, heads, window",
+    [
+        ("bahdanau", 1, 0),
+        ("luong_general", 1, 0),
+        ("luong_dot", 1, 0),
+        ("luong_local_m", 1, 2),
+        ("luong_local", 1, 2),
+    ],
+)
 def test_hard_attention_context_is_the_state_at_the_argmax_of_the_soft_weights(kind, heads, window):
     attention, query, memory, mask = make_attention(kind, steps=4, heads=heads, window=window)
     keys = attention.keys(memory)
@@ -609,7 +643,9 @@ def test_translate_with_hard_attention(tmp_path, trained):
     source = write_lines(tmp_path / "in.de", [de for de, _ in make_pairs(8, 21)] + ["", "Hund"])
 
     def run(*flags):
-        return CliRunner().invoke(app, ["translate", str(source), "-m", str(trained / "best.pt"), "-q", "--scores", *flags])
+        return CliRunner().invoke(
+            app, ["translate", str(source), "-m", str(trained / "best.pt"), "-q", "--scores", *flags]
+        )
 
     hard, soft, default = run("--hard-attention"), run("--soft-attention"), run()
     for result in (hard, soft, default):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import PAD_ID, make_batch, random_sequences, tiny_model_config
+
 from nmt_cli.model.decoder import Memory
 from nmt_cli.model.seq2seq import Seq2Seq
 
@@ -92,8 +92,9 @@ def test_teacher_forcing_gradients_equal_step_by_step_ones(attention, cell, feed
     model = build(attention=attention, cell=cell, input_feeding=feeding, decoder_layers=2).train()
     batch = make_batch(*pairs([(4, 6), (7, 3), (2, 5)]))
     dec = model.decoder
-    mix = torch.randn(len(batch.tgt_in), batch.tgt_in.size(1), model.cfg.output_size,
-                      generator=torch.Generator().manual_seed(3))
+    mix = torch.randn(
+        len(batch.tgt_in), batch.tgt_in.size(1), model.cfg.output_size, generator=torch.Generator().manual_seed(3)
+    )
 
     def gradients(outputs) -> dict[str, torch.Tensor]:
         model.zero_grad()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import PAD_ID, make_batch, random_sequences, tiny_model_config
 from torch import nn
 
-from conftest import PAD_ID, make_batch, random_sequences, tiny_model_config
 from nmt_cli.model.encoder import Encoder, Packing
 
 VOCAB = 30
@@ -22,8 +22,9 @@ GRID = [
 
 def build(cell: str, bidirectional: bool, layers: int, dropout: float = 0.0, seed: int = 0) -> Encoder:
     torch.manual_seed(seed)
-    cfg = tiny_model_config(cell=cell, bidirectional=bidirectional, encoder_layers=layers,
-                            dropout=dropout, emb_dropout=dropout)
+    cfg = tiny_model_config(
+        cell=cell, bidirectional=bidirectional, encoder_layers=layers, dropout=dropout, emb_dropout=dropout
+    )
     encoder = Encoder(cfg, nn.Embedding(VOCAB, cfg.emb_size, padding_idx=PAD_ID))
     return encoder.eval()
 
@@ -115,7 +116,7 @@ def load_torch_rnn(encoder: Encoder, ref: nn.GRU | nn.LSTM) -> None:
     suffixes = ["", "_reverse"][: 2 if ref.bidirectional else 1]
     with torch.no_grad():
         for k, layer in enumerate(encoder.layers):
-            get = lambda name: [getattr(ref, f"{name}_l{k}{s}") for s in suffixes]  # noqa: E731
+            get = lambda name, k=k: [getattr(ref, f"{name}_l{k}{s}") for s in suffixes]  # noqa: E731
             layer.ih.weight.copy_(torch.cat(get("weight_ih")))
             if layer.hh_bias is None:  # LSTM: one bias
                 layer.ih.bias.copy_(torch.cat([a + b for a, b in zip(get("bias_ih"), get("bias_hh"))]))
@@ -130,13 +131,16 @@ def test_encoder_computes_what_torch_rnn_computes(cell, bidirectional, layers):
     """Against nn.GRU / nn.LSTM over packed sequences, with the same weights."""
     encoder = build(cell, bidirectional, layers)
     torch.manual_seed(1)
-    ref = (nn.GRU if cell == "gru" else nn.LSTM)(16, 12, num_layers=layers, bidirectional=bidirectional, batch_first=True)
+    ref = (nn.GRU if cell == "gru" else nn.LSTM)(
+        16, 12, num_layers=layers, bidirectional=bidirectional, batch_first=True
+    )
     load_torch_rnn(encoder, ref)
     batch = make_batch(sources())
     with torch.no_grad():
         states, final_h, final_c = encoder(batch.src, batch.src_lengths)
         packed = torch.nn.utils.rnn.pack_padded_sequence(
-            encoder.embedding(batch.src), batch.src_lengths, batch_first=True, enforce_sorted=False)
+            encoder.embedding(batch.src), batch.src_lengths, batch_first=True, enforce_sorted=False
+        )
         out, final = ref(packed)
         out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=batch.src.size(1))
     dirs = 2 if bidirectional else 1
@@ -153,7 +157,9 @@ def test_encoder_gradients_are_what_torch_rnn_gets(cell, bidirectional, layers):
     the packed steps, their rows rounded up (``STEP_ROWS``), the ended rows' final states."""
     encoder = build(cell, bidirectional, layers).train()
     torch.manual_seed(1)
-    ref = (nn.GRU if cell == "gru" else nn.LSTM)(16, 12, num_layers=layers, bidirectional=bidirectional, batch_first=True)
+    ref = (nn.GRU if cell == "gru" else nn.LSTM)(
+        16, 12, num_layers=layers, bidirectional=bidirectional, batch_first=True
+    )
     load_torch_rnn(encoder, ref)
     batch = make_batch(sources())
     states, final_h, _ = encoder(batch.src, batch.src_lengths)
@@ -168,11 +174,15 @@ def test_encoder_gradients_are_what_torch_rnn_gets(cell, bidirectional, layers):
     ((out * mix).sum() + torch.cat(list(h[-dirs:]), dim=-1).square().sum()).backward()
     suffixes = ["", "_reverse"][:dirs]
     for k, layer in enumerate(encoder.layers):
-        grads = lambda name: [getattr(ref, f"{name}_l{k}{s}").grad for s in suffixes]  # noqa: E731
-        torch.testing.assert_close(layer.hh_weight.grad, torch.stack([g.t() for g in grads("weight_hh")]), atol=1e-5, rtol=1e-4)
+        grads = lambda name, k=k: [getattr(ref, f"{name}_l{k}{s}").grad for s in suffixes]  # noqa: E731
+        torch.testing.assert_close(
+            layer.hh_weight.grad, torch.stack([g.t() for g in grads("weight_hh")]), atol=1e-5, rtol=1e-4
+        )
         torch.testing.assert_close(layer.ih.weight.grad, torch.cat(grads("weight_ih")), atol=1e-5, rtol=1e-4)
         if layer.hh_bias is not None:
-            torch.testing.assert_close(layer.hh_bias.grad, torch.stack(grads("bias_hh"))[:, None, :], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(
+                layer.hh_bias.grad, torch.stack(grads("bias_hh"))[:, None, :], atol=1e-5, rtol=1e-4
+            )
 
 
 def test_packing_lists_each_steps_real_tokens_for_both_directions():

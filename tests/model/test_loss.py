@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import PAD_ID
+
 from nmt_cli.model import loss as loss_module
 from nmt_cli.model.loss import Workspace, projected_losses, token_losses
 
@@ -34,7 +34,9 @@ def test_token_losses_is_cross_entropy(eps):
     a = logits.clone().requires_grad_()
     token_losses(a, target, eps)[0].backward()
     b = logits.clone().requires_grad_()
-    F.cross_entropy(b.reshape(-1, b.size(-1)), flat_target, ignore_index=PAD_ID, label_smoothing=eps, reduction="sum").backward()
+    F.cross_entropy(
+        b.reshape(-1, b.size(-1)), flat_target, ignore_index=PAD_ID, label_smoothing=eps, reduction="sum"
+    ).backward()
     assert torch.allclose(a.grad, b.grad, atol=1e-6)
 
 
@@ -62,7 +64,9 @@ def test_the_nll_sum_is_a_measurement_without_a_gradient():
     a = logits.clone().requires_grad_()
     loss, nll = token_losses(a, target, 0.1)
     assert loss.requires_grad and not nll.requires_grad
-    want = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=PAD_ID, reduction="sum")
+    want = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=PAD_ID, reduction="sum"
+    )
     assert torch.allclose(nll, want, rtol=1e-5)
     with pytest.raises(RuntimeError, match="does not require grad"):
         nll.backward()
@@ -98,12 +102,11 @@ def test_half_precision_logits_get_cross_entropys_gradient_in_their_dtype():
     a = logits.to(torch.bfloat16).requires_grad_()
     token_losses(a, target, 0.1)[0].backward()
     b = logits.to(torch.bfloat16).float().requires_grad_()
-    F.cross_entropy(b.reshape(-1, b.size(-1)), target.reshape(-1), ignore_index=PAD_ID, label_smoothing=0.1,
-                    reduction="sum").backward()
+    F.cross_entropy(
+        b.reshape(-1, b.size(-1)), target.reshape(-1), ignore_index=PAD_ID, label_smoothing=0.1, reduction="sum"
+    ).backward()
     assert a.grad.dtype == torch.bfloat16
     assert torch.allclose(a.grad.float(), b.grad, rtol=1e-2, atol=1e-5)  # bf16 rounds to 2^-8 relative
-
-
 
 
 # ----------------------------------------------------------------------------- fused with the output layer

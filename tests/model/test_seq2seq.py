@@ -7,17 +7,25 @@ import math
 
 import pytest
 import torch
-
 from conftest import COPY_MAX, COPY_MIN, COPY_VOCAB, PAD_ID, make_batch, random_sequences, tiny_model_config
+
 from nmt_cli.model.loss import token_losses
 from nmt_cli.model.seq2seq import Seq2Seq, parameter_count
 
 VOCAB = 27  # one (joint) vocabulary for both sides, so sharing embeddings is possible
 ARCHITECTURES = [
     pytest.param(
-        dict(attention=attention, cell=cell, input_feeding=feeding, bidirectional=bi,
-             encoder_layers=layers, decoder_layers=layers, bridge=bridge),
-        id=f"{attention}-{cell}-{'feed' if feeding else 'nofeed'}-{'bi' if bi else 'uni'}-{layers}l-{'bridge' if bridge else 'zeros'}",
+        dict(
+            attention=attention,
+            cell=cell,
+            input_feeding=feeding,
+            bidirectional=bi,
+            encoder_layers=layers,
+            decoder_layers=layers,
+            bridge=bridge,
+        ),
+        id=f"{attention}-{cell}-{'feed' if feeding else 'nofeed'}-{'bi' if bi else 'uni'}-{layers}l-"
+        f"{'bridge' if bridge else 'zeros'}",
     )
     for attention in ("bahdanau", "luong_dot", "luong_general")
     for cell in ("gru", "lstm")

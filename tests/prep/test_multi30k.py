@@ -8,8 +8,8 @@ import hashlib
 import itertools
 
 import pytest
-
 from conftest import assert_ok, decoded, ids, manifest, read_text_lines, run_prep
+
 from nmt_cli.config import DataConfig
 from nmt_cli.prep.filters import normalize
 

@@ -10,8 +10,6 @@ import os
 from pathlib import Path
 
 import pytest
-
-import nmt_cli
 from conftest import (
     TRAIN_PAIRS,
     VALID_PAIRS,
@@ -31,6 +29,8 @@ from conftest import (
     write_lines,
     write_split,
 )
+
+import nmt_cli
 from nmt_cli.config import DataConfig
 from nmt_cli.prep.filters import normalize
 
@@ -62,7 +62,9 @@ def test_prep_writes_models_ids_and_manifest(tmp_path, corpus, spm_type, joint):
     out = tmp_path / "out"
     names = {p.name for p in out.iterdir()}
     models = {"spm.model", "spm.vocab"} if joint else {"spm.de.model", "spm.de.vocab", "spm.en.model", "spm.en.vocab"}
-    id_files = {f"{s}.{lang}.{ext}" for s in ("train", "valid", "test") for lang in ("de", "en") for ext in ("ids", "off")}
+    id_files = {
+        f"{s}.{lang}.{ext}" for s in ("train", "valid", "test") for lang in ("de", "en") for ext in ("ids", "off")
+    }
     texts = {f"{s}.{lang}.txt" for s in ("valid", "test") for lang in ("de", "en")}
     assert names == models | id_files | texts | {"manifest.json"}
 
@@ -121,7 +123,9 @@ def test_encode_decode_round_trip(tmp_path, gz, spm_type, joint):
         for lang in ("de", "en"):
             raw = read_text_lines(out / f"{split}.{lang}.txt")
             source = data / (f"{split}.{lang}.gz" if gz else f"{split}.{lang}")
-            expected_raw = (gzip.decompress(source.read_bytes()) if gz else source.read_bytes()).decode().split("\n")[:-1]
+            expected_raw = (
+                (gzip.decompress(source.read_bytes()) if gz else source.read_bytes()).decode().split("\n")[:-1]
+            )
             assert raw == expected_raw and len(raw) == n
             assert decoded(out, split, lang) == [normalize(line, cfg) for line in raw]
     assert decoded(out, "valid", "de")[:2] == ["der Mann läuft", "ein Hund"]
@@ -272,12 +276,20 @@ def expected_length_drops(out: Path, pairs, max_len: int, max_ratio: float) -> t
 
 
 LONG = (" ".join(p[0] for p in BASE[:12]), " ".join(p[1] for p in BASE[:12]))  # well over 128 subwords
-SKEWED = [("der Mann", "the man runs over the bridge with a big black dog and a small cat"), ("Hund", "the dog jumps over the old tree")]
+SKEWED = [
+    ("der Mann", "the man runs over the bridge with a big black dog and a small cat"),
+    ("Hund", "the dog jumps over the old tree"),
+]
 
 
 @pytest.mark.parametrize(
     "flags, key",
-    [(["--max-ratio", "0"], "too_long"), (["--max-len", "20", "--max-ratio", "0"], "too_long"), (["--max-len", "0"], "ratio"), ([], "ratio")],
+    [
+        (["--max-ratio", "0"], "too_long"),
+        (["--max-len", "20", "--max-ratio", "0"], "too_long"),
+        (["--max-len", "0"], "ratio"),
+        ([], "ratio"),
+    ],
     ids=["max-len-128", "max-len-20", "max-ratio-3", "max-ratio-3-with-max-len"],
 )
 def test_length_filters_count_subwords(tmp_path, flags, key):
@@ -545,9 +557,15 @@ BAD_INPUTS = {
     "line-counts": (_extra_line, ["train.de has 300 lines", "train.en has 301", "line-aligned"]),
     "invalid-utf8": (_invalid_utf8(gz=False), ["train.de:7: invalid UTF-8", "byte 0xff", "--on-invalid-utf8 replace"]),
     "invalid-utf8-gz": (_invalid_utf8(gz=True), ["train.de.gz:7: invalid UTF-8"]),
-    "empty-after-filtering": (_all_empty_target, ["train: no pairs left after filtering (read 300; dropped: empty 300)"]),
+    "empty-after-filtering": (
+        _all_empty_target,
+        ["train: no pairs left after filtering (read 300; dropped: empty 300)"],
+    ),
     "all-too-long": (plain("--max-len", "1"), ["train: no pairs left after filtering", "too_long 300"]),
-    "vocab-too-big": (plain("--vocab-size", "50000"), ["--vocab-size 50000 is more than", "at most", "lower --vocab-size"]),
+    "vocab-too-big": (
+        plain("--vocab-size", "50000"),
+        ["--vocab-size 50000 is more than", "at most", "lower --vocab-size"],
+    ),
     "vocab-too-small": (plain("--vocab-size", "10"), ["--vocab-size 10 is below", "raise --vocab-size"]),
     "truncated-gz": (_damaged_gz(corrupt=False), ["train.de.gz: cannot read"]),
     "same-langs": (plain("--tgt-lang", "de"), ["both 'de'"]),
@@ -567,7 +585,10 @@ BAD_INPUTS = {
     "set-unknown-key": (plain("--set", "data.max_lne=5"), ["unknown key 'data.max_lne'; did you mean 'data.max_len'?"]),
     "set-wrong-type": (plain("--set", "data.max_len=long"), ["data.max_len must be an integer, got 'long'"]),
     "set-out-of-range": (plain("--set", "data.max_ratio=0.5"), ["data.max_ratio must be >= 1"]),
-    "foreign-special-ids": (plain("--spm-model", _foreign_model), ["foreign.model: special ids", "pad_id=0 unk_id=1 bos_id=2 eos_id=3"]),
+    "foreign-special-ids": (
+        plain("--spm-model", _foreign_model),
+        ["foreign.model: special ids", "pad_id=0 unk_id=1 bos_id=2 eos_id=3"],
+    ),
     "not-a-model": (plain("--spm-model", _garbage_model), ["garbage.model: not a SentencePiece model"]),
     "joint-and-separate-models": (
         plain("--spm-model", "a.model", "--src-spm-model", "b.model", "--tgt-spm-model", "c.model"),
@@ -577,7 +598,10 @@ BAD_INPUTS = {
 }
 BAD_INPUTS.update(
     {
-        "missing-model": (plain("--spm-model", lambda t: t / "nope.model"), ["nope.model: no such SentencePiece model"]),
+        "missing-model": (
+            plain("--spm-model", lambda t: t / "nope.model"),
+            ["nope.model: no such SentencePiece model"],
+        ),
         "model-is-dir": (plain("--spm-model", lambda t: t / "data"), ["is a directory"]),
         "corrupt-gz": (_damaged_gz(corrupt=True), ["train.de.gz: cannot read"]),
     }

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import make_pairs, train_foreign_model, write_lines
+
 from nmt_cli.config import DataConfig
 from nmt_cli.errors import NmtError
 from nmt_cli.prep import subwords
@@ -52,7 +52,10 @@ def test_no_normalization_of_its_own(tmp_path):
 
 
 def test_vocab_size_too_high(text):
-    with pytest.raises(NmtError, match=r"^--vocab-size 50000 is more than the de training text supports \(at most \d+\); lower --vocab-size$"):
+    with pytest.raises(
+        NmtError,
+        match=r"^--vocab-size 50000 is more than the de training text supports \(at most \d+\); lower --vocab-size$",
+    ):
         subwords.train([text], cfg(vocab_size=50000), 1, "de")
 
 
@@ -96,7 +99,10 @@ def test_model_with_default_special_ids_is_refused(tmp_path, text):
     [
         (lambda p: p / "nope.model", "no such SentencePiece model"),
         (lambda p: p, "is a directory, not a SentencePiece model"),
-        (lambda p: (p / "junk.model").write_bytes(b"\x00\xff junk" * 10) and p / "junk.model", "not a SentencePiece model"),
+        (
+            lambda p: (p / "junk.model").write_bytes(b"\x00\xff junk" * 10) and p / "junk.model",
+            "not a SentencePiece model",
+        ),
     ],
     ids=["missing", "directory", "garbage"],
 )

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_ok, assert_one_line_error, tiny_model_config
 from typer.testing import CliRunner
 
-from conftest import assert_ok, assert_one_line_error, tiny_model_config
 from nmt_cli.cli import app
 from nmt_cli.errors import NmtError
 from nmt_cli.model.seq2seq import Seq2Seq
@@ -34,7 +34,9 @@ def test_the_average_of_two_checkpoints_is_the_mean_of_their_weights(trained):
         moved += not torch.equal(a["model"][name], b["model"][name])
     assert moved  # the two checkpoints differ: the mean is not either of them
     # translation needs: the newest checkpoint's config, vocabulary and progress; nothing to resume
-    assert averaged["config"] == b["config"] and averaged["vocab"] == b["vocab"] and averaged["progress"] == b["progress"]
+    assert (
+        averaged["config"] == b["config"] and averaged["vocab"] == b["vocab"] and averaged["progress"] == b["progress"]
+    )
     assert not {"optimizer", "schedule", "rng"} & set(averaged)
     assert averaged["averaged"] == [str(older), str(newer)]
 
@@ -83,8 +85,11 @@ def test_checkpoints_of_another_model_are_refused(trained, tmp_path):
     other = checkpoint.load(trained / "ckpt-0000030.pt")
     other["config"]["model"]["dropout"] = 0.5
     checkpoint.save(tmp_path / "other.pt", other)
-    assert_one_line_error(run(trained / "ckpt-0000020.pt", tmp_path / "other.pt", "-o", tmp_path / "x.pt"),
-                          "other.pt: another model than", "average checkpoints of one run")
+    assert_one_line_error(
+        run(trained / "ckpt-0000020.pt", tmp_path / "other.pt", "-o", tmp_path / "x.pt"),
+        "other.pt: another model than",
+        "average checkpoints of one run",
+    )
     assert not (tmp_path / "x.pt").exists()
 
 
@@ -92,8 +97,10 @@ def test_a_file_that_is_not_a_checkpoint_is_a_one_line_error(trained, tmp_path):
     bad = tmp_path / "notes.pt"
     bad.write_text("not a checkpoint")
     assert_one_line_error(run(trained / "ckpt-0000030.pt", bad, "-o", tmp_path / "x.pt"), "notes.pt")
-    assert_one_line_error(run(trained / "ckpt-0000020.pt", trained / "ckpt-0000030.pt", "--last", 2, "-o", tmp_path / "x.pt"),
-                          "--last picks from a model directory")
+    assert_one_line_error(
+        run(trained / "ckpt-0000020.pt", trained / "ckpt-0000030.pt", "--last", 2, "-o", tmp_path / "x.pt"),
+        "--last picks from a model directory",
+    )
     empty = tmp_path / "empty"
     shutil.copytree(trained, empty, ignore=shutil.ignore_patterns("ckpt-*"))
     assert_one_line_error(run(empty, "-o", tmp_path / "x.pt"), "0 step checkpoints")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import EOS_ID, PAD_ID, SOS_ID
+
 from nmt_cli.prep.store import IdStore, IdWriter
 from nmt_cli.train.batching import PairData, _cut
 
@@ -234,6 +234,7 @@ def test_collate_pads_the_rows_to_a_multiple_with_empty_pairs(tmp_path):
 
 def test_empty_pairs_change_neither_loss_nor_gradients(tmp_path):
     from conftest import tiny_model_config
+
     from nmt_cli.model.seq2seq import Seq2Seq
 
     data = pair_data(tmp_path, SOURCES, TARGETS)

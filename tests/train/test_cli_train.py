@@ -10,8 +10,6 @@ import warnings
 
 import pytest
 import torch
-from typer.testing import CliRunner
-
 from conftest import (
     TINY_RECIPE,
     assert_ok,
@@ -19,6 +17,8 @@ from conftest import (
     run_train,
     sets,
 )
+from typer.testing import CliRunner
+
 from nmt_cli.cli import app
 from nmt_cli.train import checkpoint
 
@@ -38,14 +38,40 @@ def test_a_short_run_reports_on_stderr_only(tmp_path, prepped):
     assert [s for s, _ in checkpoint.step_checkpoints(out)] == [2, 4]
 
 
-@pytest.mark.parametrize("assignments", [
-    pytest.param(["model.share_embeddings=true", "model.tie_output=true", "model.word_dropout=0.2"], id="share+tie+word_dropout"),
-    pytest.param(["model.cell=lstm", "model.attention=luong_dot", "model.input_feeding=false",
-                  "model.encoder_layers=2", "model.decoder_layers=2", "model.bridge=false"], id="lstm-luong_dot"),
-    pytest.param(["train.precision=bf16", "train.optimizer=adamw", "train.schedule=inverse_sqrt",
-                  "train.warmup_steps=2", "train.label_smoothing=0.1"], id="bf16-adamw-inverse_sqrt"),
-    pytest.param(["train.optimizer=sgd", "train.momentum=0.9", "train.accumulate=2", "train.clip_norm=0"], id="sgd-accumulate"),
-])
+@pytest.mark.parametrize(
+    "assignments",
+    [
+        pytest.param(
+            ["model.share_embeddings=true", "model.tie_output=true", "model.word_dropout=0.2"],
+            id="share+tie+word_dropout",
+        ),
+        pytest.param(
+            [
+                "model.cell=lstm",
+                "model.attention=luong_dot",
+                "model.input_feeding=false",
+                "model.encoder_layers=2",
+                "model.decoder_layers=2",
+                "model.bridge=false",
+            ],
+            id="lstm-luong_dot",
+        ),
+        pytest.param(
+            [
+                "train.precision=bf16",
+                "train.optimizer=adamw",
+                "train.schedule=inverse_sqrt",
+                "train.warmup_steps=2",
+                "train.label_smoothing=0.1",
+            ],
+            id="bf16-adamw-inverse_sqrt",
+        ),
+        pytest.param(
+            ["train.optimizer=sgd", "train.momentum=0.9", "train.accumulate=2", "train.clip_norm=0"],
+            id="sgd-accumulate",
+        ),
+    ],
+)
 def test_other_settings_train(tmp_path, prepped, assignments):
     out = tmp_path / "model"
     assert_ok(run_train(prepped, out, *sets("train.max_steps=3", "train.valid_every=3", *assignments)))
@@ -59,16 +85,26 @@ def test_other_settings_train(tmp_path, prepped, assignments):
 # ----------------------------------------------------------------------------- config errors
 
 CONFIG_ERRORS = [
-    pytest.param(["model.atention=luong_dot"], ["unknown key 'model.atention'", "did you mean 'model.attention'"], id="unknown-key"),
+    pytest.param(
+        ["model.atention=luong_dot"],
+        ["unknown key 'model.atention'", "did you mean 'model.attention'"],
+        id="unknown-key",
+    ),
     pytest.param(["trian.lr=0.1"], ["unknown section 'trian'", "did you mean 'train'"], id="unknown-section"),
     pytest.param(["model.emb_size=big"], ["model.emb_size must be an integer", "'big'"], id="type-int"),
     pytest.param(["train.max_steps=1.5"], ["train.max_steps must be an integer"], id="type-float-for-int"),
     pytest.param(["model.bidirectional=maybe"], ["model.bidirectional must be a boolean"], id="type-bool"),
     pytest.param(["model.cell=rrn"], ["model.cell must be one of gru, lstm, rnn", "did you mean 'rnn'"], id="choice"),
-    pytest.param(["model.attention=luong_dot", "model.decoder_hidden=48"],
-                 ["luong_dot needs decoder_hidden (48)", "encoder output size (64"], id="luong_dot-sizes"),
-    pytest.param(["model.tie_output=true", "model.output_size=48"],
-                 ["model.tie_output needs output_size (48) equal to emb_size (32)"], id="tie_output-sizes"),
+    pytest.param(
+        ["model.attention=luong_dot", "model.decoder_hidden=48"],
+        ["luong_dot needs decoder_hidden (48)", "encoder output size (64"],
+        id="luong_dot-sizes",
+    ),
+    pytest.param(
+        ["model.tie_output=true", "model.output_size=48"],
+        ["model.tie_output needs output_size (48) equal to emb_size (32)"],
+        id="tie_output-sizes",
+    ),
     pytest.param(["train.lr=-0.001"], ["train.lr must be > 0"], id="negative-lr"),
     pytest.param(["train.lr=0"], ["train.lr must be > 0"], id="zero-lr"),
     pytest.param(["train.max_time=20x"], ["train.max_time '20x' is not a duration"], id="max_time-20x"),
@@ -90,9 +126,14 @@ def test_config_errors_are_one_line_and_write_nothing(tmp_path, prepped, assignm
 
 def test_unknown_key_in_a_recipe_file_names_the_file(tmp_path, prepped):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(TINY_RECIPE.read_text(encoding="utf-8").replace("model:\n", "model:\n  atention: luong_dot\n"), encoding="utf-8")
-    line = assert_one_line_error(run_train(prepped, tmp_path / "model", recipe=recipe),
-                                 "unknown key 'model.atention'", "did you mean 'model.attention'")
+    recipe.write_text(
+        TINY_RECIPE.read_text(encoding="utf-8").replace("model:\n", "model:\n  atention: luong_dot\n"), encoding="utf-8"
+    )
+    line = assert_one_line_error(
+        run_train(prepped, tmp_path / "model", recipe=recipe),
+        "unknown key 'model.atention'",
+        "did you mean 'model.attention'",
+    )
     assert str(recipe) in line
 
 
@@ -110,8 +151,10 @@ def test_exponent_notation_is_a_number(tmp_path, prepped):
 
 def test_share_embeddings_needs_a_joint_vocabulary(tmp_path, prepped_separate):
     out = tmp_path / "model"
-    assert_one_line_error(run_train(prepped_separate, out, *sets("model.share_embeddings=true")),
-                          "model.share_embeddings needs a joint vocabulary")
+    assert_one_line_error(
+        run_train(prepped_separate, out, *sets("model.share_embeddings=true")),
+        "model.share_embeddings needs a joint vocabulary",
+    )
     assert not out.exists()
 
 
@@ -128,7 +171,9 @@ QUIET_GRADSCALER = pytest.mark.filterwarnings("ignore:.*GradScaler is enabled, b
 
 @QUIET_GRADSCALER
 def test_fp16_on_cpu_is_refused(tmp_path, prepped):
-    assert_one_line_error(run_train(prepped, tmp_path / "model", *sets(*FP16)), "train.precision fp16 needs CUDA", "bf16")
+    assert_one_line_error(
+        run_train(prepped, tmp_path / "model", *sets(*FP16)), "train.precision fp16 needs CUDA", "bf16"
+    )
 
 
 @QUIET_GRADSCALER
@@ -211,14 +256,17 @@ def one_step(tmp_path, prepped):
 
 
 def test_resume_with_other_model_settings(one_step, prepped):
-    line = assert_one_line_error(run_train(prepped, one_step, "--resume", *sets("model.emb_size=48", "model.output_size=48")),
-                                 "other model settings")
+    line = assert_one_line_error(
+        run_train(prepped, one_step, "--resume", *sets("model.emb_size=48", "model.output_size=48")),
+        "other model settings",
+    )
     assert "model.emb_size" in line and "model.output_size" in line
 
 
 def test_resume_on_other_prepared_data(one_step, prepped_separate):
-    assert_one_line_error(run_train(prepped_separate, one_step, "--resume", *sets("train.max_steps=2")),
-                          "other prepared data")
+    assert_one_line_error(
+        run_train(prepped_separate, one_step, "--resume", *sets("train.max_steps=2")), "other prepared data"
+    )
 
 
 def test_resume_with_a_broken_newest_checkpoint(one_step, prepped):

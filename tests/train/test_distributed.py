@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY_RECIPE, assert_ok, run_train, sets
+
 from nmt_cli.train import checkpoint, distributed
 
 # 250 tokens cut an epoch of the tiny corpus into 53 batches: step 27 has one batch, so
@@ -27,8 +27,24 @@ DROPOUT = ("model.dropout=0.3", "model.emb_dropout=0.3")
 
 def torchrun(prep: Path, out: Path, *args: str, ranks: int = 2) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc_per_node RANKS -m nmt_cli train tiny.yaml ...``"""
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
-            "-m", "nmt_cli", "train", str(TINY_RECIPE), "--data", str(prep), "--out", str(out), "--device", "cpu", *args]
+    argv = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={ranks}",
+        "-m",
+        "nmt_cli",
+        "train",
+        str(TINY_RECIPE),
+        "--data",
+        str(prep),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -67,7 +83,13 @@ def test_rank_zero_alone_writes_and_logs(two_ranks):
     assert len(records) == len(set(records))  # one writer: no event twice
     assert records.count(("valid", HALF)) == 1 and records.count(("train", STEPS)) == 1
     assert sorted(p.name for p in out.iterdir()) == [
-        "best.pt", "ckpt-0000014.pt", "ckpt-0000028.pt", "config.yaml", "metrics.jsonl", "valid.best.hyp"]
+        "best.pt",
+        "ckpt-0000014.pt",
+        "ckpt-0000028.pt",
+        "config.yaml",
+        "metrics.jsonl",
+        "valid.best.hyp",
+    ]
     assert not [p for p in out.parent.rglob("*.tmp*")]
     assert result.stderr.count("parameters on cpu") == 1 and result.stderr.count(f"stopped at step {STEPS}") == 1
     assert "effective batch: 2 ranks x 250 tokens x accumulate 1 = 500 tokens" in result.stderr
@@ -93,7 +115,11 @@ def test_a_distributed_run_resumes_exactly(tmp_path, prepped):
     b = checkpoint.load(checkpoint.step_path(split, STEPS))
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name]), name
-    assert (a["progress"]["epoch"], a["progress"]["batches_done"]) == (b["progress"]["epoch"], b["progress"]["batches_done"]) == (1, 2)
+    assert (
+        (a["progress"]["epoch"], a["progress"]["batches_done"])
+        == (b["progress"]["epoch"], b["progress"]["batches_done"])
+        == (1, 2)
+    )
     for x, y in zip(a["rng_ranks"], b["rng_ranks"]):
         assert torch.equal(x["torch"], y["torch"])
 
@@ -124,11 +150,36 @@ def test_two_nodes_sharing_the_model_directory_are_one_owner(tmp_path, prepped):
         port = s.getsockname()[1]
     out = tmp_path / "model"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    nodes = [subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={node}", "--nproc_per_node=1",
-         "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "nmt_cli", "train", str(TINY_RECIPE),
-         "--data", str(prepped), "--out", str(out), "--device", "cpu", *sets(*BASE, "train.max_steps=4", "train.valid_every=2")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for node in (0, 1)]
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                f"--node_rank={node}",
+                "--nproc_per_node=1",
+                "--master_addr=127.0.0.1",
+                f"--master_port={port}",
+                "-m",
+                "nmt_cli",
+                "train",
+                str(TINY_RECIPE),
+                "--data",
+                str(prepped),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                *sets(*BASE, "train.max_steps=4", "train.valid_every=2"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for node in (0, 1)
+    ]
     try:
         results = [node.communicate(timeout=300) for node in nodes]
     finally:

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
-
 from conftest import (
     TINY_RECIPE,
     TRAINED_SETS,
@@ -24,11 +22,12 @@ from conftest import (
     run_train,
     sets,
 )
+from typer.testing import CliRunner
+
 from nmt_cli.cli import app
 from nmt_cli.config import apply_overrides, load_recipe
-from nmt_cli.train import checkpoint
+from nmt_cli.train import checkpoint, loop
 from nmt_cli.train import data as prepared_data
-from nmt_cli.train import loop
 from nmt_cli.train.loop import train
 
 STOP_AT = 13  # not a multiple of valid_every (10) nor of log_every (5), inside the first epoch
@@ -68,7 +67,10 @@ def assert_same_state(a: dict, b: dict) -> None:
         other = b["optimizer"]["state"][index]
         assert state.keys() == other.keys()
         for name, value in state.items():
-            assert torch.equal(value, other[name]) if isinstance(value, torch.Tensor) else value == other[name], (index, name)
+            assert torch.equal(value, other[name]) if isinstance(value, torch.Tensor) else value == other[name], (
+                index,
+                name,
+            )
     assert a["schedule"] == b["schedule"]
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
 
@@ -156,7 +158,9 @@ def test_resumed_run_continues_the_metrics(trained, resumed):
 
 
 def test_resume_writes_the_same_step_checkpoints(trained, resumed):
-    assert [s for s, _ in checkpoint.step_checkpoints(resumed.out)] == [s for s, _ in checkpoint.step_checkpoints(trained)]
+    assert [s for s, _ in checkpoint.step_checkpoints(resumed.out)] == [
+        s for s, _ in checkpoint.step_checkpoints(trained)
+    ]
     assert (resumed.out / "best.pt").is_file()
 
 
@@ -200,8 +204,9 @@ def test_config_yaml_loads_back_equal(trained, prepped):
 
 def test_the_recipes_decode_section_travels_in_checkpoints(tmp_path, prepped):
     """What a recipe says about search becomes `nmt translate`'s default for its model."""
-    result = run_train(prepped, tmp_path / "m", *sets("train.max_steps=2", "train.valid_every=2", "decode.beam=3",
-                                                        "decode.alpha=1.0"))
+    result = run_train(
+        prepped, tmp_path / "m", *sets("train.max_steps=2", "train.valid_every=2", "decode.beam=3", "decode.alpha=1.0")
+    )
     assert result.exit_code == 0, result.output
     saved = checkpoint.load(tmp_path / "m" / "best.pt")["config"]["decode"]
     assert (saved["beam"], saved["alpha"]) == (3, 1.0)
@@ -220,8 +225,14 @@ def test_best_hypotheses_are_written(trained, prepped):
 def test_early_stopping_on_patience(tmp_path, prepped):
     """lr so small that nothing changes: the first validation sets the best BLEU, the
     second cannot beat it, and patience 1 stops the run long before max_steps."""
-    cfg = tiny_config("train.lr=0.000000001", "train.schedule=constant", "train.patience=1",
-                      "train.valid_every=4", "train.log_every=2", "train.max_steps=200")
+    cfg = tiny_config(
+        "train.lr=0.000000001",
+        "train.schedule=constant",
+        "train.patience=1",
+        "train.valid_every=4",
+        "train.log_every=2",
+        "train.max_steps=200",
+    )
     display = Lines()
     progress = train(cfg, prepped, tmp_path / "model", resume=False, device="cpu", display=display)
     assert progress.step == 8
@@ -237,8 +248,14 @@ def test_early_stopping_on_patience(tmp_path, prepped):
 def test_bf16_note_on_a_cpu_where_bf16_is_slow(monkeypatch, tmp_path, prepped):
     monkeypatch.setattr(loop.devices, "bf16_speedup", lambda: 0.5)
     display = Lines()
-    train(tiny_config("train.precision=bf16", "train.max_steps=1"), prepped, tmp_path / "model", resume=False,
-          device="cpu", display=display)
+    train(
+        tiny_config("train.precision=bf16", "train.max_steps=1"),
+        prepped,
+        tmp_path / "model",
+        resume=False,
+        device="cpu",
+        display=display,
+    )
     (note,) = [line for line in display.lines if line.startswith("note: bf16")]
     assert "0.50x" in note and "--set train.precision=auto or fp32" in note
 
@@ -247,14 +264,28 @@ def test_bf16_note_on_a_cpu_where_bf16_is_slow(monkeypatch, tmp_path, prepped):
 def test_auto_precision_is_resolved_recorded_and_kept_on_resume(monkeypatch, tmp_path, prepped, speedup, chosen):
     monkeypatch.setattr(loop.devices, "bf16_speedup", lambda shapes: speedup)
     display, out = Lines(), tmp_path / "model"
-    train(tiny_config("train.max_steps=2", "train.valid_every=2"), prepped, out, resume=False, device="cpu", display=display)
+    train(
+        tiny_config("train.max_steps=2", "train.valid_every=2"),
+        prepped,
+        out,
+        resume=False,
+        device="cpu",
+        display=display,
+    )
     assert f"precision auto -> {chosen} (bf16 {speedup:.2f}x fp32 on this CPU)" in _start_line(display)
     assert checkpoint.load(out / "best.pt")["config"]["train"]["precision"] == chosen
     assert [e["precision"] for e in events(out) if e["event"] == "start"] == [chosen]
     # the probe would now answer otherwise: the resumed run keeps its precision, unprobed
     monkeypatch.setattr(loop.devices, "bf16_speedup", lambda shapes: pytest.fail("probed on resume"))
     display = Lines()
-    train(tiny_config("train.max_steps=4", "train.valid_every=2"), prepped, out, resume=True, device="cpu", display=display)
+    train(
+        tiny_config("train.max_steps=4", "train.valid_every=2"),
+        prepped,
+        out,
+        resume=True,
+        device="cpu",
+        display=display,
+    )
     assert f"precision auto -> {chosen} (the precision this run started in)" in _start_line(display)
     assert [e["precision"] for e in events(out) if e["event"] == "start"] == [chosen, chosen]
     assert checkpoint.load(out / "ckpt-0000004.pt")["config"]["train"]["precision"] == chosen
@@ -289,16 +320,28 @@ def test_max_time(tmp_path, prepped):
 def test_the_budget_schedule_decays_over_max_steps(tmp_path, prepped):
     """Step k runs at lr (1 - (k-1)/max_steps): the largest share of the budget used wins
     over the (barely used) max_time."""
-    cfg = tiny_config("train.schedule=budget", "train.max_steps=8", "train.max_time=1h", "train.log_every=1",
-                      "train.valid_every=100", "train.min_lr=1e-7")
+    cfg = tiny_config(
+        "train.schedule=budget",
+        "train.max_steps=8",
+        "train.max_time=1h",
+        "train.log_every=1",
+        "train.valid_every=100",
+        "train.min_lr=1e-7",
+    )
     train(cfg, prepped, tmp_path / "m", resume=False, device="cpu")
     lrs = [e["lr"] for e in events(tmp_path / "m") if e["event"] == "train"]
     assert lrs == pytest.approx([cfg.train.lr * (1 - k / 8) for k in range(8)], rel=1e-3)
 
 
 def test_the_budget_schedule_decays_over_max_epochs(tmp_path, prepped):
-    cfg = tiny_config("train.schedule=budget", "train.max_epochs=1", "train.max_steps=0", "train.log_every=1",
-                      "train.valid_every=1000", "train.min_lr=1e-7")
+    cfg = tiny_config(
+        "train.schedule=budget",
+        "train.max_epochs=1",
+        "train.max_steps=0",
+        "train.log_every=1",
+        "train.valid_every=1000",
+        "train.min_lr=1e-7",
+    )
     n_batches = len(prepared_data.load(prepped).train.batches(cfg.train.batch_tokens, cfg.train.seed, 0))
     train(cfg, prepped, tmp_path / "m", resume=False, device="cpu")
     lrs = [e["lr"] for e in events(tmp_path / "m") if e["event"] == "train"]
@@ -336,10 +379,21 @@ def test_resuming_after_max_epochs_trains_no_further_epoch(tmp_path, prepped):
 # (held for half of it, then falling: the resumed half crosses the turn).
 RECIPE_STEPS, RECIPE_STOP = 16, 7
 RECIPE_SETS = (
-    "train.batch_multiple=8", "train.accumulate=2", "model.word_dropout=0.1", "model.dropout=0.2",
-    "model.emb_dropout=0.2", "train.teacher_forcing=0.5", "train.teacher_forcing_schedule=linear",
-    "train.teacher_forcing_steps=12", "train.schedule=budget", "train.decay_share=0.5", "train.min_lr=1e-5",
-    f"train.max_steps={RECIPE_STEPS}", "train.valid_every=5", "train.log_every=2", "train.keep_last=10",
+    "train.batch_multiple=8",
+    "train.accumulate=2",
+    "model.word_dropout=0.1",
+    "model.dropout=0.2",
+    "model.emb_dropout=0.2",
+    "train.teacher_forcing=0.5",
+    "train.teacher_forcing_schedule=linear",
+    "train.teacher_forcing_steps=12",
+    "train.schedule=budget",
+    "train.decay_share=0.5",
+    "train.min_lr=1e-5",
+    f"train.max_steps={RECIPE_STEPS}",
+    "train.valid_every=5",
+    "train.log_every=2",
+    "train.keep_last=10",
 )
 
 
@@ -371,7 +425,8 @@ def test_resume_names_each_train_setting_it_changes(tmp_path, prepped):
     train(changed, prepped, out, resume=True, device="cpu", display=display)
     assert [line for line in display.lines if line.startswith("note: --resume")] == [
         "note: --resume: train.lr 0.005 -> 0.001 (checkpoint's value -> this run's)",
-        "note: --resume: train.max_steps 2 -> 4 (checkpoint's value -> this run's)"]
+        "note: --resume: train.max_steps 2 -> 4 (checkpoint's value -> this run's)",
+    ]
     display = Lines()
     train(changed, prepped, out, resume=True, device="cpu", display=display)
     assert not [line for line in display.lines if "--resume" in line]
@@ -383,7 +438,9 @@ def test_the_printed_resume_command_goes_on_with_the_runs_own_settings(tmp_path,
     out = tmp_path / "my model"
     with pytest.MonkeyPatch.context() as monkeypatch:
         sigterm_at(monkeypatch, 5)
-        first = run_train(prepped, out, "--threads", "1", *sets("train.lr=0.001", "train.max_steps=12", "train.valid_every=4"))
+        first = run_train(
+            prepped, out, "--threads", "1", *sets("train.lr=0.001", "train.max_steps=12", "train.valid_every=4")
+        )
     assert first.exit_code == 130, first.output
     command = first.stderr.strip().splitlines()[-1].split("continue with: ")[1]
     assert f"--out {shlex.quote(str(out))} " in command and "--threads 1" in command and "--device cpu" in command

@@ -11,9 +11,12 @@ from nmt_cli.train import metrics
 
 
 def test_best_validation_is_the_highest_bleu(tmp_path, capsys):
-    rows = [{"event": "train", "step": 5, "loss": 3.0}, {"event": "valid", "step": 10, "bleu": 4.0, "chrf": 20.0, "elapsed": 60},
-            {"event": "valid", "step": 20, "bleu": 7.5, "chrf": 30.0, "elapsed": 120},
-            {"event": "valid", "step": 30, "bleu": 6.0, "chrf": 31.0, "elapsed": 180}]
+    rows = [
+        {"event": "train", "step": 5, "loss": 3.0},
+        {"event": "valid", "step": 10, "bleu": 4.0, "chrf": 20.0, "elapsed": 60},
+        {"event": "valid", "step": 20, "bleu": 7.5, "chrf": 30.0, "elapsed": 120},
+        {"event": "valid", "step": 30, "bleu": 6.0, "chrf": 31.0, "elapsed": 180},
+    ]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert metrics.best_validation(tmp_path)["step"] == 20
     assert metrics.main([str(tmp_path)]) == 0
@@ -26,8 +29,11 @@ def test_missing_metrics_is_a_one_line_error(tmp_path):
     assert metrics.main([str(tmp_path)]) == 2
 
 
-ROWS = [{"event": "train", "step": 5, "loss": 3.0}, {"event": "valid", "step": 10, "bleu": 4.0, "chrf": 20.0, "elapsed": 60},
-        {"event": "train", "step": 15, "loss": 2.0}]
+ROWS = [
+    {"event": "train", "step": 5, "loss": 3.0},
+    {"event": "valid", "step": 10, "bleu": 4.0, "chrf": 20.0, "elapsed": 60},
+    {"event": "train", "step": 15, "loss": 2.0},
+]
 
 
 def write(tmp_path, tail: bytes = b"", rows=ROWS):
@@ -44,8 +50,10 @@ def test_a_last_line_cut_short_is_skipped_with_a_warning(tmp_path, capsys):
     assert metrics.read(tmp_path) == ROWS
 
 
-@pytest.mark.parametrize("bad, problem", [(b"\xff\xfe{}", "invalid UTF-8"), (b"[1, 2]", "not a JSON object"),
-                                          (b'{"event": "tr', "not a JSON line")])
+@pytest.mark.parametrize(
+    "bad, problem",
+    [(b"\xff\xfe{}", "invalid UTF-8"), (b"[1, 2]", "not a JSON object"), (b'{"event": "tr', "not a JSON line")],
+)
 def test_a_bad_line_before_the_last_is_a_one_line_error_naming_it(tmp_path, bad, problem):
     write(tmp_path, bad + b"\n" + json.dumps(ROWS[0]).encode() + b"\n")
     with pytest.raises(NmtError, match=rf"metrics.jsonl:4: {problem}$"):

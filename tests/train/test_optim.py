@@ -133,7 +133,9 @@ def test_apply_sets_every_group():
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.005, 0.005])
 
 
-@pytest.mark.parametrize("name, kind", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)])
+@pytest.mark.parametrize(
+    "name, kind", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)]
+)
 def test_make_optimizer(name, kind):
     model = torch.nn.Linear(3, 2)
     cfg = TrainConfig(optimizer=name, lr=0.03, weight_decay=0.01, momentum=0.9)
@@ -152,7 +154,8 @@ def test_make_optimizer(name, kind):
 def test_budget_decays_linearly_over_the_share_used_to_min_lr():
     s = schedule(schedule="budget", lr=0.01, min_lr=1e-4, max_steps=100)
     assert [s.lr(step, used) for step, used in [(1, 0.0), (26, 0.25), (51, 0.5), (100, 0.99)]] == pytest.approx(
-        [0.01, 0.0075, 0.005, 1e-4])
+        [0.01, 0.0075, 0.005, 1e-4]
+    )
     assert s.lr(200, 1.5) == pytest.approx(1e-4)  # past the budget (a resumed run with a larger one): the floor
     for score in (1.0, 0.5, 0.5, 0.5):  # validations do not change it
         s.validated(score)
@@ -163,7 +166,8 @@ def test_budget_decay_share_holds_the_lr_then_decays_over_the_rest():
     """decay_share 0.4: lr constant over the first 60% of the budget, then linear to min_lr."""
     s = schedule(schedule="budget", lr=0.01, min_lr=1e-4, max_time="20m", decay_share=0.4)
     assert [s.lr(1, used) for used in (0.0, 0.3, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2)] == pytest.approx(
-        [0.01, 0.01, 0.01, 0.0075, 0.005, 0.0025, 1e-4, 1e-4])
+        [0.01, 0.01, 0.01, 0.0075, 0.005, 0.0025, 1e-4, 1e-4]
+    )
 
 
 def test_validations_during_the_budget_hold_do_not_count_against_patience():

@@ -9,8 +9,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import PAD_ID, SOS_ID, assert_ok, make_batch, random_sequences, run_train, sets, tiny_model_config
+
 from nmt_cli.config import TrainConfig
 from nmt_cli.errors import NmtError
 from nmt_cli.model.loss import token_losses
@@ -19,10 +19,17 @@ from nmt_cli.train.scheduled_sampling import teacher_forcing_ratio
 
 SRC_VOCAB, TGT_VOCAB = 31, 23
 MODELS = [
-    pytest.param(dict(attention=attention, cell=cell, input_feeding=feeding, decoder_layers=2, **extra),
-                 id=f"{attention}-{cell}-{'feed' if feeding else 'nofeed'}")
-    for attention, extra in (("bahdanau", {}), ("luong_general", {}), ("luong_dot", {}), ("luong_local_m", {"window": 2}),
-                             ("luong_local", {"window": 2}))
+    pytest.param(
+        dict(attention=attention, cell=cell, input_feeding=feeding, decoder_layers=2, **extra),
+        id=f"{attention}-{cell}-{'feed' if feeding else 'nofeed'}",
+    )
+    for attention, extra in (
+        ("bahdanau", {}),
+        ("luong_general", {}),
+        ("luong_dot", {}),
+        ("luong_local_m", {"window": 2}),
+        ("luong_local", {"window": 2}),
+    )
     for cell in ("gru", "lstm")
     for feeding in (True, False)
 ]
@@ -54,8 +61,10 @@ def test_constant_is_the_floor_from_the_first_step():
     assert all(teacher_forcing_ratio(c, s) == 0.6 for s in (0, 1, 99, 100, 10**7))
 
 
-@pytest.mark.parametrize("step, want", [(0, 1.0), (1, 0.9925), (25, 0.8125), (50, 0.625), (99, 0.2575), (100, 0.25),
-                                        (101, 0.25), (10**6, 0.25)])
+@pytest.mark.parametrize(
+    "step, want",
+    [(0, 1.0), (1, 0.9925), (25, 0.8125), (50, 0.625), (99, 0.2575), (100, 0.25), (101, 0.25), (10**6, 0.25)],
+)
 def test_linear_falls_from_one_to_the_floor_in_n_steps(step, want):
     """r = max(floor, 1 - (1 - floor) s / N), floor 0.25, N 100."""
     assert teacher_forcing_ratio(cfg("linear", 0.25, 100), step) == pytest.approx(want, abs=1e-12)
@@ -82,8 +91,16 @@ def test_inverse_sigmoid_does_not_overflow_far_into_training():
     assert teacher_forcing_ratio(c, 10**9) == pytest.approx(0.3)
 
 
-@pytest.mark.parametrize("schedule, floor, n", [("linear", 0.5, 10), ("linear", 0.0, 300), ("inverse_sigmoid", 0.5, 10),
-                                                ("inverse_sigmoid", 0.0, 300), ("constant", 0.4, 10)])
+@pytest.mark.parametrize(
+    "schedule, floor, n",
+    [
+        ("linear", 0.5, 10),
+        ("linear", 0.0, 300),
+        ("inverse_sigmoid", 0.5, 10),
+        ("inverse_sigmoid", 0.0, 300),
+        ("constant", 0.4, 10),
+    ],
+)
 def test_every_schedule_is_non_increasing_and_stays_at_or_above_the_floor(schedule, floor, n):
     c = cfg(schedule, floor, n)
     ratios = [teacher_forcing_ratio(c, s) for s in range(0, 20 * n)]
@@ -94,11 +111,14 @@ def test_every_schedule_is_non_increasing_and_stays_at_or_above_the_floor(schedu
         assert ratios[0] > 0.9  # starts near plain teacher forcing
 
 
-@pytest.mark.parametrize("assignment, fragment", [
-    (dict(teacher_forcing=1.5), "train.teacher_forcing must be in [0, 1]"),
-    (dict(teacher_forcing=-0.1), "train.teacher_forcing must be in [0, 1]"),
-    (dict(teacher_forcing_steps=0), "train.teacher_forcing_steps must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "assignment, fragment",
+    [
+        (dict(teacher_forcing=1.5), "train.teacher_forcing must be in [0, 1]"),
+        (dict(teacher_forcing=-0.1), "train.teacher_forcing must be in [0, 1]"),
+        (dict(teacher_forcing_steps=0), "train.teacher_forcing_steps must be >= 1"),
+    ],
+)
 def test_config_ranges(assignment, fragment):
     with pytest.raises(NmtError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
         TrainConfig(**assignment).validate()
@@ -191,8 +211,11 @@ def test_a_ratio_in_between_mixes_reference_and_own_words():
 @pytest.mark.parametrize("feeding", [True, False])
 def test_sampled_path_trains(attention, feeding):
     torch.manual_seed(0)
-    model = Seq2Seq(tiny_model_config(attention=attention, input_feeding=feeding, dropout=0.1, emb_dropout=0.1),
-                    SRC_VOCAB, TGT_VOCAB).train()
+    model = Seq2Seq(
+        tiny_model_config(attention=attention, input_feeding=feeding, dropout=0.1, emb_dropout=0.1),
+        SRC_VOCAB,
+        TGT_VOCAB,
+    ).train()
     batch = batch_of()
     logits = model(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing=0.5)
     loss, _ = token_losses(logits, batch.tgt_out, 0.1)
@@ -200,8 +223,6 @@ def test_sampled_path_trains(attention, feeding):
     for name, p in model.named_parameters():
         assert p.grad is not None and bool(torch.isfinite(p.grad).all()), name
         assert p.grad.abs().sum() > 0, name
-
-
 
 
 @pytest.mark.parametrize("ratio", [1.0, 0.5, 0.0])
@@ -241,9 +262,18 @@ def train_events(out):
 def sampled_run(tmp_path_factory, prepped):
     """20 steps of `nmt train` with the ratio falling linearly from 1 to 0.5 over 10 steps."""
     out = tmp_path_factory.mktemp("scheduled") / "model"
-    result = run_train(prepped, out, *sets(
-        "train.teacher_forcing=0.5", "train.teacher_forcing_schedule=linear", "train.teacher_forcing_steps=10",
-        "train.max_steps=20", "train.log_every=2", "train.valid_every=20"))
+    result = run_train(
+        prepped,
+        out,
+        *sets(
+            "train.teacher_forcing=0.5",
+            "train.teacher_forcing_schedule=linear",
+            "train.teacher_forcing_steps=10",
+            "train.max_steps=20",
+            "train.log_every=2",
+            "train.valid_every=20",
+        ),
+    )
     assert_ok(result)
     return out
 

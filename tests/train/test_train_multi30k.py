@@ -9,8 +9,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import assert_ok, run_prep, run_train, sets
+
 from nmt_cli.decode.greedy import greedy
 from nmt_cli.prep import subwords
 from nmt_cli.prep.subwords import EOS
@@ -24,11 +24,23 @@ def test_prep_train_translate_on_a_multi30k_slice(tmp_path, multi30k_dir):
         with gzip.open(multi30k_dir / f"train.{lang}.gz", "rb") as f:
             (tmp_path / f"train.{lang}").write_bytes(b"".join(itertools.islice(f, 2000)))
     prep = tmp_path / "prep"
-    assert_ok(run_prep(tmp_path, "--train", tmp_path / "train", "--valid", multi30k_dir / "val",
-                       "--vocab-size", "1000", "--out", prep))
+    assert_ok(
+        run_prep(
+            tmp_path,
+            "--train",
+            tmp_path / "train",
+            "--valid",
+            multi30k_dir / "val",
+            "--vocab-size",
+            "1000",
+            "--out",
+            prep,
+        )
+    )
     model_dir = tmp_path / "model"
-    assert_ok(run_train(prep, model_dir, *sets("train.max_steps=40", "train.valid_every=20",
-                                               "train.valid_batch_size=256")))
+    assert_ok(
+        run_train(prep, model_dir, *sets("train.max_steps=40", "train.valid_every=20", "train.valid_batch_size=256"))
+    )
 
     events = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [e["loss"] for e in events if e["event"] == "train"]
