@@ -20,7 +20,8 @@ from pathlib import Path
 import sacrebleu
 import yaml
 
-from nmt_cli.train import checkpoint, metrics
+from nmt_cli import checkpoint
+from nmt_cli.train import metrics
 
 
 def main() -> None:

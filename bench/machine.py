@@ -18,9 +18,10 @@ FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the flags that decide 
 
 _PROBE = """
 import json, sys
+from nmt_cli.model import shapes
 from nmt_cli import config, device
 cfg = config.apply_overrides(config.load_recipe(sys.argv[1]), sys.argv[2:])
-speedup = device.bf16_speedup(device.product_shapes(cfg.model, max(1, cfg.train.batch_tokens // 32)))
+speedup = device.bf16_speedup(shapes.product_shapes(cfg.model, max(1, cfg.train.batch_tokens // 32)))
 chosen, why = device.auto_choice(speedup)
 print(json.dumps({"precision": chosen, "why": why, "speedup": speedup}))
 """

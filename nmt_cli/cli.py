@@ -278,7 +278,7 @@ def average(
     ),
 ) -> None:
     """Average the weights of several checkpoints of one run into one (usually a better translator)."""
-    from nmt_cli.train import checkpoint
+    from nmt_cli import checkpoint
     from nmt_cli.train.average import average as mean_of
     from nmt_cli.train.average import last_checkpoints
 

@@ -10,7 +10,6 @@ import torch
 from torch import Tensor
 
 from nmt_cli.errors import NmtError
-from nmt_cli.model.rnn import GATES
 
 
 def resolve(name: str) -> torch.device:
@@ -45,17 +44,6 @@ def to_autocast_dtype(t: Tensor) -> Tensor:
 # bf16 must be this many times faster than fp32 on the probe for ``auto`` to choose it: a
 # noisy machine near 1x would otherwise flip between runs (docs/performance.md).
 AUTO_MARGIN = 1.2
-
-
-def product_shapes(model, rows: int) -> list[tuple[int, int, int]]:
-    """(rows, k, n) of the matrix products that dominate a step of this model (a
-    ``ModelConfig``): the decoder's recurrent product and its output layer over ``rows``
-    target positions. What the precision probe times."""
-    gates = GATES[model.cell]
-    return [
-        (rows, model.decoder_hidden, gates * model.decoder_hidden),
-        (rows, model.output_size, 4 * model.output_size),
-    ]
 
 
 def bf16_speedup(shapes: list[tuple[int, int, int]] = ((128, 512, 1536),), reps: int = 3) -> float:

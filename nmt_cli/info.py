@@ -19,7 +19,7 @@ def describe(path: Path | str) -> dict[str, Any]:
     if path.is_dir():
         if (path / "manifest.json").is_file():
             return _prep(path)
-        from nmt_cli.train import checkpoint
+        from nmt_cli import checkpoint
 
         best = path / "best.pt"
         newest = best if best.is_file() else checkpoint.latest(path)
@@ -32,7 +32,7 @@ def describe(path: Path | str) -> dict[str, Any]:
 
 
 def _checkpoint(path: Path) -> dict[str, Any]:
-    from nmt_cli.train import checkpoint
+    from nmt_cli import checkpoint
 
     payload = checkpoint.load(path, mmap=True, require=checkpoint.FOR_INFERENCE, check=False)  # shown below
     progress, vocab, config = payload.get("progress") or {}, payload["vocab"], payload["config"]
@@ -64,7 +64,7 @@ def _checkpoint(path: Path) -> dict[str, Any]:
 
 def _digest(payload: dict[str, Any], path: Path) -> dict[str, Any] | str:
     """The model's sha256 and whether every entry still matches its digest."""
-    from nmt_cli.train import checkpoint
+    from nmt_cli import checkpoint
 
     changed = checkpoint.damaged(payload, path)
     if changed is None:
@@ -77,7 +77,8 @@ def _digest(payload: dict[str, Any], path: Path) -> dict[str, Any] | str:
 
 
 def _model_dir(path: Path) -> dict[str, Any]:
-    from nmt_cli.train import checkpoint, metrics
+    from nmt_cli import checkpoint
+    from nmt_cli.train import metrics
 
     out: dict[str, Any] = {
         "path": str(path),

@@ -11,8 +11,8 @@ import torch
 from conftest import TINY_RECIPE, assert_ok, make_pairs, sets, write_lines
 from typer.testing import CliRunner
 
+from nmt_cli import checkpoint
 from nmt_cli.cli import app
-from nmt_cli.train import checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -9,10 +9,11 @@ import torch
 
 from nmt_cli import device as devices
 from nmt_cli.config import ModelConfig
+from nmt_cli.model import shapes
 
 CPU = torch.device("cpu")
 REAL_BF16_SPEEDUP = devices.bf16_speedup  # before conftest's stub replaces it in each test
-SHAPES = devices.product_shapes(ModelConfig(), 32)
+SHAPES = shapes.product_shapes(ModelConfig(), 32)
 
 
 def test_bf16_speedup_is_a_ratio_and_leaves_the_random_state_alone():
@@ -23,7 +24,7 @@ def test_bf16_speedup_is_a_ratio_and_leaves_the_random_state_alone():
 
 
 def test_product_shapes_follow_the_model():
-    lstm = devices.product_shapes(ModelConfig(cell="lstm", decoder_hidden=64, output_size=32), 8)
+    lstm = shapes.product_shapes(ModelConfig(cell="lstm", decoder_hidden=64, output_size=32), 8)
     assert lstm == [(8, 64, 256), (8, 32, 128)]
 
 

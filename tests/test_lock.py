@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY_RECIPE, hold_in_child, sets
 
-from nmt_cli import lock
+from nmt_cli import checkpoint, lock
 from nmt_cli.errors import NmtError
-from nmt_cli.train import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

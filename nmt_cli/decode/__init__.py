@@ -1,1 +1,2 @@
-"""Decoding: greedy and beam search over a trained model."""
+"""Decoding: a checkpoint made ready for inference, translating files and streams, and
+forced decoding (the score of given translations)."""

@@ -23,7 +23,7 @@ import torch
 from nmt_cli import io as nio
 from nmt_cli.decode.inference import Inference, batches
 from nmt_cli.errors import NmtError
-from nmt_cli.prep.subwords import EOS, PAD, SOS
+from nmt_cli.vocab import EOS, PAD, SOS
 
 CHUNK = 2048  # pairs read at a time
 

@@ -16,14 +16,15 @@ from pathlib import Path
 import sentencepiece as spm
 import torch
 
+from nmt_cli import checkpoint
 from nmt_cli import device as devices
 from nmt_cli.config import Config, DecodeConfig, ModelConfig, with_values
 from nmt_cli.errors import NmtError, warn
+from nmt_cli.model import shapes
 from nmt_cli.model.encoder import FusedEncoder
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.prep import filters, subwords
-from nmt_cli.prep.subwords import EOS, PAD
-from nmt_cli.train import checkpoint
+from nmt_cli.vocab import EOS, PAD
 
 NO_LIMIT = 1024  # subwords kept per sentence when the checkpoint sets no data.max_len
 
@@ -107,7 +108,7 @@ def choose_precision(decode: DecodeConfig, model: ModelConfig, device: torch.dev
     if int8:
         return replace(decode, precision="fp32"), "auto -> fp32, int8"
     rows = decode.sentences_per_batch * decode.beam
-    precision, why = devices.resolve_precision("auto", device, devices.product_shapes(model, rows))
+    precision, why = devices.resolve_precision("auto", device, shapes.product_shapes(model, rows))
     return replace(decode, precision=precision), f"auto -> {precision} ({why})"
 
 

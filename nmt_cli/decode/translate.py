@@ -19,12 +19,12 @@ import torch
 
 from nmt_cli import io as nio
 from nmt_cli.decode import alignment
-from nmt_cli.decode.beam import beam_search
-from nmt_cli.decode.greedy import greedy_encoded
-from nmt_cli.decode.hypothesis import Hypothesis
 from nmt_cli.decode.inference import Inference, batches
 from nmt_cli.errors import warn
-from nmt_cli.prep.subwords import UNK
+from nmt_cli.search.beam import beam_search
+from nmt_cli.search.greedy import greedy_encoded
+from nmt_cli.search.hypothesis import Hypothesis
+from nmt_cli.vocab import UNK
 
 CHUNK_BATCHES = 8  # a chunk of input holds this many batches' worth of lines
 

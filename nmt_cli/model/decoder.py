@@ -37,7 +37,7 @@ from nmt_cli.model.dropout import Dropout
 from nmt_cli.model.loss import Workspace, projected_losses
 from nmt_cli.model.rnn import StackedCells
 from nmt_cli.model.shapes import over_rounded_rows
-from nmt_cli.prep.subwords import PAD, SOS, UNK
+from nmt_cli.vocab import PAD, SOS, UNK
 
 
 @dataclass

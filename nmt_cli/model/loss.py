@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from nmt_cli.model.shapes import padded_rows, token_rows
-from nmt_cli.prep.subwords import PAD
+from nmt_cli.vocab import PAD
 
 CHUNK_ROWS = 128  # 128 x 8k vocabulary x 4 bytes: a 4 MB fp32 block
 

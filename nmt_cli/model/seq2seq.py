@@ -17,7 +17,7 @@ from nmt_cli.device import to_autocast_dtype
 from nmt_cli.model.decoder import Decoder, Memory
 from nmt_cli.model.encoder import Encoder
 from nmt_cli.model.loss import token_losses
-from nmt_cli.prep.subwords import PAD
+from nmt_cli.vocab import PAD
 
 
 @dataclass

@@ -29,6 +29,8 @@ from collections.abc import Callable
 from torch import Tensor
 from torch.nn import functional as F
 
+from nmt_cli.model import rnn  # (rnn imports this module too: its names are read at call time)
+
 STEP_ROWS = 8
 TOKEN_ROWS = 256  # at most 255 zero rows on a 3,000-5,000-token batch: under 4% more work in these products
 LENGTH_MULTIPLE = 8
@@ -63,3 +65,14 @@ def over_rounded_rows(product: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     flat = x.reshape(-1, x.size(-1))  # (n, in)
     n = flat.size(0)
     return product(padded_rows(flat, token_rows(n)))[:n].view(*x.shape[:-1], -1)
+
+
+def product_shapes(model, rows: int) -> list[tuple[int, int, int]]:
+    """(rows, k, n) of the matrix products that dominate a step of this model (a
+    ``ModelConfig``): the decoder's recurrent product and its output layer over ``rows``
+    target positions. What the precision probe times."""
+    gates = rnn.GATES[model.cell]
+    return [
+        (rows, model.decoder_hidden, gates * model.decoder_hidden),
+        (rows, model.output_size, 4 * model.output_size),
+    ]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nmt_cli import __version__, lock
+from nmt_cli import __version__, lock, vocab
 from nmt_cli import io as nio
 from nmt_cli.config import DataConfig, to_dict
 from nmt_cli.errors import NmtError
@@ -211,8 +211,8 @@ def build(
             "vocab_file": {lang: models[lang][0].replace(".model", ".vocab") for lang in langs},
             "size": {lang: models[lang][1].get_piece_size() for lang in langs},
         },
-        "special_ids": dict(subwords.SPECIAL_IDS),
-        "special_pieces": dict(subwords.SPECIAL_PIECES),
+        "special_ids": dict(vocab.SPECIAL_IDS),
+        "special_pieces": dict(vocab.SPECIAL_PIECES),
         "id_dtype": {lang: dtypes[lang].name for lang in langs},
         "files": {p.name: {"bytes": p.stat().st_size, "sha256": nio.sha256_file(p)} for p in sorted(tmp.iterdir())},
     }

@@ -1,18 +1,4 @@
-"""SentencePiece subword models with the toolkit's fixed special ids.
-
-Every model nmt trains or accepts maps the four special symbols to the same ids, so the
-id files, the model's embedding rows and the decoder's start/stop logic agree without
-looking anything up:
-
-====  =======  ======
-name  symbol   id
-====  =======  ======
-pad   <pad>    0
-unk   <unk>    1
-sos   <s>      2
-eos   </s>     3
-====  =======  ======
-"""
+"""SentencePiece subword models with the toolkit's fixed special ids (``vocab.py``)."""
 
 from __future__ import annotations
 
@@ -24,10 +10,7 @@ import sentencepiece as spm
 
 from nmt_cli.config import DataConfig
 from nmt_cli.errors import NmtError
-
-PAD, UNK, SOS, EOS = 0, 1, 2, 3
-SPECIAL_IDS = {"pad": PAD, "unk": UNK, "sos": SOS, "eos": EOS}
-SPECIAL_PIECES = {"pad": "<pad>", "unk": "<unk>", "sos": "<s>", "eos": "</s>"}
+from nmt_cli.vocab import EOS, PAD, SOS, SPECIAL_IDS, SPECIAL_PIECES, UNK
 
 
 def train(inputs: list[Path], cfg: DataConfig, threads: int, what: str) -> bytes:

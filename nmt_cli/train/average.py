@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
+from nmt_cli import checkpoint
 from nmt_cli.errors import NmtError
-from nmt_cli.train import checkpoint
 
 KEPT = ("config", "vocab", "data", "progress")  # what the averaged checkpoint takes from the newest
 

@@ -22,7 +22,7 @@ import torch
 from nmt_cli.model.seq2seq import Batch
 from nmt_cli.model.shapes import LENGTH_MULTIPLE, round_up
 from nmt_cli.prep.store import IdStore
-from nmt_cli.prep.subwords import EOS, PAD, SOS
+from nmt_cli.vocab import EOS, PAD, SOS
 
 POOL_BATCHES = 100
 

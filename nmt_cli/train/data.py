@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from nmt_cli import io as nio
+from nmt_cli import vocab
 from nmt_cli.errors import NmtError
 from nmt_cli.prep import manifest as mf
 from nmt_cli.prep import subwords
@@ -50,7 +51,7 @@ def target_words(train: PairData, vocab_size: int) -> list[int]:
     ids = train.tgt.ids
     for start in range(0, len(ids), WORDS_CHUNK):
         seen[np.unique(ids[start : start + WORDS_CHUNK])] = True
-    seen[[subwords.EOS, subwords.UNK]] = True
+    seen[[vocab.EOS, vocab.UNK]] = True
     return np.flatnonzero(seen).tolist()
 
 

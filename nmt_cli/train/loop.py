@@ -31,15 +31,14 @@ from typing import Any
 import torch
 import yaml
 
-from nmt_cli import allocator, lock
+from nmt_cli import allocator, checkpoint, lock, vocab
 from nmt_cli import device as devices
 from nmt_cli.config import Config, DataConfig, TrainConfig, from_dict, parse_duration, to_dict
 from nmt_cli.errors import EnvError, NmtError, os_reason
 from nmt_cli.model import shapes
 from nmt_cli.model.seq2seq import Seq2Seq, parameter_count
-from nmt_cli.prep import subwords
-from nmt_cli.train import checkpoint, distributed, metrics
 from nmt_cli.train import data as prepared_data
+from nmt_cli.train import distributed, metrics
 from nmt_cli.train.optim import Schedule, make_optimizer
 from nmt_cli.train.scheduled_sampling import teacher_forcing_ratio
 from nmt_cli.train.validate import validate
@@ -442,7 +441,7 @@ def _choose_precision(cfg: Config, resumed: str | None, dev: torch.device) -> tu
     else:
         rows = shapes.round_up(max(1, cfg.train.batch_tokens // 32), cfg.train.batch_multiple)
         chosen, why = distributed.from_main(
-            devices.resolve_precision(asked, dev, devices.product_shapes(cfg.model, rows))
+            devices.resolve_precision(asked, dev, shapes.product_shapes(cfg.model, rows))
         )
     line = f"precision {chosen}" if asked != "auto" else f"precision auto -> {chosen} ({why})"
     if resumed not in (None, "auto", chosen):
@@ -508,8 +507,8 @@ def _check_same_data(state: dict, data: prepared_data.Prepared, path: Path) -> N
 
 
 def _check_vocab(cfg: Config, data: prepared_data.Prepared) -> None:
-    if data.vocab["special_ids"] != subwords.SPECIAL_IDS:
-        raise NmtError(f"prep directory has special ids {data.vocab['special_ids']}, expected {subwords.SPECIAL_IDS}")
+    if data.vocab["special_ids"] != vocab.SPECIAL_IDS:
+        raise NmtError(f"prep directory has special ids {data.vocab['special_ids']}, expected {vocab.SPECIAL_IDS}")
     if cfg.model.share_embeddings and not data.vocab["joint"]:
         raise NmtError("model.share_embeddings needs a joint vocabulary (nmt prep --joint)")
 

@@ -15,9 +15,9 @@ import sentencepiece as spm
 import torch
 
 from nmt_cli.config import TrainConfig
-from nmt_cli.decode.greedy import greedy_encoded
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.model.shapes import STEP_ROWS
+from nmt_cli.search.greedy import greedy_encoded
 from nmt_cli.train.batching import PairData
 
 

@@ -40,7 +40,7 @@ class Independent:
     """The checkpoint's model and subword models, loaded here without nmt's Inference."""
 
     def __init__(self, path: Path):
-        from nmt_cli.train import checkpoint
+        from nmt_cli import checkpoint
 
         payload = checkpoint.load(path)
         self.model, self.cfg = checkpoint.load_model(payload)

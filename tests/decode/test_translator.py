@@ -12,10 +12,10 @@ import pytest
 import torch
 from conftest import EOS_ID, PAD_ID, SOS_ID, UNK_ID, assert_ok, make_pairs, manifest, run_train, sets
 
+from nmt_cli import checkpoint
 from nmt_cli.decode.alignment import WORD_START
-from nmt_cli.decode.hypothesis import Hypothesis
 from nmt_cli.decode.translate import Line, Outputs, Translator, format_line, write_attention
-from nmt_cli.train import checkpoint
+from nmt_cli.search.hypothesis import Hypothesis
 
 
 def translator_for(path: Path, keep_attention: bool = False, **overrides) -> Translator:

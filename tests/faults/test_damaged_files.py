@@ -16,8 +16,8 @@ import torch
 from conftest import TEST_PAIRS, assert_error_ends, assert_ok, make_pairs, run_prep, run_train, write_lines
 from typer.testing import CliRunner
 
+from nmt_cli import checkpoint
 from nmt_cli.cli import app
-from nmt_cli.train import checkpoint
 
 
 def nmt(*args):

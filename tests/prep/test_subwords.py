@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import make_pairs, train_foreign_model, write_lines
 
+from nmt_cli import vocab
 from nmt_cli.config import DataConfig
 from nmt_cli.errors import NmtError
 from nmt_cli.prep import subwords
@@ -23,9 +24,9 @@ def cfg(**kw) -> DataConfig:
 
 
 def test_constants():
-    assert (subwords.PAD, subwords.UNK, subwords.SOS, subwords.EOS) == (0, 1, 2, 3)
-    assert subwords.SPECIAL_IDS == {"pad": 0, "unk": 1, "sos": 2, "eos": 3}
-    assert subwords.SPECIAL_PIECES == {"pad": "<pad>", "unk": "<unk>", "sos": "<s>", "eos": "</s>"}
+    assert (vocab.PAD, vocab.UNK, vocab.SOS, vocab.EOS) == (0, 1, 2, 3)
+    assert vocab.SPECIAL_IDS == {"pad": 0, "unk": 1, "sos": 2, "eos": 3}
+    assert vocab.SPECIAL_PIECES == {"pad": "<pad>", "unk": "<unk>", "sos": "<s>", "eos": "</s>"}
 
 
 @pytest.mark.parametrize("spm_type", ["unigram", "bpe"])
@@ -48,7 +49,7 @@ def test_no_normalization_of_its_own(tmp_path):
     path = write_lines(tmp_path / "t", ["ﬁsch und ﬂuss"] * 50 + [de for de, _ in make_pairs(100, 4)])
     sp = subwords.from_bytes(subwords.train([path], cfg(vocab_size=60), 1, "de"), "m")
     assert sp.decode(sp.encode("ﬁsch")) == "ﬁsch"
-    assert subwords.UNK not in sp.encode("ﬁsch")
+    assert vocab.UNK not in sp.encode("ﬁsch")
 
 
 def test_vocab_size_too_high(text):

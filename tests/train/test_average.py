@@ -11,10 +11,10 @@ import torch
 from conftest import assert_ok, assert_one_line_error, tiny_model_config
 from typer.testing import CliRunner
 
+from nmt_cli import checkpoint
 from nmt_cli.cli import app
 from nmt_cli.errors import NmtError
 from nmt_cli.model.seq2seq import Seq2Seq
-from nmt_cli.train import checkpoint
 from nmt_cli.train.average import average, last_checkpoints
 
 

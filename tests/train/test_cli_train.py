@@ -19,8 +19,8 @@ from conftest import (
 )
 from typer.testing import CliRunner
 
+from nmt_cli import checkpoint
 from nmt_cli.cli import app
-from nmt_cli.train import checkpoint
 
 
 def metrics(out):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from conftest import VALID_PAIRS, decoded, ids, manifest, read_text_lines
 
-from nmt_cli.prep.subwords import SPECIAL_IDS
 from nmt_cli.train import data as prepared_data
+from nmt_cli.vocab import SPECIAL_IDS
 
 
 def test_load_a_prep_directory(prepped):

@@ -16,7 +16,8 @@ import pytest
 import torch
 from conftest import TINY_RECIPE, assert_ok, run_train, sets
 
-from nmt_cli.train import checkpoint, distributed
+from nmt_cli import checkpoint
+from nmt_cli.train import distributed
 
 # 250 tokens cut an epoch of the tiny corpus into 53 batches: step 27 has one batch, so
 # rank 1 sits it out (weight 0), and step 28 begins the second epoch.

@@ -24,10 +24,11 @@ from conftest import (
 )
 from typer.testing import CliRunner
 
+from nmt_cli import checkpoint
 from nmt_cli.cli import app
 from nmt_cli.config import apply_overrides, load_recipe
-from nmt_cli.train import checkpoint, loop
 from nmt_cli.train import data as prepared_data
+from nmt_cli.train import loop
 from nmt_cli.train.loop import train
 
 STOP_AT = 13  # not a multiple of valid_every (10) nor of log_every (5), inside the first epoch

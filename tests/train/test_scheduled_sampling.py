@@ -290,7 +290,7 @@ def test_train_logs_the_linear_schedule(sampled_run):
 
 
 def test_scheduled_sampling_run_validates_and_saves_finite_weights(sampled_run):
-    from nmt_cli.train import checkpoint
+    from nmt_cli import checkpoint
 
     lines = (sampled_run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     valid = [e for e in map(json.loads, lines) if e["event"] == "valid"]

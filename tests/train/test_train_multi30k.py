@@ -11,10 +11,10 @@ import pytest
 import torch
 from conftest import assert_ok, run_prep, run_train, sets
 
-from nmt_cli.decode.greedy import greedy
+from nmt_cli import checkpoint
 from nmt_cli.prep import subwords
-from nmt_cli.prep.subwords import EOS
-from nmt_cli.train import checkpoint
+from nmt_cli.search.greedy import greedy
+from nmt_cli.vocab import EOS
 
 pytestmark = pytest.mark.multi30k
 

@@ -23,11 +23,11 @@ from conftest import (
     tiny_model_config,
 )
 
-from nmt_cli.decode.beam import beam_search
-from nmt_cli.decode.greedy import greedy_encoded
-from nmt_cli.decode.hypothesis import ranking_score
 from nmt_cli.model.decoder import Decoder, Memory
 from nmt_cli.model.seq2seq import Seq2Seq
+from nmt_cli.search.beam import beam_search
+from nmt_cli.search.greedy import greedy_encoded
+from nmt_cli.search.hypothesis import ranking_score
 
 VOCAB = 25
 SPECIAL = {PAD_ID, SOS_ID, EOS_ID}

@@ -18,13 +18,13 @@ import torch
 from conftest import TINY_RECIPE, TRAINED_SETS, TRAINED_STEPS, assert_ok, manifest, run_train, sets
 from typer.testing import CliRunner
 
+from nmt_cli import checkpoint
 from nmt_cli.cli import app
 from nmt_cli.config import Config, ModelConfig, apply_overrides, from_dict, load_recipe
-from nmt_cli.decode.greedy import greedy
 from nmt_cli.errors import NmtError
 from nmt_cli.model.seq2seq import Seq2Seq
-from nmt_cli.prep.subwords import EOS, SPECIAL_IDS
-from nmt_cli.train import checkpoint
+from nmt_cli.search.greedy import greedy
+from nmt_cli.vocab import EOS, SPECIAL_IDS
 
 KEYS = {"format", "config", "model", "optimizer", "schedule", "rng", "progress", "vocab", "data"}
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from nmt_cli.decode.hypothesis import Hypothesis, coverage_penalty, length_penalty, ranking_score
+from nmt_cli.search.hypothesis import Hypothesis, coverage_penalty, length_penalty, ranking_score
 
 
 @pytest.mark.parametrize("length", [0, 1, 7, 50])

@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nmt_cli.decode.hypothesis import Hypothesis
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.model.shapes import STEP_ROWS, rounded_rows
-from nmt_cli.prep.subwords import EOS, PAD, SOS
+from nmt_cli.search.hypothesis import Hypothesis
+from nmt_cli.vocab import EOS, PAD, SOS
 
 
 @torch.no_grad()

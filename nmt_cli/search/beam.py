@@ -5,7 +5,7 @@ extended by every word; of the (beam × vocab) extensions per sentence the best 
 log-probability are looked at in order:
 
 * an extension by EOS among the best ``beam`` is *finished*: it leaves the beam and is
-  kept with its ranking score (:mod:`nmt_cli.decode.hypothesis`: GNMT length and
+  kept with its ranking score (:mod:`nmt_cli.search.hypothesis`: GNMT length and
   coverage penalties);
 * the best ``beam`` extensions by another word stay open (2·beam candidates always hold
   that many, since at most ``beam`` of them end in EOS).
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nmt_cli.decode.hypothesis import Hypothesis, coverage_penalty, length_penalty, ranking_score
 from nmt_cli.model.seq2seq import Seq2Seq
-from nmt_cli.prep.subwords import EOS, SOS
+from nmt_cli.search.hypothesis import Hypothesis, coverage_penalty, length_penalty, ranking_score
+from nmt_cli.vocab import EOS, SOS
 
 
 class _Sentence:

@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import COPY_MAX, COPY_MIN, COPY_VOCAB, EOS_ID, SOS_ID, make_batch, random_sequences, tiny_model_config
 
-from nmt_cli.decode.greedy import greedy, greedy_encoded
 from nmt_cli.model.seq2seq import Seq2Seq
+from nmt_cli.search.greedy import greedy, greedy_encoded
 
 VOCAB = 25
 
