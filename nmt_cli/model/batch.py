@@ -44,10 +44,8 @@ class Batch:
         return cls(*(torch.from_numpy(x) for x in (src, lengths, tgt_in, tgt_out)), tokens)
 
     def to(self, device: torch.device) -> Batch:
-        def move(x):
-            return None if x is None else x.to(device)
-
-        return Batch(move(self.src), self.src_lengths, move(self.tgt_in), move(self.tgt_out), self.tokens)
+        tgt = [None if x is None else x.to(device) for x in (self.tgt_in, self.tgt_out)]
+        return Batch(self.src.to(device), self.src_lengths, *tgt, self.tokens)
 
 
 def _padded(sentences: Sequence, rows: int, width: int, start: int | None = None, end: int | None = None):
