@@ -13,7 +13,6 @@ chunks, sorted by length into batches and written back in input order.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,9 @@ import torch
 from nmt_cli import io as nio
 from nmt_cli.decode.inference import Inference, batches
 from nmt_cli.errors import NmtError
-from nmt_cli.vocab import EOS, PAD, SOS
+from nmt_cli.model import loss
+from nmt_cli.model.batch import Batch
+from nmt_cli.vocab import PAD
 
 CHUNK = 2048  # pairs read at a time
 
@@ -51,17 +52,11 @@ def score_pairs(inference: Inference, pairs: list[Pair], batch_size: int) -> Non
         raise ValueError("forced decoding needs the whole output layer: load with search=False")
     ordered = sorted(pairs, key=lambda p: -len(p.src))
     for batch in batches(ordered, lambda p: len(p.src) + 1, batch_size, 0):
-        src, lengths = inference.source_tensor([p.src for p in batch])
-        longest = max(p.tokens for p in batch)
-        tgt_in = torch.full((len(batch), longest), PAD, dtype=torch.long)
-        tgt_out = torch.full((len(batch), longest), PAD, dtype=torch.long)
-        for row, p in enumerate(batch):
-            tgt_in[row, : p.tokens] = torch.tensor([SOS] + p.tgt)
-            tgt_out[row, : p.tokens] = torch.tensor(p.tgt + [EOS])
+        padded = Batch.of([p.src for p in batch], [p.tgt for p in batch]).to(inference.device)
         with inference.autocast():
-            logits = inference.model(src, lengths, tgt_in.to(inference.device))  # (batch, tgt_len, k)
+            logits = inference.model(padded.src, padded.src_lengths, padded.tgt_in)  # (batch, tgt_len, k)
         logp = torch.log_softmax(logits.float(), dim=-1)
-        target = tgt_out.to(inference.device)
+        target = padded.tgt_out
         token_logp = logp.gather(2, decoder.target_columns(target).unsqueeze(2)).squeeze(2) * (
             target != PAD
         )  # (batch, tgt_len)
@@ -99,4 +94,4 @@ def counted_alike(src: str, ref: str) -> bool:
 
 
 def perplexity(logprob: float, tokens: int) -> float:
-    return math.exp(min(-logprob / max(tokens, 1), 700.0))
+    return loss.perplexity(-logprob, tokens)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import itertools
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,10 +21,10 @@ from nmt_cli import device as devices
 from nmt_cli.config import Config, DecodeConfig, ModelConfig, with_values
 from nmt_cli.errors import NmtError, warn
 from nmt_cli.model import shapes
+from nmt_cli.model.batch import Batch, token_batches
 from nmt_cli.model.encoder import FusedEncoder
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.prep import filters, subwords
-from nmt_cli.vocab import EOS, PAD
 
 NO_LIMIT = 1024  # subwords kept per sentence when the checkpoint sets no data.max_len
 
@@ -87,11 +87,8 @@ class Inference:
 
     def source_tensor(self, sentences: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Ids + EOS, PAD-padded: src (batch, src_len) on the device, lengths (batch,) on the CPU."""
-        lengths = torch.tensor([len(ids) + 1 for ids in sentences])
-        src = torch.full((len(sentences), int(lengths.max())), PAD, dtype=torch.long)
-        for row, ids in enumerate(sentences):
-            src[row, : len(ids) + 1] = torch.tensor(ids + [EOS])
-        return src.to(self.device), lengths
+        batch = Batch.of(sentences)
+        return batch.src.to(self.device), batch.src_lengths
 
 
 def choose_precision(decode: DecodeConfig, model: ModelConfig, device: torch.device) -> tuple[DecodeConfig, str]:
@@ -112,20 +109,10 @@ def choose_precision(decode: DecodeConfig, model: ModelConfig, device: torch.dev
     return replace(decode, precision=precision), f"auto -> {precision} ({why})"
 
 
-def batches(items: list, size: Callable[[object], int], batch_size: int, batch_tokens: int) -> Iterator[list]:
-    """Consecutive runs of (length-sorted) items within the sentence and token limits;
-    ``size(item)`` is its length in subwords, padding counted against the longest."""
-    batch: list = []
-    longest = 0
-    for item in items:
-        n = size(item)
-        if batch and (len(batch) >= batch_size or (batch_tokens and max(longest, n) * (len(batch) + 1) > batch_tokens)):
-            yield batch
-            batch, longest = [], 0
-        batch.append(item)
-        longest = max(longest, n)
-    if batch:
-        yield batch
+def batches(items: list, size: Callable[[object], int], batch_size: int, batch_tokens: int) -> list[list]:
+    """Consecutive runs of (length-sorted) items within the sentence and token limits
+    (``token_batches``); ``size(item)`` is its length in subwords."""
+    return token_batches(items, [size(item) for item in items], batch_tokens, batch_size)
 
 
 def _own(model: Seq2Seq, vectors_only: bool = False) -> None:

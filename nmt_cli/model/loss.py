@@ -26,6 +26,8 @@ Two entry points:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -186,3 +188,9 @@ def _blocks(logits: Tensor) -> list[slice]:
     n = logits.size(0)
     size = CHUNK_ROWS if logits.device.type == "cpu" else max(n, 1)
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def perplexity(nll: float, tokens: float) -> float:
+    """exp(``nll`` / ``tokens``), the perplexity of a sum of -log p over target tokens; the
+    exponent capped where a float would overflow (a diverged or hopeless model)."""
+    return math.exp(min(nll / max(tokens, 1), 700.0))

@@ -7,33 +7,17 @@ predicts y_1 … y_n EOS. The loss is the label-smoothed cross-entropy of ``loss
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from nmt_cli.config import ModelConfig
 from nmt_cli.device import to_autocast_dtype
+from nmt_cli.model.batch import Batch
 from nmt_cli.model.decoder import Decoder, Memory
 from nmt_cli.model.encoder import Encoder
 from nmt_cli.model.loss import token_losses
 from nmt_cli.vocab import PAD
-
-
-@dataclass
-class Batch:
-    """Padded id tensors of one batch; see ``train/batching.py``."""
-
-    src: Tensor  # (batch, src_len) source ids + EOS, PAD-padded
-    src_lengths: Tensor  # (batch,)
-    tgt_in: Tensor  # (batch, tgt_len) SOS + target ids
-    tgt_out: Tensor  # (batch, tgt_len) target ids + EOS
-    tokens: int  # real target tokens (EOS included)
-
-    def to(self, device: torch.device) -> Batch:
-        return Batch(
-            self.src.to(device), self.src_lengths, self.tgt_in.to(device), self.tgt_out.to(device), self.tokens
-        )
 
 
 class Seq2Seq(nn.Module):

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from nmt_cli.model.seq2seq import Seq2Seq
-from nmt_cli.search.hypothesis import Hypothesis, coverage_penalty, length_penalty, ranking_score
+from nmt_cli.search.hypothesis import Hypothesis, coverage_penalty, length_penalty, output_limits, ranking_score
 from nmt_cli.vocab import EOS, SOS
 
 
@@ -169,7 +169,7 @@ def beam_search(
     """
     memory, state, feed = encoded
     batch, device = memory.mask.size(0), memory.mask.device
-    limits = (lengths.float() * max_len_a + max_len_b).long().clamp(min=1).tolist()
+    limits = output_limits(lengths, max_len_a, max_len_b).tolist()
     search = _Search(limits, beam, alpha, beta, keep_attention, memory.mask.size(1), device)
     prev = torch.full((batch,), SOS, dtype=torch.long, device=device)  # one row a sentence at first
     for step in range(max(limits)):

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.model.shapes import STEP_ROWS, rounded_rows
-from nmt_cli.search.hypothesis import Hypothesis
+from nmt_cli.search.hypothesis import Hypothesis, output_limits
 from nmt_cli.vocab import EOS, PAD, SOS
 
 
@@ -51,7 +51,7 @@ def greedy_encoded(
     """
     memory, state, feed = encoded
     batch, src_len, device = memory.mask.size(0), memory.mask.size(1), memory.mask.device
-    limits = (lengths.float() * max_len_a + max_len_b).long().clamp(min=1).to(device)  # (batch,)
+    limits = output_limits(lengths, max_len_a, max_len_b).to(device)  # (batch,)
     steps = int(limits.max())
     limits = torch.cat([limits, limits.new_zeros(1)])  # (batch+1,): row `batch` is the sink, never going on
     # one row more than the batch: the sink, where rows kept only as padding write

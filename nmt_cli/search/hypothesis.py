@@ -1,4 +1,5 @@
-"""A finished translation hypothesis and GNMT's length and coverage penalties.
+"""A finished translation hypothesis, GNMT's length and coverage penalties, and the
+limit on a hypothesis' length.
 
 Beam search ranks finished hypotheses by (Wu et al. 2016, "Google's NMT system")::
 
@@ -40,3 +41,9 @@ def coverage_penalty(coverage: Tensor, mask: Tensor, beta: float) -> float:
 
 def ranking_score(logprob: float, length: int, alpha: float, cp: float = 0.0) -> float:
     return logprob / length_penalty(length, alpha) + cp if logprob > -math.inf else -math.inf
+
+
+def output_limits(lengths: Tensor, max_len_a: float, max_len_b: int) -> Tensor:
+    """The most subwords (EOS included) a search may output for sources of ``lengths``
+    (EOS included): ``max_len_a * length + max_len_b``, at least 1."""
+    return (lengths.float() * max_len_a + max_len_b).long().clamp(min=1)

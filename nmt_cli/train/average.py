@@ -48,9 +48,10 @@ def average(paths: list[Path], force: bool = False) -> dict[str, Any]:
     newest: dict[str, Any] = {}
     for path in paths:
         payload = checkpoint.load(path, mmap=True, require=checkpoint.FOR_INFERENCE)
-        _check_same_model(newest, payload, path, paths[0])
-        if not force:
-            _check_same_run(newest, payload, path, paths[0])
+        if newest:
+            _check_same_model(newest, payload, path, paths[0])
+            if not force:
+                _check_same_run(newest, payload, path, paths[0])
         for name, tensor in payload["model"].items():
             total = sums.get(name)
             sums[name] = tensor.double() if total is None else total.add_(tensor.double())  # fp64: no rounding drift
@@ -64,8 +65,6 @@ def average(paths: list[Path], force: bool = False) -> dict[str, Any]:
 
 
 def _check_same_model(previous: dict[str, Any], payload: dict[str, Any], path: Path, first: Path) -> None:
-    if not previous:
-        return
     if (
         payload["config"]["model"] != previous["config"]["model"]
         or payload["vocab"]["tgt_size"] != previous["vocab"]["tgt_size"]
@@ -78,8 +77,6 @@ def _check_same_model(previous: dict[str, Any], payload: dict[str, Any], path: P
 
 
 def _check_same_run(previous: dict[str, Any], payload: dict[str, Any], path: Path, first: Path) -> None:
-    if not previous:
-        return
     runs = [(p.get("progress") or {}).get("run") for p in (previous, payload)]
     if all(runs):
         differ = "run ids differ" if runs[0] != runs[1] else ""

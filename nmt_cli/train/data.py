@@ -29,18 +29,6 @@ class Prepared:
     tgt_spm: Any  # SentencePiece processor that detokenizes validation output
 
 
-def load_split(directory: Path | str, split: str) -> tuple[PairData, list[str]]:
-    """A valid/test split's ids and its raw target text (the references)."""
-    directory = Path(directory)
-    manifest = mf.load(directory)
-    if manifest["splits"].get(split, {}).get("role") not in ("valid", "test"):
-        tests = [n for n, s in manifest["splits"].items() if s["role"] in ("valid", "test")]
-        raise NmtError(f"{directory}: no valid/test split named {split!r} (there are: {', '.join(tests)})")
-    src, tgt, dtype = manifest["src_lang"], manifest["tgt_lang"], manifest["id_dtype"]
-    pairs = PairData(IdStore(directory, split, src, dtype[src]), IdStore(directory, split, tgt, dtype[tgt]))
-    return pairs, list(nio.read_lines(directory / f"{split}.{tgt}.txt"))
-
-
 def target_words(train: PairData, vocab_size: int) -> list[int]:
     """The ids that occur on the training data's target side, and EOS and UNK: the words a
     trained model can give any weight to. With a joint vocabulary this leaves out the

@@ -1,17 +1,13 @@
 """Data-parallel training on torch.distributed, as started by ``torchrun``.
 
-``torchrun --nproc_per_node N -m nmt_cli train ...`` starts N processes (ranks) and sets
+``torchrun --nproc_per_node N -m nmt_cli train ...`` starts N processes (ranks), with
 RANK, LOCAL_RANK, WORLD_SIZE and the rendezvous address in their environment. Each rank
-holds a whole copy of the model wrapped in DistributedDataParallel (DDP): every optimizer
-step, the ranks share out the step's token batches, run forward and backward on their
-own share, and DDP averages the gradients across ranks (gloo on CPU, nccl on CUDA) before
-each rank takes the same optimizer step. The ranks therefore stay identical, and a step
-of N ranks over batches b_1..b_N equals one process's step over the same batches.
-
-Only rank 0 validates, logs and writes files; decisions that change the trajectory (the
-validation score fed to the plateau schedule, when to stop) are taken on rank 0 and
-broadcast, so no rank can go its own way. A process started without torchrun is one rank
-of a world of one, and none of this costs anything.
+holds a copy of the model in DistributedDataParallel (DDP): every optimizer step the ranks
+share out the step's batches, and DDP averages their gradients (gloo on CPU, nccl on
+CUDA), so that the ranks stay identical and N ranks over batches b_1..b_N take the step
+one process would over the same batches. Rank 0 alone validates, logs and writes;
+decisions that change the trajectory (validation scores, stopping) are agreed by all
+ranks. A process started without torchrun is rank 0 of a world of one, at no cost.
 """
 
 from __future__ import annotations

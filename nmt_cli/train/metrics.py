@@ -96,9 +96,8 @@ def _how(run: str) -> str:
     median speed, for the summary of ``make demo``."""
     records = read(run)
     start = [e for e in records if e.get("event") == "start"]
-    speeds = sorted(
-        e["tokens_per_s"] for e in records if e.get("event") == "train" and "tokens_per_s" in e
-    )  # a hand-made file may lack it
+    # a hand-made file may lack the speeds
+    speeds = sorted(e["tokens_per_s"] for e in records if e.get("event") == "train" and "tokens_per_s" in e)
     if not start or not speeds:
         return ""
     asked = " (auto)" if start[-1].get("precision_asked") == "auto" else ""

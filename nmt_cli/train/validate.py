@@ -6,31 +6,22 @@ field reports them; so validation BLEU is comparable with `nmt score` on the sam
 
 from __future__ import annotations
 
-import contextlib
-import math
+from typing import Any
 
 import numpy as np
 import sacrebleu
-import sentencepiece as spm
 import torch
 
-from nmt_cli.config import TrainConfig
-from nmt_cli.model.seq2seq import Seq2Seq
+from nmt_cli.model.loss import perplexity
 from nmt_cli.model.shapes import STEP_ROWS
 from nmt_cli.search.greedy import greedy_encoded
-from nmt_cli.train.batching import PairData
+from nmt_cli.train.run import Run
 
 
 @torch.no_grad()
-def validate(
-    model: Seq2Seq,
-    data: PairData,
-    refs: list[str],
-    sp: spm.SentencePieceProcessor,
-    cfg: TrainConfig,
-    device: torch.device,
-    autocast=contextlib.nullcontext,
-) -> dict[str, float]:
+def validate(run: Run) -> dict[str, Any]:
+    """Scores of the model on the validation split, and its greedy hypotheses."""
+    model, data, cfg = run.model, run.data.valid, run.cfg.train
     was_training = model.training
     model.eval()
     order = np.argsort(data.src_len, kind="stable")
@@ -38,8 +29,8 @@ def validate(
     nll = tokens = 0.0
     for start in range(0, len(order), cfg.valid_batch_size):
         indices = order[start : start + cfg.valid_batch_size]
-        batch = data.collate(indices).to(device)
-        with autocast():
+        batch = data.collate(indices).to(run.device)
+        with run.autocast():
             encoded = model.encode(batch.src, batch.src_lengths)  # once, for the loss and for decoding
             nll += model.decoder.losses(model.decoder(batch.tgt_in, *encoded), batch.tgt_out, 0.0)[1].item()
             # rows rounded as training's batches are: its product kernels serve validation too (shapes.py)
@@ -54,13 +45,13 @@ def validate(
             )
         tokens += batch.tokens
         for i, hyp in zip(indices, hyps_batch):
-            hyps[i] = sp.decode(hyp.tokens)
+            hyps[i] = run.data.tgt_spm.decode(hyp.tokens)
     model.train(was_training)
     loss = nll / max(1.0, tokens)
     return {
         "loss": loss,
-        "ppl": math.exp(min(loss, 50.0)),
-        "bleu": sacrebleu.corpus_bleu(hyps, [refs]).score,
-        "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
+        "ppl": perplexity(nll, tokens),
+        "bleu": sacrebleu.corpus_bleu(hyps, [run.data.valid_refs]).score,
+        "chrf": sacrebleu.corpus_chrf(hyps, [run.data.valid_refs]).score,
         "hypotheses": hyps,
     }

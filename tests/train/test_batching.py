@@ -11,7 +11,7 @@ import torch
 from conftest import EOS_ID, PAD_ID, SOS_ID
 
 from nmt_cli.prep.store import IdStore, IdWriter
-from nmt_cli.train.batching import PairData, _cut
+from nmt_cli.train.batching import PairData
 
 
 def pair_data(root: Path, sources: list[list[int]], targets: list[list[int]], split: str = "train") -> PairData:
@@ -94,15 +94,6 @@ def test_full_batches_hold_a_multiple_of_the_batch_multiple(pairs, batch_tokens,
         for b, following in zip(batches, batches[1:]):
             grown = np.append(b, following[:8])
             assert len(grown) * int(pairs.size[grown].max()) > batch_tokens
-
-
-def test_sentences_are_not_handed_on_to_a_batch_they_would_overfill():
-    """Ten sentences of size 10 fill 100 tokens; the eleventh is 100 long. Keeping 8 and
-    handing 2 on would make a batch of 3 x 100 tokens: the ten stay together."""
-    size = np.array([10] * 10 + [100, 10])
-    batches = _cut(np.arange(12), size, 100, 8)
-    assert [b.tolist() for b in batches] == [list(range(10)), [10], [11]]
-    assert [len(b) for b in _cut(np.arange(12), np.full(12, 10), 100, 8)] == [8, 4]
 
 
 @pytest.mark.parametrize("batch_tokens", [30, 100, 700])
@@ -196,16 +187,6 @@ def test_collate_follows_the_given_order(tmp_path):
     assert batch.src[0, :6].tolist() == [14, 15, 16, 17, 18, EOS_ID]
     assert batch.tgt_out[1].tolist() == [20, EOS_ID, PAD_ID]
     assert batch.src.shape == (2, 8) and batch.tgt_in.shape == (2, 3)
-
-
-def test_collate_can_truncate_sources(tmp_path):
-    """max_len counts EOS: a truncated source keeps max_len - 1 ids and still ends in EOS."""
-    data = pair_data(tmp_path, SOURCES, TARGETS)
-    batch = data.collate(np.array([0, 3, 1]), max_len=3)
-    assert batch.src[:, :3].tolist() == [[10, 11, EOS_ID], [14, 15, EOS_ID], [EOS_ID, PAD_ID, PAD_ID]]
-    assert (batch.src[:, 3:] == PAD_ID).all()
-    assert batch.src_lengths.tolist() == [3, 3, 1]
-    assert batch.tgt_out[1].tolist() == [24, 25, EOS_ID, PAD_ID]  # targets untouched
 
 
 def test_batch_to_device_keeps_lengths_on_the_cpu(tmp_path):

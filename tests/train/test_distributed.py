@@ -28,24 +28,9 @@ DROPOUT = ("model.dropout=0.3", "model.emb_dropout=0.3")
 
 def torchrun(prep: Path, out: Path, *args: str, ranks: int = 2) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc_per_node RANKS -m nmt_cli train tiny.yaml ...``"""
-    argv = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={ranks}",
-        "-m",
-        "nmt_cli",
-        "train",
-        str(TINY_RECIPE),
-        "--data",
-        str(prep),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        *args,
-    ]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
+    argv = [*launcher, "-m", "nmt_cli", "train", str(TINY_RECIPE), "--data", str(prep), "--out", str(out)]
+    argv += ["--device", "cpu", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

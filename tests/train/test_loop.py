@@ -25,6 +25,7 @@ from conftest import (
 from typer.testing import CliRunner
 
 from nmt_cli import checkpoint
+from nmt_cli import device as devices
 from nmt_cli.cli import app
 from nmt_cli.config import apply_overrides, load_recipe
 from nmt_cli.train import data as prepared_data
@@ -247,7 +248,7 @@ def test_early_stopping_on_patience(tmp_path, prepped):
 
 
 def test_bf16_note_on_a_cpu_where_bf16_is_slow(monkeypatch, tmp_path, prepped):
-    monkeypatch.setattr(loop.devices, "bf16_speedup", lambda: 0.5)
+    monkeypatch.setattr(devices, "bf16_speedup", lambda: 0.5)
     display = Lines()
     train(
         tiny_config("train.precision=bf16", "train.max_steps=1"),
@@ -263,30 +264,16 @@ def test_bf16_note_on_a_cpu_where_bf16_is_slow(monkeypatch, tmp_path, prepped):
 
 @pytest.mark.parametrize("speedup, chosen", [(0.02, "fp32"), (1.19, "fp32"), (2.5, "bf16")])
 def test_auto_precision_is_resolved_recorded_and_kept_on_resume(monkeypatch, tmp_path, prepped, speedup, chosen):
-    monkeypatch.setattr(loop.devices, "bf16_speedup", lambda shapes: speedup)
+    monkeypatch.setattr(devices, "bf16_speedup", lambda shapes: speedup)
     display, out = Lines(), tmp_path / "model"
-    train(
-        tiny_config("train.max_steps=2", "train.valid_every=2"),
-        prepped,
-        out,
-        resume=False,
-        device="cpu",
-        display=display,
-    )
+    train(tiny_config("train.max_steps=2", "train.valid_every=2"), prepped, out, False, "cpu", display)
     assert f"precision auto -> {chosen} (bf16 {speedup:.2f}x fp32 on this CPU)" in _start_line(display)
     assert checkpoint.load(out / "best.pt")["config"]["train"]["precision"] == chosen
     assert [e["precision"] for e in events(out) if e["event"] == "start"] == [chosen]
     # the probe would now answer otherwise: the resumed run keeps its precision, unprobed
-    monkeypatch.setattr(loop.devices, "bf16_speedup", lambda shapes: pytest.fail("probed on resume"))
+    monkeypatch.setattr(devices, "bf16_speedup", lambda shapes: pytest.fail("probed on resume"))
     display = Lines()
-    train(
-        tiny_config("train.max_steps=4", "train.valid_every=2"),
-        prepped,
-        out,
-        resume=True,
-        device="cpu",
-        display=display,
-    )
+    train(tiny_config("train.max_steps=4", "train.valid_every=2"), prepped, out, True, "cpu", display)
     assert f"precision auto -> {chosen} (the precision this run started in)" in _start_line(display)
     assert [e["precision"] for e in events(out) if e["event"] == "start"] == [chosen, chosen]
     assert checkpoint.load(out / "ckpt-0000004.pt")["config"]["train"]["precision"] == chosen

@@ -1,0 +1,125 @@
+"""A run's checkpoints: what one holds (:func:`save`), and resuming from one: the checks,
+the config a resumed run goes on with, the states taken back (:func:`restore`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from nmt_cli import checkpoint
+from nmt_cli.config import Config, TrainConfig, to_dict
+from nmt_cli.errors import NmtError
+from nmt_cli.train import distributed
+
+if TYPE_CHECKING:
+    from nmt_cli.train.data import Prepared
+    from nmt_cli.train.run import Run
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_done: int = 0  # batches of the current epoch already trained on
+    elapsed: float = 0.0  # training seconds, over all runs of this model
+    best_bleu: float = -1.0
+    best_step: int = 0
+    validated_step: int = -1
+    stop_reason: str = ""
+    run: str = ""  # set when training starts, kept by every resume: tells one run's checkpoints from another's
+
+
+@dataclass
+class Resumed:
+    """The checkpoint a run resumes from."""
+
+    path: Path
+    state: dict[str, Any]  # the checkpoint's payload
+    precision: str  # the precision it trained in
+
+
+def resumed_from(cfg: Config, data: Prepared, out: Path, resume: bool, log) -> tuple[Config, Resumed | None]:
+    """With ``resume``, the newest checkpoint of ``out`` and the config the run goes on
+    with: the checkpoint's model, the given train section (so budgets can be extended), a
+    note for each train setting that changes. Without, ``out`` must be new or empty."""
+    if out.exists() and not out.is_dir():
+        raise NmtError(f"{out}: exists and is not a directory")
+    path = checkpoint.latest(out) if out.is_dir() else None
+    if not resume:
+        if out.is_dir() and any(out.iterdir()):
+            raise NmtError(f"{out}: not empty; add --resume to continue its training, or choose another --out")
+        return cfg, None
+    if path is None:
+        raise NmtError(f"{out}: no checkpoint to resume from (ckpt-*.pt)")
+    state = checkpoint.load(path)
+    saved = checkpoint.validate(state, path, resume=True)  # the checkpoint's Config
+    if saved.model != cfg.model:
+        changed = [k for k in asdict(cfg.model) if getattr(cfg.model, k) != getattr(saved.model, k)]
+        raise NmtError(f"{path}: was trained with other model settings ({', '.join('model.' + k for k in changed)})")
+    if state["data"]["fingerprint"] != data.manifest["fingerprint"]:
+        raise NmtError(f"{path}: was trained on other prepared data (manifest fingerprint differs)")
+    for line in _changes(saved.train, cfg.train):
+        log.line(line)
+    return Config(saved.data, saved.model, cfg.train, cfg.decode), Resumed(path, state, saved.train.precision)
+
+
+def _changes(saved: TrainConfig, given: TrainConfig) -> list[str]:
+    """One note per train setting a resumed run changes, so that a change is never silent."""
+    lines = []
+    for key, before in asdict(saved).items():
+        if key == "precision":  # its own line: run._choose_precision
+            continue
+        if (after := getattr(given, key)) != before:
+            lines.append(f"note: --resume: train.{key} {before} -> {after} (checkpoint's value -> this run's)")
+    return lines
+
+
+def restore(run: Run, resumed: Resumed) -> None:
+    """The checkpoint's model, optimizer, schedule, scaler and progress. Each rank takes
+    back its own generator state; a run resumed on another number of ranks resumes its
+    batches exactly, but not its dropout masks."""
+    state, ranks = resumed.state, run.ranks
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.schedule.load_state_dict(state["schedule"])
+    if state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])  # a disabled scaler ignores it
+    run.progress = Progress(**{**state["progress"], "stop_reason": ""})
+    states = state.get("rng_ranks") or [state["rng"]]
+    if len(states) != ranks.world:
+        run.log.line(
+            f"warning: {resumed.path} was written by a run of {len(states)} rank(s), this one has {ranks.world}: "
+            "the batches resume exactly, the dropout masks do not"
+        )
+    if ranks.rank < len(states):
+        torch.set_rng_state(states[ranks.rank]["torch"].cpu())
+        if run.device.type == "cuda" and states[ranks.rank]["cuda"]:
+            torch.cuda.set_rng_state(states[ranks.rank]["cuda"][0].cpu(), run.device)
+
+
+def save(run: Run, best: bool) -> None:
+    """Write a step checkpoint (and best.pt): rank 0 writes, every rank gives its RNG state."""
+    cuda = [torch.cuda.get_rng_state(run.device)] if run.device.type == "cuda" else []
+    rng = distributed.gather({"torch": torch.get_rng_state(), "cuda": cuda})
+    if not run.ranks.main:
+        return
+    payload = {
+        "config": to_dict(run.cfg),
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "schedule": run.schedule.state_dict(),
+        "scaler": run.scaler.state_dict() or None,  # a disabled scaler's is empty
+        "rng": rng[0],
+        "rng_ranks": rng,  # one state per rank: each resumes its own dropout stream
+        "progress": asdict(run.progress),
+        "vocab": run.data.vocab,
+        "data": {"fingerprint": run.data.manifest["fingerprint"]},
+    }
+    path = checkpoint.step_path(run.out, run.progress.step)
+    checkpoint.save(path, payload, *([run.out / "best.pt"] if best else []))
+    checkpoint.prune(run.out, run.cfg.train.keep_last)
