@@ -1,24 +1,25 @@
-"""The ``nmt`` command line: a thin Typer layer over the stages.
-
-Each command passes its flags to one function of its stage and prints the summary that
-function returns on stderr; the choices and defaults of config keys come from
-``config.py``. Errors become one line and an exit code in ``exits.py``. Importing this
-module loads no stage (nor torch) and changes nothing in the process.
+"""The ``nmt`` command line. Each command passes its flags to one function of its stage and
+prints the summary that function returns on stderr; the choices and defaults of config keys
+come from ``config.py``; errors become one line and an exit code in ``runtime.py``. Importing
+this module loads neither torch nor a stage's dependencies, and changes nothing in the process.
 """
 
 from __future__ import annotations
 
 import functools
-import os
+import shlex
 from pathlib import Path
 from typing import Any, Literal
 
 import typer
 from typer import Argument, Option
 
-from nmt_cli import __version__, allocator, config, exits
+from nmt_cli import __version__, config, runtime
 from nmt_cli.config import Device, OnInvalid, Precision, Quantize, SpmType
 from nmt_cli.errors import NmtError
+from nmt_cli.info import show
+from nmt_cli.plot import plot as draw
+from nmt_cli.progress import Reporter, TrainDisplay
 
 EXAMPLES = {
     "prep": "nmt prep -s de -t en --train D/train --valid D/val --test D/test_2016_flickr --out work/prep",
@@ -29,8 +30,7 @@ EXAMPLES = {
 
 
 def _option(section: str, *decls: str, help: str) -> Any:
-    """A flag that sets the config key ``section.KEY`` (KEY: its long name): ``None`` unless
-    given, so that the recipe's value stands; its help shows the config's own default."""
+    """A flag for config key ``section.KEY`` (KEY: its long name), None unless given; its help shows the default."""
     name, _, negative = decls[0].partition("/")
     default = getattr(getattr(config.Config(), section), name[2:].replace("-", "_"))
     shown = (name if default else negative)[2:] if negative else default
@@ -40,26 +40,26 @@ def _option(section: str, *decls: str, help: str) -> Any:
 _data, _decode = functools.partial(_option, "data"), functools.partial(_option, "decode")
 
 
-def _threads(count: int) -> None:
+def _threads(count: int) -> int:
     if count:
         import torch
 
         torch.set_num_threads(count)
+    return count
 
 
 app = typer.Typer(
-    cls=exits.Group,
+    cls=runtime.Group,
     name="nmt",
-    help="\n\n".join(
-        ["nmt: neural machine translation from the command line."] + [f"{k}: {v}" for k, v in EXAMPLES.items()]
-    ),
+    help="nmt: neural machine translation from the command line."
+    + "".join(f"\n\n{k}: {v}" for k, v in EXAMPLES.items()),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 DEVICE = Option("auto", "--device", help="Where torch runs; auto: cuda where present, else cpu.")
-THREADS = Option(0, "--threads", help="CPU threads for torch (0: torch's default).")
+THREADS = Option(0, "--threads", callback=_threads, help="CPU threads for torch (0: torch's default).")  # set as parsed
 
 
 def _version(value: bool) -> None:
@@ -69,15 +69,11 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def root(
+def nmt(
     version: bool = Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
     debug: bool = Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
 ) -> None:
-    # Before every command, so that torch, which a command imports, sees these settings. torch's
-    # import looks for out-of-tree device backends through every installed package's entry
-    # points; nmt runs on cpu or cuda only. An explicit setting still wins.
-    os.environ.setdefault("TORCH_DEVICE_BACKEND_AUTOLOAD", "0")
-    allocator.limit_descriptor_cache()  # before torch's first matrix product (docs/performance.md)
+    """nmt's own options."""
 
 
 @app.command(epilog=f"Example: {EXAMPLES['prep']}")
@@ -110,7 +106,6 @@ def prep(
 ) -> None:
     """Clean parallel text, learn subwords, write memory-mappable ids and a manifest."""
     from nmt_cli.prep import prepare
-    from nmt_cli.progress import Reporter
 
     data = dict(src_lang=src_lang, tgt_lang=tgt_lang, train=train, valid=valid, test=test or None, seed=seed)
     data |= dict(nfkc=nfkc, whitespace=whitespace, drop_empty=drop_empty, dedup=dedup, on_invalid_utf8=on_invalid_utf8)
@@ -132,30 +127,20 @@ def train(
     threads: int = THREADS,
 ) -> None:
     """Train an attentional encoder-decoder from a YAML recipe."""
-    from nmt_cli.progress import TrainDisplay
     from nmt_cli.train import distributed, loop
 
     cfg = config.apply_overrides(config.load_recipe(recipe), assignments or [])
-    _threads(threads)
     main_rank = distributed.from_env().main  # under torchrun, rank 0 alone shows progress
     with TrainDisplay(enabled=None if main_rank else False) as display:
         progress = loop.train(cfg, data, out, resume, device, display)
     if progress.stop_reason.startswith("signal"):
+        again = ["nmt", "train", str(recipe), "--data", str(data), "--out", str(out)]  # with this run's settings
+        again += [word for assignment in assignments or [] for word in ("--set", assignment)]
+        again += (["--threads", str(threads)] if threads else []) + (["--device", device] if device != "auto" else [])
+        command = "the same torchrun command with" if distributed.launched() else shlex.join(again)
         if main_rank:
-            torchrun = "the same torchrun command with --resume" if distributed.launched() else None
-            again = torchrun or _again(recipe, data, out, assignments, device, threads)
-            typer.echo(f"nmt train: checkpoint written; continue with: {again}", err=True)
+            typer.echo(f"nmt train: checkpoint written; continue with: {command} --resume", err=True)
         raise typer.Exit(130)
-
-
-def _again(recipe: Path, data: Path, out: Path, assignments: list[str] | None, device: str, threads: int) -> str:
-    """The command that goes on with this run's own settings, quoted for a shell."""
-    import shlex
-
-    words = ["nmt", "train", str(recipe), "--data", str(data), "--out", str(out)]
-    words += [word for assignment in assignments or [] for word in ("--set", assignment)]
-    words += (["--threads", str(threads)] if threads else []) + (["--device", device] if device != "auto" else [])
-    return shlex.join([*words, "--resume"])
 
 
 @app.command(epilog="Example: nmt average work/model --last 5 -o work/model/averaged.pt")
@@ -204,7 +189,6 @@ def translate(
     decode = dict(beam=beam, nbest=nbest, alpha=alpha, beta=beta, max_len_a=max_len_a, max_len_b=max_len_b)
     decode |= dict(batch_size=batch_size, batch_tokens=batch_tokens, replace_unk=replace_unk)
     decode |= dict(hard_attention=hard_attention, precision=precision, quantize=quantize)
-    _threads(threads)
     outputs = Outputs(scores, None, attention_plot, plot_max, show_attention)
     result = run(model, input, output, decode, device, outputs, alignments)
     if not quiet:
@@ -240,9 +224,8 @@ def score(
     if paired_bs and paired_ar:
         raise NmtError("--paired-bs and --paired-ar: choose one test")
     paired = "bs" if paired_bs else "ar" if paired_ar else None
-    opts = scoring.Options(
-        scoring.parse_metrics(metrics), tokenize, lowercase, chrf_word_order, confidence, paired, samples
-    )
+    names = scoring.parse_metrics(metrics)
+    opts = scoring.Options(names, tokenize, lowercase, chrf_word_order, confidence, paired, samples)
     scoring.score(references, hypotheses or ["-"], opts, fmt, sentence, worst, src)
 
 
@@ -252,8 +235,6 @@ def plot(
     out: Path = Option(Path("curves.png"), "--output", "-o", help="The PNG to write."),
 ) -> None:
     """Plot training curves: training loss, validation perplexity and BLEU against steps and minutes."""
-    from nmt_cli.plot import plot as draw
-
     typer.echo(draw(runs, out), err=True)
 
 
@@ -263,11 +244,7 @@ def info(
     as_json: bool = Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Show what a checkpoint, model directory or prep directory holds: config, vocabulary, step, scores, data."""
-    from nmt_cli.info import show
-
     show(path, as_json)
 
 
-def main() -> None:
-    """The ``nmt`` console script."""
-    exits.run(app)
+main = functools.partial(runtime.run, app)  # the nmt console script

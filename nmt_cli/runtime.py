@@ -1,4 +1,5 @@
-"""How an ``nmt`` command ends: every failure as one line on stderr and an exit code.
+"""The ``nmt`` process around a command: the settings torch must see before a command
+imports it, and how the command ends: every failure as one line on stderr and an exit code.
 
 A user's mistake (``NmtError``, or the parser's usage errors) is exit code 2, a failure of
 the system (``EnvError``, or an ``OSError`` that names a file: a full disk, a read-only or
@@ -17,13 +18,24 @@ from typing import Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
+from nmt_cli import allocator
 from nmt_cli.errors import EnvError, NmtError, os_reason
 
 
+def setup() -> None:
+    """What torch must see before a command imports it. torch's import looks for device
+    backends through every installed package's entry points: nmt runs on cpu or cuda only.
+    An explicit setting of the user's wins."""
+    os.environ.setdefault("TORCH_DEVICE_BACKEND_AUTOLOAD", "0")
+    allocator.limit_descriptor_cache()  # before torch's first matrix product (docs/performance.md)
+
+
 class Group(TyperGroup):
-    """The root command: maps the errors a command raises to one line and an exit code."""
+    """The root command: sets the process up, then maps the errors a command raises to one
+    line and an exit code."""
 
     def invoke(self, ctx: Any) -> Any:
+        setup()
         debug = ctx.params.get("debug", False)  # the root's --debug, of this invocation only
         try:
             return super().invoke(ctx)
