@@ -36,25 +36,14 @@ class Group(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         setup()
-        debug = ctx.params.get("debug", False)  # the root's --debug, of this invocation only
         try:
             return super().invoke(ctx)
-        except NmtError as e:
-            if debug:
+        except (NmtError, EnvError, OSError, KeyboardInterrupt) as e:
+            code, line = _failure(e)
+            if line is None or ctx.params.get("debug"):  # the root's --debug, of this invocation only
                 raise
-            typer.echo(f"nmt: error: {_rank_tag()}{e}", err=True)
-            raise typer.Exit(2) from None
-        except (EnvError, OSError) as e:
-            message = _environment_failure(e)
-            if debug or message is None:
-                raise
-            typer.echo(f"nmt: error: {_rank_tag()}{message}", err=True)
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            if debug:
-                raise
-            typer.echo("nmt: interrupted", err=True)
-            raise typer.Exit(130) from None
+            typer.echo(line, err=True)
+            raise typer.Exit(code) from None
 
 
 def run(app: typer.Typer) -> NoReturn:
@@ -72,23 +61,24 @@ def run(app: typer.Typer) -> NoReturn:
     except typer.Abort:
         code = 1
     except OSError as e:  # outside a command (--version, --help): stdout unwritable
-        if (message := _environment_failure(e)) is None:
+        code, line = _failure(e)
+        if line is None:
             raise
-        typer.echo(f"nmt: error: {message}", err=True)
-        code = 1
+        typer.echo(line, err=True)
     _exit(code or 0)
 
 
-def _environment_failure(error: Exception) -> str | None:
-    """The one line for a failure of the system, or ``None`` for a bug and for a reader
-    gone (EPIPE, which typer ends quietly). An OSError that names a file (``<stdout>``
-    too, see ``io.named_stdout``) is the system's refusal: reads of the user's files are
-    checked where they happen."""
-    if not isinstance(error, OSError):
-        return str(error)
-    if error.errno == errno.EPIPE:
-        return None
-    return f"{error.filename}: {os_reason(error)}" if error.filename is not None else None
+def _failure(error: BaseException) -> tuple[int, str | None]:
+    """The exit code and the line for ``error``; no line for a bug, nor for a reader gone
+    (EPIPE, which typer ends quietly). An OSError that names a file (``<stdout>`` too, see
+    ``io.named_stdout``) is the system's refusal: reads of the user's files are checked
+    where they happen."""
+    if isinstance(error, KeyboardInterrupt):
+        return 130, "nmt: interrupted"
+    if isinstance(error, OSError) and (error.errno == errno.EPIPE or error.filename is None):
+        return 1, None
+    reason = f"{error.filename}: {os_reason(error)}" if isinstance(error, OSError) else str(error)
+    return 2 if isinstance(error, NmtError) else 1, f"nmt: error: {_rank_tag()}{reason}"
 
 
 def _rank_tag() -> str:

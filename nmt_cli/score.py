@@ -75,8 +75,6 @@ def make_metrics(opts: Options, references: list[list[str]] | None = None) -> di
 def read_text(path: str, what: str) -> list[str]:
     """All lines of a plain/.gz file or stdin (``-``); invalid UTF-8 is an error with its line."""
     if path == "-":
-        import sys
-
         data = sys.stdin.buffer.read()
         lines = data.split(b"\n")
         if lines and lines[-1] == b"":
@@ -163,13 +161,8 @@ def sentence_scores(refs: list[list[str]], hyps: list[str], opts: Options) -> li
     rows = []
     for i, hyp in enumerate(hyps):
         line_refs = [r[i] for r in refs]
-        rows.append(
-            {
-                "line": i + 1,
-                "bleu": bleu.sentence_score(hyp, line_refs).score,
-                "chrf": chrf.sentence_score(hyp, line_refs).score,
-            }
-        )
+        bleu_score, chrf_score = bleu.sentence_score(hyp, line_refs).score, chrf.sentence_score(hyp, line_refs).score
+        rows.append({"line": i + 1, "bleu": bleu_score, "chrf": chrf_score})
     return rows
 
 
@@ -204,27 +197,19 @@ def score(
 
         results, signatures = corpus_scores(refs, systems, opts)
         Console(file=out).print(as_table(results, signatures, opts))
-        out.writelines(line + "\n" for line in signature_lines(signatures, opts))
+        out.writelines(f"{display_name(key, opts)} signature: {sig}\n" for key, sig in signatures.items())
 
 
-def forced(
-    model: Path | str,
-    src: str | None,
-    references: list[str],
-    fmt: str = "text",
-    batch_size: int = 64,
-    device: str = "auto",
-    out: TextIO | None = None,
-) -> str:
+def forced(model: Path | str, src: str | None, references: list[str], fmt: str, batch_size: int, device: str) -> str:
     """Forced decoding: each reference line's log-probability under ``model`` as a translation
-    of its ``src`` line, written to ``out`` (stdout); returns the perplexity summary."""
+    of its ``src`` line, written to stdout; returns the perplexity summary."""
     if src is None:
         raise NmtError("--model needs --src SOURCE: the references are scored as translations of it")
     if len(references) != 1:
         raise NmtError("--model scores one reference file at a time")
     from nmt_cli.decode.forced import score_file
 
-    return score_file(model, src, references[0], out or sys.stdout, fmt == "json", batch_size, device).summary
+    return score_file(model, src, references[0], sys.stdout, fmt == "json", batch_size, device).summary
 
 
 def _worst_lines(
@@ -295,7 +280,7 @@ def as_tsv(results: list[SystemScore], signatures: dict[str, str]) -> str:
 
 
 def as_table(results: list[SystemScore], signatures: dict[str, str], opts: Options):
-    """A rich table: a row per system, a column per metric (print :func:`signature_lines` below it)."""
+    """A rich table: a row per system, a column per metric (the signatures go below it)."""
     from rich.table import Table
 
     table = Table()
@@ -317,7 +302,3 @@ def as_table(results: list[SystemScore], signatures: dict[str, str], opts: Optio
             cells.append(cell)
         table.add_row(r.name, *cells)
     return table
-
-
-def signature_lines(signatures: dict[str, str], opts: Options) -> list[str]:
-    return [f"{display_name(key, opts)} signature: {sig}" for key, sig in signatures.items()]

@@ -126,13 +126,7 @@ class Totals:
 
 
 def score_file(
-    model: Path | str,
-    src: str,
-    ref: str,
-    out: TextIO,
-    json_lines: bool = False,
-    batch_size: int = 64,
-    device: str = "auto",
+    model: Path | str, src: str, ref: str, out: TextIO, json_lines: bool, batch_size: int, device: str
 ) -> Totals:
     """Write each line's scores to ``out`` (TSV with a header, or JSON lines): the log-probability
     of the reference line in ``ref`` as a translation of the line in ``src`` under checkpoint

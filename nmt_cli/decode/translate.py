@@ -204,19 +204,12 @@ class Result:
 
 
 def run(
-    model: Path | str,
-    source: str = "-",
-    output: str = "-",
-    decode: dict | None = None,
-    device: str = "auto",
-    outputs: Outputs | None = None,
-    alignments: Path | None = None,
+    model: Path | str, source: str, output: str, decode: dict, device: str, outputs: Outputs, alignments: Path | None
 ) -> Result:
     """Translate ``source`` (a path, or ``-``: stdin) with checkpoint ``model`` into ``output``
     (a path, written whole or not at all, or ``-``: stdout). ``decode`` holds the keys that
     replace the checkpoint's ``decode:`` section (``None`` values keep it); ``alignments``
     is a file for the hard alignments, besides what ``outputs`` asks for."""
-    outputs, decode = outputs or Outputs(), decode or {}
     if outputs.plot_dir is not None:
         alignment.check_matplotlib()
         if outputs.plot_dir.exists() and not outputs.plot_dir.is_dir():
