@@ -6,17 +6,15 @@ A recipe is a YAML file whose top-level sections mirror :class:`Config`::
       vocab_size: 8000
     model:           # the encoder-decoder (ModelConfig)
       cell: gru
-      attention: bahdanau
     train:           # batching, optimizer, validation, stopping (TrainConfig)
-      batch_tokens: 4000
       max_time: 20m
     decode:          # search defaults of `nmt translate` (DecodeConfig)
       beam: 5
 
 Values flow in three layers, later ones winning: the dataclass defaults, the recipe, then
 the command line (``--set data.vocab_size=16000`` or a dedicated flag). The resolved
-config is written next to every output (````manifest.json``, ``config.yaml`` and every checkpoint), so a
-result always says exactly how it was made.
+config is written next to every output (``manifest.json``, ``config.yaml`` and every
+checkpoint), so a result always says exactly how it was made.
 
 Loading is strict: an unknown key is an error that suggests the closest valid key, and a
 value of the wrong type or out of range is an error naming the key.
@@ -24,8 +22,10 @@ value of the wrong type or out of range is an error naming the key.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +35,13 @@ import yaml
 
 from nmt_cli import safe_yaml
 from nmt_cli.errors import NmtError, shown
+
+# The choices of config keys and of the command line's flags (which take them from here).
+SpmType = Literal["unigram", "bpe"]
+OnInvalid = Literal["error", "replace"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Quantize = Literal["none", "int8"]
+Device = Literal["auto", "cpu", "cuda"]  # where a command runs (a flag, not a config key)
 
 
 @dataclass
@@ -53,9 +60,9 @@ class DataConfig:
     dedup: bool = False  # drop exact duplicate training pairs (keeps the first)
     max_len: int = 128  # drop training pairs longer than this many subwords on a side (0: off)
     max_ratio: float = 3.0  # drop training pairs whose subword length ratio exceeds this (0: off)
-    on_invalid_utf8: Literal["error", "replace"] = "error"
+    on_invalid_utf8: OnInvalid = "error"
     # SentencePiece, trained on the cleaned training split only.
-    spm_type: Literal["unigram", "bpe"] = "unigram"
+    spm_type: SpmType = "unigram"
     joint: bool = True  # one model for both languages (else one per language)
     vocab_size: int = 8000  # per model, special symbols included
     character_coverage: float = 1.0
@@ -101,27 +108,16 @@ class ModelConfig:
     input_feeding: bool = True  # feed the previous attentional state into the decoder RNN
     bridge: bool = True  # decoder's initial state from the encoder's final (else zeros)
     output_size: int = 256  # size of the attentional state that predicts the word
-    init_uniform: float = (
-        0.0  # > 0: every weight uniform in ±init_uniform (OpenNMT's param_init); 0: per-layer defaults
-    )
-    # The words the output layer's softmax runs over: every id of the target vocabulary, or
-    # those on the training data's target side (a joint vocabulary's source-only subwords
-    # left out: Multi30k de-en keeps 3,960 of 8,000, and the output layer and loss halve).
+    # > 0: every weight uniform in ±init_uniform (OpenNMT's param_init); 0: per-layer defaults
+    init_uniform: float = 0.0
+    # The output layer's words: every target id, or those on the training data's target side
+    # (a joint vocabulary's source-only subwords left out, so the output layer and loss shrink).
     output_vocab: Literal["all", "target"] = "all"
 
     def validate(self) -> None:
         _require(self.init_uniform >= 0, "model.init_uniform", "must be >= 0")
-        for key in (
-            "emb_size",
-            "encoder_layers",
-            "encoder_hidden",
-            "decoder_layers",
-            "decoder_hidden",
-            "attention_size",
-            "output_size",
-            "heads",
-            "window",
-        ):
+        sizes = ("emb_size", "encoder_layers", "encoder_hidden", "decoder_layers", "decoder_hidden", "output_size")
+        for key in (*sizes, "attention_size", "heads", "window"):
             _require(getattr(self, key) >= 1, f"model.{key}", "must be >= 1")
         for key in ("emb_dropout", "word_dropout", "dropout"):
             _require(0 <= getattr(self, key) < 1, f"model.{key}", "must be in [0, 1)")
@@ -145,9 +141,8 @@ class TrainConfig:
 
     seed: int = 1
     batch_tokens: int = 4000  # per batch: sentences x padded (longest side + 1) length
-    batch_multiple: int = (
-        1  # a batch holds a multiple of this many sentences (the last of a pool padded with empty pairs)
-    )
+    # a batch holds a multiple of this many sentences (the last of a pool padded with empty pairs)
+    batch_multiple: int = 1
     accumulate: int = 1  # batches per optimizer step
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3
@@ -168,16 +163,15 @@ class TrainConfig:
     decay_share: float = 1.0  # budget: lr falls to min_lr over this last share of the budget, constant before it
     valid_every: int = 500  # steps
     log_every: int = 50  # steps
-    patience: int = (
-        8  # validations without BLEU improvement before stopping (0: never); budget: counted once the lr decays
-    )
+    # validations without BLEU improvement before stopping (0: never); budget: counted once the lr decays
+    patience: int = 8
     max_steps: int = 0  # 0: no limit
     max_epochs: int = 0  # 0: no limit
     max_time: str = ""  # wall-clock budget, e.g. 20m, 1h30m, 90s ("": no limit)
     keep_last: int = 2  # step checkpoints kept besides best.pt
     # auto: bf16 where this machine runs it clearly faster than fp32 (a probe at start), else
     # fp32; a resumed run keeps the precision it started with (fp16: CUDA only)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Precision = "auto"
     valid_max_len_a: float = 1.5  # greedy validation decodes at most a*src_len + b tokens
     valid_max_len_b: int = 10
     valid_batch_size: int = 200  # sentences per validation decoding batch
@@ -197,39 +191,25 @@ class TrainConfig:
         if self.schedule == "inverse_sqrt":
             _require(self.warmup_steps > 0, "train.warmup_steps", "must be > 0 for schedule inverse_sqrt")
         parse_duration(self.max_time)
-        if self.schedule == "budget":
-            _require(
-                bool(self.max_steps or self.max_epochs or self.max_time),
-                "train.schedule",
-                "budget decays the lr over the run's budget: set train.max_steps, max_epochs or max_time",
+        if self.schedule == "budget" and not (self.max_steps or self.max_epochs or self.max_time):
+            raise NmtError(
+                "train.schedule budget decays the lr over the run's budget: set train.max_steps, max_epochs or max_time"
             )
 
 
 def parse_duration(text: str) -> float:
     """Seconds in a wall-clock budget such as ``20m``, ``1h30m``, ``90s`` or ``45`` (seconds)."""
-    if not text:
-        return 0.0
-    units = {"h": 3600, "m": 60, "s": 1}
-    total, number = 0.0, ""
-    for char in text.strip().lower():
-        if char.isdigit() or char == ".":
-            number += char
-        elif char in units and number and number.count(".") <= 1:
-            total, number = total + float(number) * units[char], ""
-        else:
-            raise NmtError(f"train.max_time {shown(text)} is not a duration like 20m, 1h30m or 90s")
-    try:
-        return total + (float(number) if number else 0.0)
-    except ValueError:
-        raise NmtError(f"train.max_time {shown(text)} is not a duration like 20m, 1h30m or 90s") from None
+    number = r"(\d+\.?\d*|\.\d+)"
+    spelled = text.strip().lower()
+    if not re.fullmatch(rf"({number}[hms])*{number}?", spelled):
+        raise NmtError(f"train.max_time {shown(text)} is not a duration like 20m, 1h30m or 90s")
+    return sum(float(n) * {"h": 3600, "m": 60}.get(u, 1) for n, u in re.findall(rf"{number}([hms]?)", spelled))
 
 
 @dataclass
 class DecodeConfig:
     """``decode:``: how ``nmt translate`` searches; each key is also a flag (``--beam 5``).
-
-    A recipe's values travel in the checkpoint and are the defaults of ``nmt translate``.
-    """
+    A recipe's values travel in the checkpoint and are the defaults of ``nmt translate``."""
 
     beam: int = 5  # beam size; 1 is greedy search
     nbest: int = 1  # hypotheses written per input line (at most beam)
@@ -241,10 +221,8 @@ class DecodeConfig:
     batch_tokens: int = 0  # source subwords per batch, padding included (0: no limit)
     replace_unk: bool = False  # replace UNK by the source subword with the most attention
     hard_attention: bool = False  # diagnostic: the context is the most attended source state alone (argmax)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = (
-        "auto"  # autocast dtype; auto: as train.precision (fp16: CUDA only)
-    )
-    quantize: Literal["none", "int8"] = "none"  # dynamic int8 quantization (CPU only)
+    precision: Precision = "auto"  # autocast dtype; auto: as train.precision (fp16: CUDA only)
+    quantize: Quantize = "none"  # dynamic int8 quantization (CPU only)
 
     @property
     def sentences_per_batch(self) -> int:
@@ -269,8 +247,8 @@ class Config:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def validate(self) -> None:
-        for f in dataclasses.fields(self):
-            getattr(self, f.name).validate()
+        for section in (self.data, self.model, self.train, self.decode):
+            section.validate()
 
 
 def _require(ok: bool, key: str, message: str) -> None:
@@ -278,20 +256,16 @@ def _require(ok: bool, key: str, message: str) -> None:
         raise NmtError(f"{key} {message}")
 
 
-# --------------------------------------------------------------------------- loading
-
-
 def from_dict(cls: type, values: Any, where: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping, checking every key and type."""
     if not isinstance(values, dict):
         raise NmtError(f"{where or 'recipe'}: expected a mapping of keys to values, got {_kind(values)}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    hints = typing.get_type_hints(cls)  # the dataclass's fields, in order
     kwargs = {}
     for key, value in values.items():
         dotted = f"{where}.{key}" if where else str(key)
-        if key not in names:
-            raise NmtError(f"unknown key {shown(dotted)}{_suggest(str(key)[:200], names, where)}")
+        if key not in hints:
+            raise NmtError(f"unknown key {shown(dotted)}{_suggest(str(key)[:200], list(hints), where)}")
         kwargs[key] = _coerce(value, hints[key], dotted)
     return cls(**kwargs)
 
@@ -308,14 +282,11 @@ def load_recipe(path: str | Path) -> Config:
     the recipe's own folder) takes that recipe's values, and this recipe's keys replace
     them one by one, so a variant states only what it changes.
     """
-    path = Path(path)
-    values = _recipe_values(path, ())
+    values = _recipe_values(Path(path), ())
     try:
-        cfg = from_dict(Config, values)
-        cfg.validate()
+        return _validated(values)
     except NmtError as e:
         raise NmtError(f"{path}: {e}") from None
-    return cfg
 
 
 def _recipe_values(path: Path, seen: tuple[Path, ...]) -> dict:
@@ -337,17 +308,15 @@ def _recipe_values(path: Path, seen: tuple[Path, ...]) -> dict:
     base = values.pop("base")
     if not isinstance(base, str):
         raise NmtError(f"{path}: base must be the path of a recipe, got {_kind(base)}")
-    base_path = (path.parent / base).resolve()
-    if base_path in seen or base_path == path.resolve():
+    base_path, seen = (path.parent / base).resolve(), (*seen, path.resolve())
+    if base_path in seen:
         raise NmtError(f"{path}: base {base} leads back to itself")
-    merged = _recipe_values(base_path, (*seen, path.resolve()))
+    merged = _recipe_values(base_path, seen)
     if not isinstance(merged, dict):
         raise NmtError(f"{base_path}: a base recipe must be a mapping of sections, got {_kind(merged)}")
     for section, keys in values.items():
-        if isinstance(keys, dict) and isinstance(merged.get(section), dict):
-            merged[section] = {**merged[section], **keys}
-        else:
-            merged[section] = keys
+        both = isinstance(keys, dict) and isinstance(merged.get(section), dict)
+        merged[section] = {**merged[section], **keys} if both else keys
     return merged
 
 
@@ -361,14 +330,13 @@ def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
         section, _, name = key.strip().partition(".")
         if section not in values:
             raise NmtError(f"--set: unknown section {section!r}{_suggest(section, list(values), '')}")
-        values[section][name] = _parse_value(raw, Config.__dataclass_fields__[section], name)
+        values[section][name] = _parse_value(raw, type(getattr(cfg, section)), name)
     return _validated(values)
 
 
-def _parse_value(raw: str, section: dataclasses.Field, name: str) -> Any:
+def _parse_value(raw: str, section: type, name: str) -> Any:
     """A --set value as YAML (8000, true, [a, b]); text as is for string keys (so `no` stays "no")."""
-    hints = typing.get_type_hints(section.default_factory) if callable(section.default_factory) else {}
-    if hints.get(name) is str:
+    if typing.get_type_hints(section).get(name) is str:
         return raw
     try:
         return safe_yaml.load(raw, f"--set {name}")
@@ -390,41 +358,26 @@ def _validated(values: dict) -> Config:
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
-    origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, key)
-    if origin is Literal:
-        choices = typing.get_args(hint)
-        if value not in choices:
-            names = [str(c) for c in choices]
-            raise NmtError(
-                f"{key} must be one of {', '.join(names)}; got {shown(value)}{_suggest(str(value)[:200], names, None)}"
-            )
-        return value
-    if origin is list:
+    if typing.get_origin(hint) is Literal:
+        if value in typing.get_args(hint):
+            return value
+        names = [str(c) for c in typing.get_args(hint)]
+        close = _suggest(str(value)[:200], names, None)
+        raise NmtError(f"{key} must be one of {', '.join(names)}; got {shown(value)}{close}")
+    if typing.get_origin(hint) is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
             raise NmtError(f"{key} must be a list, got {_kind(value)}")
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 5e-3 (no dot) as text
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    else:  # pragma: no cover - a schema field of a type this loader does not know
+    if hint not in (bool, int, float, str):  # pragma: no cover - a type this loader does not know
         raise TypeError(f"unsupported config type {hint!r} for {key}")
+    if isinstance(value, hint) and (hint is bool or not isinstance(value, bool)):
+        return value
+    if hint is float and (isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str)):
+        with contextlib.suppress(ValueError):  # YAML 1.1 reads 5e-3 (no dot) as text
+            return float(value)
     raise NmtError(f"{key} must be {_article(hint.__name__)}, got {shown(value)}")
 
 

@@ -2,7 +2,7 @@
 
 Anything raised as :class:`NmtError` (a user's mistake) is shown as a single line on
 stderr and exits with code 2, an :class:`EnvError` (the system failed: a full disk, a
-read-only file system, a closed stdout) likewise with code 1 (see ``cli.py``); every
+read-only file system, a closed stdout) likewise with code 1 (see ``runtime.py``); every
 other exception is a bug and keeps its traceback.
 """
 

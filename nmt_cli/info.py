@@ -1,21 +1,36 @@
 """`nmt info`: what a checkpoint, a model directory or a prep directory holds.
 
 Everything is read from what the stages wrote (checkpoint dicts, ``metrics.jsonl``,
-``manifest.json``); nothing is recomputed. :func:`describe` returns plain data, which the
-command prints as a rich table or as JSON.
+``manifest.json``); nothing is recomputed. :func:`describe` returns plain data, which
+:func:`show` prints as a rich table or as JSON.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from nmt_cli.errors import NmtError
 
 
+def show(path: Path | str, as_json: bool = False, out: TextIO | None = None) -> None:
+    """Write what ``path`` holds to ``out`` (stdout): a table, or JSON."""
+    described = describe(path)
+    if as_json:
+        (out or sys.stdout).write(json.dumps(described, indent=2, ensure_ascii=False) + "\n")
+    else:
+        from rich.console import Console
+
+        Console(file=out).print(table(described))
+
+
 def describe(path: Path | str) -> dict[str, Any]:
+    """What a checkpoint, a model directory or a prep directory holds, as plain data."""
     path = Path(path)
+    if not path.exists():
+        raise NmtError(f"{path}: no such file or directory")
     if path.is_dir():
         if (path / "manifest.json").is_file():
             return _prep(path)

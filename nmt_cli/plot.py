@@ -12,7 +12,8 @@ from pathlib import Path
 from nmt_cli.train import metrics
 
 
-def plot(runs: list[Path], out: Path) -> None:
+def plot(runs: list[Path], out: Path) -> str:
+    """Write the curves of model directories ``runs`` to the PNG ``out``; returns the summary line."""
     from nmt_cli.decode.alignment import check_matplotlib
 
     check_matplotlib()
@@ -52,3 +53,4 @@ def plot(runs: list[Path], out: Path) -> None:
     with nio.atomic_file(out, "wb") as f:
         fig.savefig(f, format="png")
     plt.close(fig)
+    return f"nmt plot: wrote {out}"

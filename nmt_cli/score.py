@@ -1,4 +1,5 @@
-"""Corpus and sentence scores with sacrebleu, and paired significance tests.
+"""`nmt score`: corpus and sentence scores with sacrebleu, paired significance tests, and
+the log-probability of references under a model (forced decoding, ``decode/forced.py``).
 
 Everything numeric is sacrebleu's own (BLEU, chrF, TER, paired bootstrap resampling and
 approximate randomization), so figures and signatures match what the field reports;
@@ -9,8 +10,10 @@ TSV.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from sacrebleu.metrics import BLEU, CHRF, TER
 
@@ -29,6 +32,10 @@ class Options:
     confidence: bool = False  # bootstrap 95% confidence intervals
     paired: str | None = None  # "bs" or "ar": test every system against the first
     samples: int = 0  # resamples / trials; 0: sacrebleu's defaults (1000 / 10000)
+
+    def __post_init__(self) -> None:
+        if self.tokenize is not None and self.tokenize not in BLEU.TOKENIZERS:
+            raise NmtError(f"--tokenize {self.tokenize!r}: choose from {', '.join(BLEU.TOKENIZERS)}")
 
 
 @dataclass
@@ -68,8 +75,6 @@ def make_metrics(opts: Options, references: list[list[str]] | None = None) -> di
 def read_text(path: str, what: str) -> list[str]:
     """All lines of a plain/.gz file or stdin (``-``); invalid UTF-8 is an error with its line."""
     if path == "-":
-        import sys
-
         data = sys.stdin.buffer.read()
         lines = data.split(b"\n")
         if lines and lines[-1] == b"":
@@ -156,14 +161,87 @@ def sentence_scores(refs: list[list[str]], hyps: list[str], opts: Options) -> li
     rows = []
     for i, hyp in enumerate(hyps):
         line_refs = [r[i] for r in refs]
-        rows.append(
-            {
-                "line": i + 1,
-                "bleu": bleu.sentence_score(hyp, line_refs).score,
-                "chrf": chrf.sentence_score(hyp, line_refs).score,
-            }
-        )
+        bleu_score, chrf_score = bleu.sentence_score(hyp, line_refs).score, chrf.sentence_score(hyp, line_refs).score
+        rows.append({"line": i + 1, "bleu": bleu_score, "chrf": chrf_score})
     return rows
+
+
+def score(
+    references: list[str],
+    hypotheses: list[str],
+    opts: Options,
+    fmt: str = "text",
+    sentence: bool = False,
+    worst: int = 0,
+    src: str | None = None,
+    out: TextIO | None = None,
+) -> None:
+    """Score hypothesis files (``-``: stdin) against references and write to ``out`` (stdout)
+    each system's corpus scores as a table, JSON or TSV; with ``sentence``, each line's
+    scores; with ``worst``, the ``worst`` lines of lowest sentence BLEU (with ``src``'s lines)."""
+    out = out or sys.stdout
+    refs, systems = load(references, hypotheses)
+    if (sentence or worst) and len(systems) != 1:
+        raise NmtError("--sentence/--worst score one hypothesis file at a time")
+    if worst:
+        _worst_lines(sentence_scores(refs, systems[0][1], opts), refs[0], systems[0][1], src, worst, fmt, out)
+    elif sentence:
+        for row in sentence_scores(refs, systems[0][1], opts):
+            out.write(
+                json.dumps(row) + "\n" if fmt == "json" else f"{row['line']}\t{row['bleu']:.2f}\t{row['chrf']:.2f}\n"
+            )
+    elif fmt in ("json", "tsv"):
+        out.write((as_json if fmt == "json" else as_tsv)(*corpus_scores(refs, systems, opts)) + "\n")
+    else:
+        from rich.console import Console
+
+        results, signatures = corpus_scores(refs, systems, opts)
+        Console(file=out).print(as_table(results, signatures, opts))
+        out.writelines(f"{display_name(key, opts)} signature: {sig}\n" for key, sig in signatures.items())
+
+
+def forced(model: Path | str, src: str | None, references: list[str], fmt: str, batch_size: int, device: str) -> str:
+    """Forced decoding: each reference line's log-probability under ``model`` as a translation
+    of its ``src`` line, written to stdout; returns the perplexity summary."""
+    if src is None:
+        raise NmtError("--model needs --src SOURCE: the references are scored as translations of it")
+    if len(references) != 1:
+        raise NmtError("--model scores one reference file at a time")
+    from nmt_cli.decode.forced import score_file
+
+    return score_file(model, src, references[0], sys.stdout, fmt == "json", batch_size, device).summary
+
+
+def _worst_lines(
+    rows: list[dict], refs: list[str], hyps: list[str], src: str | None, count: int, fmt: str, out: TextIO
+) -> None:
+    """The ``count`` lines of lowest sentence BLEU, with their source, hypothesis and reference."""
+    sources = read_text(src, "source") if src else None
+    if sources is not None and len(sources) != len(hyps):
+        raise NmtError(f"--src {src} has {len(sources)} lines but the hypotheses have {len(hyps)}")
+    picked = sorted(rows, key=lambda r: (r["bleu"], r["chrf"]))[:count]
+    for row in picked:
+        i = row["line"] - 1
+        row.update({"hypothesis": hyps[i], "reference": refs[i], **({"source": sources[i]} if sources else {})})
+    if fmt == "json":
+        out.write(json.dumps(picked, indent=2, ensure_ascii=False) + "\n")
+        return
+    keys = ["line", "bleu", "chrf"] + (["source"] if sources else []) + ["hypothesis", "reference"]
+    digits = 2 if fmt == "tsv" else 1
+    cells = [[f"{row[k]:.{digits}f}" if isinstance(row[k], float) else str(row[k]) for k in keys] for row in picked]
+    if fmt == "tsv":
+        out.writelines("\t".join(line) + "\n" for line in [keys, *cells])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"the {len(picked)} lowest sentence-BLEU lines", show_lines=True)
+    for key in keys:
+        name = {"bleu": "BLEU", "chrf": "chrF"}.get(key, key)
+        table.add_column(name, overflow="fold", justify="right" if key in ("line", "bleu", "chrf") else "left")
+    for line in cells:
+        table.add_row(*line)
+    Console(file=out).print(table)
 
 
 # --------------------------------------------------------------------------- output
@@ -202,7 +280,7 @@ def as_tsv(results: list[SystemScore], signatures: dict[str, str]) -> str:
 
 
 def as_table(results: list[SystemScore], signatures: dict[str, str], opts: Options):
-    """A rich table: a row per system, a column per metric (print :func:`signature_lines` below it)."""
+    """A rich table: a row per system, a column per metric (the signatures go below it)."""
     from rich.table import Table
 
     table = Table()
@@ -224,7 +302,3 @@ def as_table(results: list[SystemScore], signatures: dict[str, str], opts: Optio
             cells.append(cell)
         table.add_row(r.name, *cells)
     return table
-
-
-def signature_lines(signatures: dict[str, str], opts: Options) -> list[str]:
-    return [f"{display_name(key, opts)} signature: {sig}" for key, sig in signatures.items()]

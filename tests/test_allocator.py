@@ -45,11 +45,13 @@ def test_limit_descriptor_cache_keeps_the_users_setting(monkeypatch):
     assert os.environ["LRU_CACHE_CAPACITY"] == "512"
 
 
-# A child process: ``import nmt_cli.cli`` (which limits the cache), then bf16 products of 320
-# distinct shapes; prints how much the heap's bytes in use grew (mallinfo2).
+# A child process: the CLI's process setup (which runs before every command and limits the
+# cache), then bf16 products of 320 distinct shapes; prints how much the heap's bytes in use
+# grew (mallinfo2).
 _SHAPES = """
 import ctypes, torch
-import nmt_cli.cli
+import nmt_cli.runtime
+nmt_cli.runtime.setup()
 class Info(ctypes.Structure):
     _fields_ = [
         (n, ctypes.c_size_t)

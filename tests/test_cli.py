@@ -182,6 +182,17 @@ def test_subprocess_version():
     assert (proc.returncode, proc.stdout) == (0, f"nmt {nmt_cli.__version__}\n")
 
 
+def test_importing_the_cli_loads_no_stage_and_changes_no_setting():
+    """The settings torch must see (its backend autoload, ideep's cache) are made when a
+    command runs, not at import: ``import nmt_cli.cli`` leaves the process as it was."""
+    code = (
+        "import os, sys; before = dict(os.environ); import nmt_cli.cli; "
+        "print(dict(os.environ) == before, sorted(m for m in sys.modules if m in ('torch', 'sacrebleu')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout) == (0, "True []\n"), proc.stderr
+
+
 def test_profiler_still_writes_its_report(tmp_path):
     """The process ends without the interpreter's teardown, except under a profiler."""
     report = tmp_path / "nmt.prof"

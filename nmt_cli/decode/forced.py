@@ -13,12 +13,15 @@ chunks, sorted by length into batches and written back in input order.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import torch
 
+from nmt_cli import device as devices
 from nmt_cli import io as nio
 from nmt_cli.decode.inference import Inference, batches
 from nmt_cli.errors import NmtError
@@ -93,5 +96,45 @@ def counted_alike(src: str, ref: str) -> bool:
     return True
 
 
-def perplexity(logprob: float, tokens: int) -> float:
-    return loss.perplexity(-logprob, tokens)
+@dataclass
+class Totals:
+    """Sums over the scored lines, for the perplexity summary."""
+
+    lines: int = 0
+    tokens: int = 0
+    logprob: float = 0.0
+
+    def add(self, pair: Pair) -> None:
+        self.lines, self.tokens, self.logprob = self.lines + 1, self.tokens + pair.tokens, self.logprob + pair.logprob
+
+    @property
+    def summary(self) -> str:
+        per_token = self.logprob / max(self.tokens, 1)
+        return (
+            f"nmt score: {self.lines:,} lines, {self.tokens:,} target tokens; log-probability {self.logprob:.2f}, "
+            f"{per_token:.4f} per token; perplexity {loss.perplexity(-self.logprob, self.tokens):.3f}"
+        )
+
+
+def score_file(
+    model: Path | str, src: str, ref: str, out: TextIO, json_lines: bool, batch_size: int, device: str
+) -> Totals:
+    """Write each line's scores to ``out`` (TSV with a header, or JSON lines): the log-probability
+    of the reference line in ``ref`` as a translation of the line in ``src`` under checkpoint
+    ``model``, its tokens and their average."""
+    inference = Inference.load(model, {}, devices.resolve(device), search=False)
+    held: list[str] = []  # rows of a piped input, written once its line count is known to match
+    emit = out.write if counted_alike(src, ref) else held.append
+    totals = Totals()
+    if not json_lines:
+        emit("line\tlogprob\ttokens\tavg_logprob\n")
+    for chunk in read_pairs(inference, nio.paired_lines(src, ref), (src, ref)):
+        score_pairs(inference, chunk, batch_size)
+        for p in chunk:
+            row = {"line": p.index + 1, "logprob": round(p.logprob, 4), "tokens": p.tokens}
+            row["avg_logprob"] = round(p.logprob / p.tokens, 4)
+            emit((json.dumps(row) if json_lines else "\t".join(str(v) for v in row.values())) + "\n")
+            totals.add(p)
+        out.flush()
+    out.writelines(held)
+    return totals

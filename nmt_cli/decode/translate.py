@@ -10,17 +10,21 @@ Empty lines give empty lines without touching the model.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
 import torch
 
+from nmt_cli import device as devices
 from nmt_cli import io as nio
+from nmt_cli.config import DecodeConfig
 from nmt_cli.decode import alignment
 from nmt_cli.decode.inference import Inference, batches
-from nmt_cli.errors import warn
+from nmt_cli.errors import NmtError, warn
 from nmt_cli.search.beam import beam_search
 from nmt_cli.search.greedy import greedy_encoded
 from nmt_cli.search.hypothesis import Hypothesis
@@ -151,7 +155,7 @@ def write_attention(translator: Translator, line: Line, outputs: Outputs) -> Non
         Console(stderr=True, width=10_000).print(table)  # never squeeze columns: let the terminal wrap
 
 
-def run(translator: Translator, source: str | None, out: TextIO, outputs: Outputs) -> dict:
+def stream(translator: Translator, source: str | None, out: TextIO, outputs: Outputs) -> dict:
     """Translate ``source`` (a path, or stdin for ``None``/``-``) into ``out``; returns counts."""
     start, count, tokens = time.perf_counter(), 0, 0
     chunk = translator.decode.sentences_per_batch * CHUNK_BATCHES
@@ -175,3 +179,48 @@ def run(translator: Translator, source: str | None, out: TextIO, outputs: Output
             if outputs.alignments is not None:
                 outputs.alignments.flush()
     return {"lines": count, "tokens": tokens, "seconds": time.perf_counter() - start}
+
+
+@dataclass
+class Result:
+    """What ``nmt translate`` did: counts, the search and precision that ran, a note on bf16."""
+
+    lines: int
+    tokens: int
+    seconds: float
+    decode: DecodeConfig
+    precision: str  # which precision ran and why (``auto``'s choice)
+    note: str | None = None  # bf16 asked for where it runs slower than fp32
+
+    @property
+    def summary(self) -> str:
+        search = "greedy" if self.decode.beam == 1 else f"beam {self.decode.beam}"
+        rate = self.lines / max(self.seconds, 1e-9)
+        line = (
+            f"nmt translate: {self.lines:,} lines, {self.tokens:,} target tokens in {self.seconds:.1f}s "
+            f"({rate:,.0f} lines/s; {search}, {self.precision})"
+        )
+        return f"{self.note}\n{line}" if self.note else line
+
+
+def run(
+    model: Path | str, source: str, output: str, decode: dict, device: str, outputs: Outputs, alignments: Path | None
+) -> Result:
+    """Translate ``source`` (a path, or ``-``: stdin) with checkpoint ``model`` into ``output``
+    (a path, written whole or not at all, or ``-``: stdout). ``decode`` holds the keys that
+    replace the checkpoint's ``decode:`` section (``None`` values keep it); ``alignments``
+    is a file for the hard alignments, besides what ``outputs`` asks for."""
+    if outputs.plot_dir is not None:
+        alignment.check_matplotlib()
+        if outputs.plot_dir.exists() and not outputs.plot_dir.is_dir():
+            raise NmtError(f"--attention-plot {outputs.plot_dir}: exists and is not a directory")
+        outputs.plot_dir.mkdir(parents=True, exist_ok=True)
+    inference = Inference.load(model, decode, devices.resolve(device))
+    translator = Translator(inference, bool(alignments or outputs.plot_dir or outputs.show_attention), outputs.scores)
+    note = devices.slow_bf16_note(inference.device, decode.get("precision"), "--precision")
+    with contextlib.ExitStack() as stack:
+        out = sys.stdout if output == "-" else stack.enter_context(nio.atomic_file(output))
+        if alignments:
+            outputs = replace(outputs, alignments=stack.enter_context(nio.atomic_file(alignments)))
+        counts = stream(translator, source, out, outputs)
+    return Result(**counts, decode=translator.decode, precision=inference.precision_line, note=note)

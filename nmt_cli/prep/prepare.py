@@ -52,6 +52,23 @@ class Outcome:
     noop: bool
     seconds: float
 
+    @property
+    def summary(self) -> str:
+        """One line: each split's pairs kept (and why others were dropped), the vocabulary."""
+        if self.noop:
+            return f"nmt prep: {self.out} is up to date (same inputs and options); nothing to do"
+        parts = []
+        for name, split in self.manifest["splits"].items():
+            drops = ", ".join(f"{k} {v}" for k, v in split["drops"].items() if v)
+            kept = f"{split['lines_read']} -> " if split["role"] == "train" else ""
+            parts.append(f"{name} {kept}{split['pairs_kept']} pairs" + (f" (dropped: {drops})" if drops else ""))
+        vocab = self.manifest["vocab"]
+        sizes = "/".join(str(n) for n in dict.fromkeys(vocab["size"].values()))
+        kind = ("joint" if vocab["joint"] else "separate") + (
+            ", reused" if vocab["reused"] else f" {self.manifest['options']['spm_type']}"
+        )
+        return f"nmt prep: {'; '.join(parts)}; vocab {sizes} ({kind}); wrote {self.out} in {self.seconds:.1f}s"
+
 
 def prepare(cfg: DataConfig, out: Path | str, force: bool = False, reporter: Reporter | None = None) -> Outcome:
     """Run every stage of prep; returns the manifest and whether anything was done.

@@ -26,6 +26,18 @@ from nmt_cli.errors import NmtError
 KEPT = ("config", "vocab", "data", "progress")  # what the averaged checkpoint takes from the newest
 
 
+def write(inputs: list[Path], out: Path, last: int | None = None, force: bool = False) -> str:
+    """Write the average of ``inputs`` (checkpoints oldest first, or one model directory,
+    whose newest ``last`` step checkpoints, 5 unless given, are taken) to ``out``;
+    returns the summary line."""
+    if len(inputs) == 1 and inputs[0].is_dir():
+        inputs = last_checkpoints(inputs[0], 5 if last is None else last)
+    elif last is not None:
+        raise NmtError("--last picks from a model directory; with checkpoint files, list the ones to average")
+    checkpoint.save(out, average(inputs, force))
+    return f"nmt average: wrote {out}, the mean of {', '.join(p.name for p in inputs)}"
+
+
 def last_checkpoints(directory: Path, count: int) -> list[Path]:
     """The newest ``count`` step checkpoints of a model directory, oldest first."""
     found = [path for _, path in checkpoint.step_checkpoints(directory)]
