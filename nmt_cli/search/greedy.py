@@ -19,20 +19,6 @@ from nmt_cli.vocab import EOS, PAD, SOS
 
 
 @torch.no_grad()
-def greedy(
-    model: Seq2Seq,
-    src: Tensor,
-    lengths: Tensor,
-    max_len_a: float,
-    max_len_b: int,
-    keep_attention: bool = False,
-    logprobs: bool = True,
-) -> list[Hypothesis]:
-    """The greedy translation of each sentence; src (batch, src_len)."""
-    return greedy_encoded(model, model.encode(src, lengths), lengths, max_len_a, max_len_b, keep_attention, logprobs)
-
-
-@torch.no_grad()
 def greedy_encoded(
     model: Seq2Seq,
     encoded: tuple,
@@ -43,7 +29,7 @@ def greedy_encoded(
     logprobs: bool = True,
     row_multiple: int = STEP_ROWS,
 ) -> list[Hypothesis]:
-    """:func:`greedy` from the output of ``model.encode`` (when the caller has it already).
+    """The greedy translation of each sentence from ``encoded``, ``model.encode(src, lengths)``.
 
     Without ``logprobs`` the per-step softmax normalizer is skipped (a pass over the
     vocabulary for every word) and hypotheses carry NaN scores. The rows left are rounded
@@ -65,7 +51,7 @@ def greedy_encoded(
     alive = torch.arange(batch, device=device)  # original index of each row (the sink's for a finished one)
     prev = torch.full((batch,), SOS, dtype=torch.long, device=device)
     for t in range(steps):
-        att, state, weights = model.decoder.search_step(prev, state, feed, memory, t)
+        att, state, weights = model.decoder.step(model.decoder.embed(prev), state, feed, memory, t)
         if feed is not None:
             feed = att
         scores = model.decoder.search_scores(att)  # (rows, words)

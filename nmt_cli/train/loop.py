@@ -35,7 +35,7 @@ from nmt_cli import allocator, checkpoint, lock, vocab
 from nmt_cli import device as devices
 from nmt_cli.config import Config, DataConfig, TrainConfig, from_dict, parse_duration, to_dict
 from nmt_cli.errors import EnvError, NmtError, os_reason
-from nmt_cli.model import shapes
+from nmt_cli.model import rewrites, shapes
 from nmt_cli.model.seq2seq import Seq2Seq, parameter_count
 from nmt_cli.train import data as prepared_data
 from nmt_cli.train import distributed, metrics
@@ -73,7 +73,7 @@ class Run:
     out: Path
     data: prepared_data.Prepared
     model: Seq2Seq
-    net: torch.nn.Module  # what the training step calls: the model, or DDP around it
+    net: torch.nn.Module  # what the training step calls: the model's loss (rewrites.for_training), or DDP around it
     ranks: distributed.Ranks
     optimizer: torch.optim.Optimizer
     schedule: Schedule
@@ -191,7 +191,7 @@ def train_step(run: Run, group: list) -> tuple[float, float, int]:
         batch = run.data.train.collate(indices, multiple=t.batch_multiple, max_tokens=t.batch_tokens).to(run.device)
         with _gradient_sync(run, last=i == len(work) - 1):
             with run.autocast():
-                loss, nll = run.net(batch.src, batch.src_lengths, batch.tgt_in, ratio, batch.tgt_out, t.label_smoothing)
+                loss, nll = run.net(batch, t.label_smoothing, ratio)
             scaled = loss * weight
             (run.scaler.scale(scaled) if run.scaler else scaled).backward()
         if mine:
@@ -212,7 +212,7 @@ def train_step(run: Run, group: list) -> tuple[float, float, int]:
 
 def _gradient_sync(run: Run, last: bool):
     """DDP averages gradients once a step, in the backward pass of a rank's last batch."""
-    if last or run.net is run.model:
+    if last or not isinstance(run.net, torch.nn.parallel.DistributedDataParallel):
         return contextlib.nullcontext()
     return run.net.no_sync()
 
@@ -450,10 +450,12 @@ def _choose_precision(cfg: Config, resumed: str | None, dev: torch.device) -> tu
 
 
 def _data_parallel(model: Seq2Seq, dev: torch.device) -> torch.nn.Module:
-    """The model in DDP when this process is one rank of several (a world of one too)."""
+    """The model's training form (``rewrites.for_training``), in DDP when this process is
+    one rank of several (a world of one too)."""
+    net = rewrites.for_training(model)
     if not torch.distributed.is_initialized():
-        return model
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        return net
+    return torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
 
 
 def _resume_rng(state: dict, ranks: distributed.Ranks, dev: torch.device, path: Path, log) -> None:
