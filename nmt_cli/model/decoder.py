@@ -27,7 +27,6 @@ inference by overriding how a step makes its products (:meth:`Decoder.embed`,
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -101,11 +100,8 @@ class Decoder(nn.Module):
         if self.bridge is not None:
             source = final_h if final_c is None else torch.cat([final_h, final_c], dim=-1)
             state = list(torch.tanh(self.bridge(source)).float().chunk(self.cfg.decoder_layers, dim=-1))
-        else:
-            state = [
-                final_h.new_zeros(batch, self.rnn.state_size, dtype=torch.float32)
-                for _ in range(self.cfg.decoder_layers)
-            ]
+        else:  # one zero tensor for every layer: a state is never written in place
+            state = [final_h.new_zeros(batch, self.rnn.state_size, dtype=torch.float32)] * self.cfg.decoder_layers
         feed = final_h.new_zeros(batch, self.cfg.output_size) if self.cfg.input_feeding else None
         return state, feed
 
@@ -113,7 +109,7 @@ class Decoder(nn.Module):
         """The previous words as :meth:`step` reads them: layer 0's input product of their
         embeddings, (...,) ids -> (..., gates*hidden), for all steps at once under teacher forcing."""
         emb = self.emb_dropout(self.word_dropout(self.embedding(tokens)))  # (..., emb)
-        return over_rounded_rows(functools.partial(self.rnn.project, "emb"), emb)
+        return over_rounded_rows(self.rnn.inputs["emb"], emb)
 
     def step(self, emb_in: Tensor, state: list[Tensor], feed: Tensor | None, memory: Memory, t: int = 0):
         """Decoder step ``t`` (0-based target position), the module docstring's equations.
@@ -141,9 +137,8 @@ class Decoder(nn.Module):
         return emb_in
 
     def query(self, state: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Bahdanau's query from s_{t-1} (rows, hidden), and the top layer's recurrent product
-        W_hh s_{t-1} + b_hh where it is made here: s_{t-1} itself (the attention projects
-        it) and None (the RNN makes its own)."""
+        """Bahdanau's query from s_{t-1} (rows, hidden), which the attention projects, and the
+        top layer's recurrent product W_hh s_{t-1} + b_hh where made here (the RNN makes it)."""
         return state, None
 
     def _attend(self, query: Tensor, memory: Memory, t: int, projected: bool = False) -> tuple[Tensor, Tensor]:

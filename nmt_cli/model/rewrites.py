@@ -67,9 +67,6 @@ def _side_by_side(decoder: Decoder, parts: list[str]) -> Tensor:
     return torch.cat([decoder.rnn.inputs[k].weight for k in parts], dim=1)
 
 
-# ============================================================================ training
-
-
 class TrainingDecoder(Decoder):
     """The decoder with joined products under teacher forcing (module docstring), made
     from the parameters as they are at the start of each pass; a step outside a pass
@@ -122,22 +119,31 @@ class TrainingLoss(nn.Module):
 def for_training(model: Seq2Seq) -> TrainingLoss:
     """``model`` with its decoder a :class:`TrainingDecoder` (the same parameters), and its
     loss as a module."""
-    if not isinstance(model.decoder, TrainingDecoder):
-        model.decoder = swapped(model.decoder, TrainingDecoder)
+    model.decoder = swapped(model.decoder, TrainingDecoder)
     return TrainingLoss(model)
-
-
-# ============================================================================ inference
 
 
 class InferenceDecoder(Decoder):
     """The decoder with joined products and a cut output layer (module docstring):
-    ``joined_inputs`` [W_emb W_context W_feed], ``joined_query`` [W_q; W_hh] (Bahdanau)."""
+    ``joined_inputs`` [W_emb W_context W_feed], ``joined_query`` [W_q; W_hh] (Bahdanau).
+    A teacher-forced pass (forced decoding) keeps the reference's layer-0 products, whose
+    embedding part is one product over all target positions."""
+
+    _forcing = False  # during a teacher-forced pass
+
+    def forward(self, *args) -> Tensor:
+        self._forcing = True
+        try:
+            return super().forward(*args)
+        finally:
+            del self._forcing
 
     def embed(self, tokens: Tensor) -> Tensor:
-        return self.embedding(tokens)  # (..., emb): projected in one product with the step's other parts
+        return super().embed(tokens) if self._forcing else self.embedding(tokens)  # (..., emb): see layer0
 
     def layer0(self, emb: Tensor, parts: dict[str, Tensor]) -> Tensor:
+        if self._forcing:
+            return super().layer0(emb, parts)
         return self.joined_inputs(torch.cat([emb, *(parts[k] for k in self.rnn.inputs if k in parts)], dim=-1))
 
     def query(self, state: Tensor) -> tuple[Tensor, Tensor]:
