@@ -50,8 +50,7 @@ class Inference:
         decode, precision_line = choose_precision(cfg.decode, cfg.model, device)
         cfg = replace(cfg, decode=decode)
         vocab = payload["vocab"]
-        # checkpoints written before the list of words existed search every word
-        words = torch.tensor(vocab["tgt_words"]) if search and "tgt_words" in vocab else None
+        words = torch.tensor(vocab["tgt_words"]) if search and "tgt_words" in vocab else None  # older: every word
         src_sp = subwords.from_bytes(vocab["src_spm"], f"{path} (source)")
         tgt_sp = subwords.from_bytes(vocab["tgt_spm"], f"{path} (target)")
         checkpoint.check_subwords(src_sp, vocab["src_size"], path, "source")

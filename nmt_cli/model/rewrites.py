@@ -91,7 +91,7 @@ class TrainingDecoder(Decoder):
         try:
             yield
         finally:
-            del self._joined
+            self._joined = (None, None)
 
     def layer0(self, emb_in: Tensor, parts: dict[str, Tensor]) -> Tensor:
         if self._joined[0] is None:
@@ -105,8 +105,7 @@ class TrainingDecoder(Decoder):
 
 
 class TrainingLoss(nn.Module):
-    """The model's loss sums (``Seq2Seq.loss``) as a module's forward: what a training step
-    calls, and what DDP, which runs its gradient hooks around a forward, wraps."""
+    """``Seq2Seq.loss`` as a module's forward, which DDP wraps (its hooks run around a forward)."""
 
     def __init__(self, model: Seq2Seq):
         super().__init__()
@@ -136,7 +135,7 @@ class InferenceDecoder(Decoder):
         try:
             return super().forward(*args)
         finally:
-            del self._forcing
+            self._forcing = False
 
     def embed(self, tokens: Tensor) -> Tensor:
         return super().embed(tokens) if self._forcing else self.embedding(tokens)  # (..., emb): see layer0
@@ -217,11 +216,9 @@ class FusedEncoder(nn.Module):
 
 def _fused_layer(layer: RecurrentLayer, cell: str, dirs: int) -> nn.Module:
     """torch's one-layer GRU/LSTM/RNN holding ``layer``'s weights."""
-    kind = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}[cell]
-    rnn = kind(
-        layer.ih.in_features, layer.hidden, bidirectional=dirs == 2, batch_first=True, device=layer.ih.weight.device
-    )
-    weight_ih, bias_ih = layer.ih.weight.chunk(dirs), layer.ih.bias.chunk(dirs)
+    kind, ih = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}[cell], layer.ih
+    rnn = kind(ih.in_features, layer.hidden, bidirectional=dirs == 2, batch_first=True, device=ih.weight.device)
+    weight_ih, bias_ih = ih.weight.chunk(dirs), ih.bias.chunk(dirs)
     with torch.no_grad():
         for d, suffix in enumerate(["", "_reverse"][:dirs]):
             getattr(rnn, f"weight_ih_l0{suffix}").copy_(weight_ih[d])

@@ -19,6 +19,12 @@ from nmt_cli.vocab import EOS, PAD, SOS
 
 
 @torch.no_grad()
+def greedy(model: Seq2Seq, src: Tensor, lengths: Tensor, max_len_a: float, max_len_b: int) -> list[Hypothesis]:
+    """The greedy translation of each sentence; src (batch, src_len)."""
+    return greedy_encoded(model, model.encode(src, lengths), lengths, max_len_a, max_len_b)
+
+
+@torch.no_grad()
 def greedy_encoded(
     model: Seq2Seq,
     encoded: tuple,
@@ -29,7 +35,7 @@ def greedy_encoded(
     logprobs: bool = True,
     row_multiple: int = STEP_ROWS,
 ) -> list[Hypothesis]:
-    """The greedy translation of each sentence from ``encoded``, ``model.encode(src, lengths)``.
+    """:func:`greedy` from ``encoded``, ``model.encode(src, lengths)``, when the caller has it.
 
     Without ``logprobs`` the per-step softmax normalizer is skipped (a pass over the
     vocabulary for every word) and hypotheses carry NaN scores. The rows left are rounded

@@ -8,14 +8,9 @@ import torch
 from conftest import COPY_MAX, COPY_MIN, COPY_VOCAB, EOS_ID, SOS_ID, make_batch, random_sequences, tiny_model_config
 
 from nmt_cli.model.seq2seq import Seq2Seq
-from nmt_cli.search.greedy import greedy_encoded
+from nmt_cli.search.greedy import greedy, greedy_encoded
 
 VOCAB = 25
-
-
-def greedy(model: Seq2Seq, src: torch.Tensor, lengths: torch.Tensor, *args, **kwargs):
-    with torch.no_grad():
-        return greedy_encoded(model, model.encode(src, lengths), lengths, *args, **kwargs)
 
 
 def greedy_ids(*args) -> list[list[int]]:
