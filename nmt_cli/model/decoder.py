@@ -53,9 +53,7 @@ class Memory:
 
     def select(self, index: Tensor) -> Memory:
         """Rows ``index`` of the batch (beam search, finished sentences leaving)."""
-        return Memory(
-            self.states.index_select(0, index), self.keys.index_select(0, index), self.mask.index_select(0, index)
-        )
+        return Memory(*(x.index_select(0, index) for x in (self.states, self.keys, self.mask)))
 
 
 class Decoder(nn.Module):

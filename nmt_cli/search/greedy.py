@@ -48,11 +48,7 @@ def greedy_encoded(
     limits = torch.cat([limits, limits.new_zeros(1)])  # (batch+1,): row `batch` is the sink, never going on
     # one row more than the batch: the sink, where rows kept only as padding write
     tokens = torch.full((batch + 1, steps), PAD, dtype=torch.long, device=device)
-    word_logp = (
-        torch.zeros(batch + 1, steps, device=device)
-        if logprobs
-        else torch.full((batch + 1, steps), float("nan"), device=device)
-    )
+    word_logp = torch.full((batch + 1, steps), 0.0 if logprobs else float("nan"), device=device)
     attention = torch.zeros(batch + 1, steps, src_len, device=device) if keep_attention else None
     alive = torch.arange(batch, device=device)  # original index of each row (the sink's for a finished one)
     prev = torch.full((batch,), SOS, dtype=torch.long, device=device)

@@ -450,8 +450,7 @@ def _choose_precision(cfg: Config, resumed: str | None, dev: torch.device) -> tu
 
 
 def _data_parallel(model: Seq2Seq, dev: torch.device) -> torch.nn.Module:
-    """The model's training form (``rewrites.for_training``), in DDP when this process is
-    one rank of several (a world of one too)."""
+    """The model's loss (``rewrites.for_training``), in DDP when this process is a rank (a world of one too)."""
     net = rewrites.for_training(model)
     if not torch.distributed.is_initialized():
         return net
