@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import itertools
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,9 +19,8 @@ from nmt_cli import checkpoint
 from nmt_cli import device as devices
 from nmt_cli.config import Config, DecodeConfig, ModelConfig, with_values
 from nmt_cli.errors import NmtError, warn
-from nmt_cli.model import shapes
+from nmt_cli.model import rewrites, shapes
 from nmt_cli.model.batch import Batch, token_batches
-from nmt_cli.model.encoder import FusedEncoder
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.prep import filters, subwords
 
@@ -43,7 +41,7 @@ class Inference:
     @classmethod
     def load(cls, path: Path | str, overrides: dict, device: torch.device, search: bool = True) -> Inference:
         """``search``: the model will translate, so its output layer may keep to the words
-        it was trained to produce (``Decoder.restrict_output``); forced decoding, which
+        it was trained to produce (``rewrites.inference_decoder``); forced decoding, which
         scores given targets, needs every word."""
         # mapped, not read: the optimizer's state is never touched
         payload = checkpoint.load(path, device="cpu", mmap=True, require=checkpoint.FOR_INFERENCE)
@@ -52,14 +50,13 @@ class Inference:
         decode, precision_line = choose_precision(cfg.decode, cfg.model, device)
         cfg = replace(cfg, decode=decode)
         vocab = payload["vocab"]
-        if search and "tgt_words" in vocab:  # checkpoints written before the list existed search every word
-            model.decoder.restrict_output(torch.tensor(vocab["tgt_words"]))
+        words = torch.tensor(vocab["tgt_words"]) if search and "tgt_words" in vocab else None  # older: every word
         src_sp = subwords.from_bytes(vocab["src_spm"], f"{path} (source)")
         tgt_sp = subwords.from_bytes(vocab["tgt_spm"], f"{path} (target)")
         checkpoint.check_subwords(src_sp, vocab["src_size"], path, "source")
         checkpoint.check_subwords(tgt_sp, vocab["tgt_size"], path, "target")
         return cls(
-            _prepare(model, cfg.decode, device),
+            _prepare(model, cfg.decode, device, words),
             cfg,
             src_sp,
             tgt_sp,
@@ -127,40 +124,17 @@ def _own(model: Seq2Seq, vectors_only: bool = False) -> None:
                 tensor.data = tensor.data.clone()
 
 
-def _prepare(model: Seq2Seq, decode: DecodeConfig, device: torch.device) -> Seq2Seq:
-    """The model on ``device`` for inference, int8-quantized when asked (CPU only).
-
-    The encoder runs on torch's fused recurrent kernels (:class:`FusedEncoder`), except
-    under bf16 autocast on CPU, where the fused kernels would stay in fp32. The decoder's
-    first-layer input parts are joined into one product (``StackedCells.join_inputs``), so
-    are Bahdanau's query and the recurrent product that read the same state
-    (``Decoder.join_query``), and its output layer keeps the rows of the words it scores
-    (``Decoder.cut_output``).
-    int8 leaves Bahdanau's ``v`` in fp32: its input, a (rows, src_len, attention) table,
-    would be quantized anew at every step for a product with one output.
-    """
-    if decode.quantize == "int8" and device.type != "cpu":
+def _prepare(model: Seq2Seq, decode: DecodeConfig, device: torch.device, words: torch.Tensor | None) -> Seq2Seq:
+    """The model on ``device`` rewritten for inference (``rewrites.for_inference``), its
+    tensors its own (:func:`_own`)."""
+    int8 = decode.quantize == "int8"
+    if int8 and device.type != "cpu":
         raise NmtError("--quantize int8 is for CPU decoding; on CUDA use --precision fp16 or bf16")
     model = model.to(device)
-    model.decoder.attention.hard = decode.hard_attention
-    model.decoder.rnn.join_inputs()
-    model.decoder.join_query()
-    model.decoder.cut_output()
-    if not (decode.precision == "bf16" and device.type == "cpu"):
-        model.encoder = FusedEncoder(model.encoder)
-    if decode.quantize == "int8":
-        with warnings.catch_warnings():  # torch.ao.quantization warns that it is deprecated
-            warnings.simplefilter("ignore")
-            from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
-
-            spec = {
-                torch.nn.Linear: default_dynamic_qconfig,
-                torch.nn.GRU: default_dynamic_qconfig,
-                torch.nn.LSTM: default_dynamic_qconfig,
-                "decoder.attention.v": None,
-            }
-            _own(model, vectors_only=True)
-            model = quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+    if int8:
+        _own(model, vectors_only=True)
+    model = rewrites.for_inference(model, decode, device, words)
+    if int8:
         gc.collect()  # the float layers it replaced are in reference cycles, and hold the mapping
     if device.type == "cpu":
         _own(model)

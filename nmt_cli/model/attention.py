@@ -21,8 +21,8 @@ projected back to the memory size, by a projection that starts as their mean. Th
 weights reported (alignments, coverage, plots) are the heads' mean. With k = 1 there is
 no projection: it is the single-head model.
 
-Hard attention (``hard``, a decoding-time diagnostic): the context is the state of the
-most weighted source position alone instead of the weighted sum.
+Hard attention (a decoding-time diagnostic, ``rewrites.HardAttention``): the context is
+the state of the most weighted source position alone instead of the weighted sum.
 
 Everything that depends on the encoder states alone (W_k h_i, W h_i) is computed once
 per batch by :meth:`Attention.keys` and reused at every decoder step.
@@ -44,7 +44,6 @@ class Attention(nn.Module):
     ):
         super().__init__()
         self.kind, self.heads, self.window = kind, heads, window
-        self.hard = False
         if kind == "bahdanau":
             self.key_layer = nn.Linear(memory_size, heads * attention_size, bias=False)
             self.query_layer = nn.Linear(query_size, heads * attention_size, bias=False)
@@ -87,6 +86,18 @@ class Attention(nn.Module):
 
         Returns context (batch, steps, memory) and weights (batch, steps, src_len).
         """
+        weights = self.weights(query, keys, mask, step, projected)  # (batch, heads, steps, src_len)
+        if self.combine is None:  # one head
+            weights = weights.squeeze(1)  # (batch, steps, src_len)
+            return torch.bmm(weights.to(memory.dtype), memory), weights  # context (batch, steps, memory)
+        context = torch.matmul(weights.to(memory.dtype), memory.unsqueeze(1))  # (batch, heads, steps, memory)
+        context = self.combine(torch.cat(context.unbind(1), dim=-1))  # (batch, steps, memory)
+        return context, weights.mean(dim=1)
+
+    def weights(
+        self, query: Tensor, keys: Tensor, mask: Tensor, step: int | Tensor = 0, projected: bool = False
+    ) -> Tensor:
+        """Each head's weights a (batch, heads, steps, src_len), fp32; arguments as :meth:`forward`'s."""
         scores = self.scores(query, keys, projected).float()  # (batch, heads, steps, src_len)
         allowed = mask[:, None, None, :]  # (batch, 1, 1, src_len)
         gauss = None
@@ -94,16 +105,7 @@ class Attention(nn.Module):
             gauss, window = self._local(query, mask, step)  # (batch, 1, steps, src_len) each
             allowed = allowed & window
         weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
-        if gauss is not None:
-            weights = weights * gauss
-        if self.hard:
-            weights = nn.functional.one_hot(weights.argmax(-1), weights.size(-1)).to(weights.dtype)
-        if self.combine is None:  # one head
-            weights = weights.squeeze(1)  # (batch, steps, src_len)
-            return torch.bmm(weights.to(memory.dtype), memory), weights  # context (batch, steps, memory)
-        context = torch.matmul(weights.to(memory.dtype), memory.unsqueeze(1))  # (batch, heads, steps, memory)
-        context = self.combine(torch.cat(context.unbind(1), dim=-1))  # (batch, steps, memory)
-        return context, weights.mean(dim=1)
+        return weights * gauss if gauss is not None else weights
 
     def scores(self, query: Tensor, keys: Tensor, projected: bool = False) -> Tensor:
         """Unmasked scores (batch, heads, steps, src_len); keys (batch, src_len, heads*key)."""

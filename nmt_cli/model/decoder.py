@@ -19,11 +19,14 @@ Then P(y_t) = softmax(W_out dropout(h̃_t)), W_out optionally tied to the target
 The softmax runs over the whole target vocabulary, or over a list of words
 (``output_vocab: target``: those of the training targets), W_out's rows for them alone;
 a word outside the list is then scored as UNK.
+
+This is the reference network. ``rewrites.py`` makes it faster for training and for
+inference by overriding how a step makes its products (:meth:`Decoder.embed`,
+:meth:`Decoder.layer0`, :meth:`Decoder.query`, :meth:`Decoder.logits`), never the equations.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -41,18 +44,6 @@ from nmt_cli.vocab import PAD, SOS, UNK
 
 
 @dataclass
-class Joined:
-    """Under teacher forcing, the products of a step that read the same input, joined into
-    one product each, their weights joined once per batch (in autocast's dtype: cast once,
-    not at every step): Bahdanau's query with the top layer's recurrent product (both read
-    s_{t-1}), and layer 0's context and fed-back input parts. A step then makes two
-    products instead of four, and its backward pass as many fewer."""
-
-    query: tuple[Tensor, Tensor] | None  # [W_q; W_hh] (heads*att + gates*hidden, hidden), [0; b_hh]
-    inputs: Tensor | None  # [W_context W_feed] (gates*hidden, memory + output)
-
-
-@dataclass
 class Memory:
     """What the decoder reads from the encoder, computed once per batch."""
 
@@ -62,20 +53,11 @@ class Memory:
 
     def select(self, index: Tensor) -> Memory:
         """Rows ``index`` of the batch (beam search, finished sentences leaving)."""
-        return Memory(
-            self.states.index_select(0, index), self.keys.index_select(0, index), self.mask.index_select(0, index)
-        )
+        return Memory(*(x.index_select(0, index) for x in (self.states, self.keys, self.mask)))
 
 
 class Decoder(nn.Module):
-    def __init__(
-        self,
-        cfg: ModelConfig,
-        embedding: nn.Embedding,
-        memory_size: int,
-        vocab_size: int,
-        output_words: Tensor | None = None,
-    ):
+    def __init__(self, cfg: ModelConfig, embedding: nn.Embedding, memory: int, vocab: int, words: Tensor | None = None):
         super().__init__()
         self.cfg = cfg
         self.embedding = embedding
@@ -84,30 +66,30 @@ class Decoder(nn.Module):
         self.bahdanau = cfg.attention == "bahdanau"
         parts = {"emb": cfg.emb_size}
         if self.bahdanau:
-            parts["context"] = memory_size
+            parts["context"] = memory
         if cfg.input_feeding:
             parts["feed"] = cfg.output_size
         self.rnn = StackedCells(cfg.cell, parts, cfg.decoder_hidden, cfg.decoder_layers, cfg.dropout, cfg.residual)
-        self.attention = Attention(
-            cfg.attention, cfg.decoder_hidden, memory_size, cfg.attention_size, cfg.heads, cfg.window
-        )
-        self.query_joined: nn.Linear | None = None  # see join_query
-        self.pre_output = nn.Linear(cfg.decoder_hidden + memory_size, cfg.output_size)
+        self.attention = Attention(cfg.attention, cfg.decoder_hidden, memory, cfg.attention_size, cfg.heads, cfg.window)
+        self.pre_output = nn.Linear(cfg.decoder_hidden + memory, cfg.output_size)
         self.dropout = Dropout(cfg.dropout)
-        self.output = nn.Linear(cfg.output_size, vocab_size)
+        self.output = nn.Linear(cfg.output_size, vocab)
         if cfg.tie_output:
             self.output.weight = embedding.weight
         self.workspace = Workspace()  # the output layer's score table under the loss, kept between batches
-        # The words the output layer scores, if not all: column j is word output_ids[j]; and
-        # each word's column (UNK's for a word the layer does not score). Not saved: a
-        # checkpoint's vocabulary holds the list (``checkpoint.load_model``).
+        # The words the output layer scores, if not all (``words``: ``output_vocab: target``):
+        # column j is word output_ids[j], columns[i] word i's column (UNK's for a word not
+        # scored). The layer stays whole (and tied): its rows for these words are taken at
+        # each call. Not saved: a checkpoint's vocabulary holds the list.
         self.register_buffer("output_ids", None, persistent=False)  # (k,)
         self.register_buffer("columns", None, persistent=False)  # (vocab,)
         self.banned: list[int] = [PAD, SOS]  # columns search never picks
-        self.cut = False  # the output layer holds the rows of output_ids alone (cut_output)
-        if output_words is not None:
-            self.score_words(output_words)
-        bridge_in = memory_size * (2 if cfg.cell == "lstm" else 1)
+        if words is not None:  # PAD kept as column 0: a PAD target still marks padding for the loss
+            ids = torch.unique(torch.cat([words.long().cpu(), torch.tensor([PAD, UNK])]))  # sorted
+            self.columns = torch.full((vocab,), int((ids == UNK).nonzero()), dtype=torch.long)
+            self.columns[ids] = torch.arange(ids.numel())
+            self.output_ids, self.banned = ids, [j for j, i in enumerate(ids.tolist()) if i in (PAD, SOS)]
+        bridge_in = memory * (2 if cfg.cell == "lstm" else 1)
         self.bridge = nn.Linear(bridge_in, cfg.decoder_layers * self.rnn.state_size) if cfg.bridge else None
 
     def init_state(self, final_h: Tensor, final_c: Tensor | None) -> tuple[list[Tensor], Tensor | None]:
@@ -116,110 +98,50 @@ class Decoder(nn.Module):
         if self.bridge is not None:
             source = final_h if final_c is None else torch.cat([final_h, final_c], dim=-1)
             state = list(torch.tanh(self.bridge(source)).float().chunk(self.cfg.decoder_layers, dim=-1))
-        else:
-            state = [
-                final_h.new_zeros(batch, self.rnn.state_size, dtype=torch.float32)
-                for _ in range(self.cfg.decoder_layers)
-            ]
+        else:  # one zero tensor for every layer: a state is never written in place
+            state = [final_h.new_zeros(batch, self.rnn.state_size, dtype=torch.float32)] * self.cfg.decoder_layers
         feed = final_h.new_zeros(batch, self.cfg.output_size) if self.cfg.input_feeding else None
         return state, feed
 
     def embed(self, tokens: Tensor) -> Tensor:
-        """Layer 0's input product for target words: (...,) ids -> (..., gates*hidden)."""
+        """The previous words as :meth:`step` reads them: layer 0's input product of their
+        embeddings, (...,) ids -> (..., gates*hidden), for all steps at once under teacher forcing."""
         emb = self.emb_dropout(self.word_dropout(self.embedding(tokens)))  # (..., emb)
-        return over_rounded_rows(functools.partial(self.rnn.project, "emb"), emb)
+        return over_rounded_rows(self.rnn.inputs["emb"], emb)
 
-    def step(
-        self,
-        emb_in: Tensor,
-        state: list[Tensor],
-        feed: Tensor | None,
-        memory: Memory,
-        t: int = 0,
-        joined: Joined | None = None,
-    ):
-        """Decoder step ``t`` (0-based target position) from the embedded previous word
-        ``emb_in`` (rows, gates*hidden): its layer-0 product, made for all steps at once
-        under teacher forcing (:meth:`embed`); ``joined``: the batch's :meth:`joined` weights.
+    def step(self, emb_in: Tensor, state: list[Tensor], feed: Tensor | None, memory: Memory, t: int = 0):
+        """Decoder step ``t`` (0-based target position), the module docstring's equations.
 
-        ``rows`` is the memory's batch or a multiple of it (see :meth:`_attend`). Returns
-        h̃_t (rows, output), the new state, and the attention weights (rows, src_len).
+        ``emb_in`` (rows, ·): the previous words, from :meth:`embed`; ``state``: each layer's
+        s_{t-1} (rows, state); ``feed``: h̃_{t-1} (rows, output) with input feeding, else None.
+        ``rows`` is the memory's batch or a multiple of it (see :meth:`_attend`). Returns h̃_t
+        (rows, output), the new state, and the attention weights (rows, src_len).
         """
-        weight = joined.inputs if joined is not None else None
-        return self._step(lambda parts: self.rnn.project_all(parts, emb_in, weight), state, feed, memory, t, joined)
-
-    def search_step(self, prev: Tensor, state: list[Tensor], feed: Tensor | None, memory: Memory, t: int = 0):
-        """:meth:`step` from the previous words' ids ``prev`` (rows,), for search: layer 0's
-        input parts (embedding, context, fed-back h̃) go into one product
-        (:meth:`StackedCells.project_all`)."""
-        emb = self.emb_dropout(self.embedding(prev))  # (rows, emb)
-        return self._step(lambda parts: self.rnn.project_all({"emb": emb, **parts}), state, feed, memory, t)
-
-    def _step(
-        self, product, state: list[Tensor], feed: Tensor | None, memory: Memory, t: int, joined: Joined | None = None
-    ):
-        """The step itself; ``product(parts)`` is layer 0's input product given the parts
-        other than the embedding ({"feed": h̃_{t-1}, "context": c_t} as the model has them)."""
         parts = {} if feed is None else {"feed": feed}
         if self.bahdanau:
-            query, recurrent = self._query(state[-1][:, : self.rnn.hidden], joined)
+            query, recurrent = self.query(state[-1][:, : self.rnn.hidden])
             context, weights = self._attend(query, memory, t, projected=recurrent is not None)
-            h, state = self.rnn(product({**parts, "context": context}), state, recurrent)
+            h, state = self.rnn(self.layer0(emb_in, {**parts, "context": context}), state, recurrent)
         else:
-            h, state = self.rnn(product(parts), state)
+            h, state = self.rnn(self.layer0(emb_in, parts), state)
             context, weights = self._attend(h, memory, t)
         return self._attentional(h, context), state, weights
 
-    def _query(self, state: Tensor, joined: Joined | None) -> tuple[Tensor, Tensor | None]:
-        """Bahdanau's query from s_{t-1} (rows, hidden): s_{t-1} itself, or (after
-        :meth:`join_query`, or with ``joined`` weights) its projection W_q s_{t-1} (rows,
-        heads*att) made in one product with the top layer's recurrent product (rows,
-        gates*hidden)."""
-        if self.query_joined is not None:
-            both = self.query_joined(state)  # (rows, heads*att + gates*hidden)
-        elif joined is not None and joined.query is not None:
-            both = F.linear(state, *joined.query)
-        else:
-            return state, None
-        size = self.attention.query_layer.out_features
-        return both[:, :size], both[:, size:]
+    def layer0(self, emb_in: Tensor, parts: dict[str, Tensor]) -> Tensor:
+        """Layer 0's input product (rows, gates*hidden): the previous words' ``emb_in`` plus
+        W_k x_k for each other part (``feed``: h̃_{t-1}, ``context``: c_t)."""
+        for name, x in parts.items():
+            emb_in = emb_in + self.rnn.project(name, x)
+        return emb_in
 
-    def _query_weights(self) -> tuple[Tensor, Tensor]:
-        """[W_q; W_hh] (heads*att + gates*hidden, hidden) and [0; b_hh]: Bahdanau's query and
-        the top layer's recurrent product W_hh s_{t-1} + b_hh, which read the same state."""
-        query, hh = self.attention.query_layer.weight, self.rnn.hh[-1]
-        hh_bias = hh.bias if hh.bias is not None else hh.weight.new_zeros(hh.out_features)  # an LSTM's is in gi
-        return torch.cat([query, hh.weight]), torch.cat([query.new_zeros(query.size(0)), hh_bias])
-
-    def joined(self) -> Joined | None:
-        """The batch's :class:`Joined` weights, for teacher forcing; None once the model is
-        made ready for inference (:meth:`join_query`, ``StackedCells.join_inputs``, whose
-        layers may be int8): forced decoding then runs on those layers."""
-        if self.query_joined is not None or self.rnn.joined is not None:
-            return None
-        parts = [k for k in self.rnn.inputs if k != "emb"]
-        inputs = to_autocast_dtype(self.rnn.joined_weight(parts)) if len(parts) > 1 else None
-        if not self.bahdanau:
-            return Joined(None, inputs)
-        weight, bias = self._query_weights()
-        return Joined((to_autocast_dtype(weight), bias), inputs)
-
-    def join_query(self) -> None:
-        """For decoding with Bahdanau attention: one layer [W_q; W_hh] for the query and the
-        top layer's recurrent product (:meth:`_query_weights`), one product a step instead
-        of two."""
-        if not self.bahdanau:
-            return
-        weight, bias = self._query_weights()
-        joined = nn.Linear(weight.size(1), weight.size(0), device=weight.device)
-        with torch.no_grad():
-            joined.weight.copy_(weight)
-            joined.bias.copy_(bias)
-        self.query_joined = joined
+    def query(self, state: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Bahdanau's query from s_{t-1} (rows, hidden), which the attention projects, and the
+        top layer's recurrent product W_hh s_{t-1} + b_hh where made here (the RNN makes it)."""
+        return state, None
 
     def _attend(self, query: Tensor, memory: Memory, t: int, projected: bool = False) -> tuple[Tensor, Tensor]:
         """Attention for queries (rows, hidden) over a memory of ``rows / group`` sentences;
-        ``projected``: the queries are Bahdanau's W_q s already (:meth:`_query`).
+        ``projected``: the queries are Bahdanau's W_q s already (:meth:`query`).
 
         Rows come in groups of consecutive rows that share a sentence (the hypotheses of a
         beam), so the memory is never copied per hypothesis: a group is attention's
@@ -233,12 +155,12 @@ class Decoder(nn.Module):
 
     def forward(self, tgt_in: Tensor, memory: Memory, state: list[Tensor], feed: Tensor | None) -> Tensor:
         """Teacher forcing over a whole target: tgt_in (batch, tgt_len) -> h̃ (batch, tgt_len, output)."""
-        emb_in = self.embed(tgt_in)  # (batch, tgt_len, gates*hidden), all steps in one product
+        emb_in = self.embed(tgt_in)  # (batch, tgt_len, ·), all steps in one product
         if not self.bahdanau and feed is None:
             return self._forward_luong_no_feed(emb_in, memory, state)
-        outputs, joined = [], self.joined()
+        outputs = []
         for t, emb_t in enumerate(emb_in.unbind(1)):  # unbind: one backward op, not a full-size zero fill per step
-            att, state, _ = self.step(emb_t, state, feed, memory, t, joined)
+            att, state, _ = self.step(emb_t, state, feed, memory, t)
             outputs.append(att)
             if feed is not None:
                 feed = att
@@ -248,7 +170,7 @@ class Decoder(nn.Module):
         """Recurrence alone step by step; attention and h̃ for all steps at once."""
         tops = []
         for emb_t in emb_in.unbind(1):
-            h, state = self.rnn(emb_t, state)
+            h, state = self.rnn(self.layer0(emb_t, {}), state)
             tops.append(h)
         h = torch.stack(tops, dim=1)  # (batch, tgt_len, hidden)
         positions = torch.arange(h.size(1), device=h.device)
@@ -271,73 +193,28 @@ class Decoder(nn.Module):
         :meth:`forward`, which is the ratio-1 case.
         """
         rows = self._output_rows()  # once: taken at every step, the rows (and their gradient) would be copied per step
-        joined = self.joined()
         scores, prev = [], tgt_in[:, 0]  # SOS
         for t in range(tgt_in.size(1)):
             if t > 0:
                 own = self._ban(scores[-1].detach().float().clone())  # (batch, k); a copy: the scores are returned
                 reference = torch.rand(prev.size(0), device=prev.device) < ratio  # (batch,)
                 prev = torch.where(reference, tgt_in[:, t], self.word_ids(own.argmax(dim=-1)))
-            att, state, _ = self.step(self.embed(prev), state, feed, memory, t, joined)
+            att, state, _ = self.step(self.embed(prev), state, feed, memory, t)
             if feed is not None:
                 feed = att
             scores.append(self.logits(att, rows))  # (batch, k)
         return torch.stack(scores, dim=1)
 
-    def score_words(self, ids: Tensor) -> None:
-        """Let the output layer score the words ``ids`` alone (``output_vocab: target``):
-        column j of the scores is word ``ids[j]``, in id order. PAD is kept as column 0, so
-        that a PAD target still marks padding for the loss. The layer itself stays whole
-        (and tied to the embedding): its rows for these words are taken at each call."""
-        vocab = self.output.out_features
-        ids = torch.unique(torch.cat([ids.long().cpu(), torch.tensor([PAD, UNK])]))  # sorted: PAD first
-        columns = torch.full((vocab,), int((ids == UNK).nonzero()), dtype=torch.long)
-        columns[ids] = torch.arange(ids.numel())
-        device = self.output.weight.device
-        self.output_ids, self.columns = ids.to(device), columns.to(device)
-        self.banned = [j for j, i in enumerate(ids.tolist()) if i in (PAD, SOS)]
-
-    def restrict_output(self, ids: Tensor) -> None:
-        """For search: an output layer that scores the words ``ids`` (k,) alone, e.g. the
-        target words of the training data. Left out are words the model has never been
-        trained to produce (with a joint vocabulary, the source language's own subwords:
-        half of it for Multi30k de-en), and the output layer, softmax and top-k of every
-        search step shrink by as much. Never PAD or SOS. The layer is a copy: it is not
-        tied to the embedding any more."""
-        keep = ids[(ids != PAD) & (ids != SOS)].to(self.output.weight.device)
-        self.output_ids, self.columns, self.banned = keep, None, []
-        self.cut_output()
-
-    def cut_output(self) -> None:
-        """For inference: make the output layer a copy of its rows for the words it scores
-        (:meth:`score_words`, :meth:`restrict_output`), a plain layer of k rows that int8
-        quantization can take; nothing to do when it scores every word."""
-        if self.output_ids is None or self.cut:
-            return
-        layer = nn.Linear(self.output.in_features, self.output_ids.numel(), device=self.output_ids.device)
-        with torch.no_grad():
-            layer.weight.copy_(self.output.weight[self.output_ids])
-            layer.bias.copy_(self.output.bias[self.output_ids])
-        self.output, self.cut = layer, True
-
     def logits(self, att: Tensor, rows: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """(..., output) -> (..., k) unnormalized scores of the output words (column j:
         word ``word_ids(j)``; k = vocab when the layer scores every word); ``rows``: the
         layer's :meth:`_output_rows`, when the caller has taken them already."""
-        x = self.dropout(att)
-        if rows is None and not self._takes_rows:
-            return self.output(x)  # a plain or int8 layer
-        return F.linear(x, *(rows or self._output_rows()))
-
-    @property
-    def _takes_rows(self) -> bool:
-        """Whether the layer is whole and the words it scores are some of its rows (score_words)."""
-        return self.output_ids is not None and not self.cut
+        return F.linear(self.dropout(att), *(rows or self._output_rows()))
 
     def _output_rows(self) -> tuple[Tensor, Tensor]:
         """The output layer's weight (k, output) and bias (k,) for the words it scores."""
         weight, bias = self.output.weight, self.output.bias
-        if not self._takes_rows:
+        if self.output_ids is None:
             return weight, bias
         return weight.index_select(0, self.output_ids), bias.index_select(0, self.output_ids)
 
@@ -347,9 +224,8 @@ class Decoder(nn.Module):
         return target if self.columns is None else self.columns[target]
 
     def search_scores(self, att: Tensor) -> Tensor:
-        """fp32 scores (rows, k) of the words a search may produce: those of
-        :meth:`restrict_output`, or every word with PAD and SOS at -inf. Column j is the
-        word ``word_ids(j)``."""
+        """fp32 scores (rows, k) of the words a search may produce, the banned columns
+        (PAD, SOS) at -inf. Column j is the word ``word_ids(j)``."""
         return self._ban(self.logits(att).float())
 
     def _ban(self, scores: Tensor) -> Tensor:

@@ -57,7 +57,6 @@ class StackedCells(nn.Module):
         self.ih = nn.ModuleList(nn.Linear(hidden, gates * hidden) for _ in range(layers - 1))
         self.hh = nn.ModuleList(nn.Linear(hidden, gates * hidden, bias=cell == "gru") for _ in range(layers))
         self.dropout = Dropout(dropout)
-        self.joined: nn.Linear | None = None  # see join_inputs
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -73,50 +72,12 @@ class StackedCells(nn.Module):
         """Layer 0's input product for one part: (..., size) -> (..., gates*hidden)."""
         return self.inputs[part](x)
 
-    def project_all(
-        self, parts: dict[str, Tensor], projected: Tensor | None = None, weight: Tensor | None = None
-    ) -> Tensor:
-        """Layer 0's input product Σ_k W_k x_k + b over the ``parts`` (..., size_k), added
-        in their order to ``projected``, the product of parts already made (the target
-        embeddings', for all steps at once under teacher forcing), when given.
-
-        With ``weight``, the parts' :meth:`joined_weight`, and after :meth:`join_inputs`:
-        all parts at once, one product over them side by side.
-        """
-        if weight is not None:
-            return projected + nn.functional.linear(
-                torch.cat([parts[k] for k in self.inputs if k in parts], dim=-1), weight
-            )
-        if self.joined is not None and projected is None:
-            return self.joined(torch.cat([parts[k] for k in self.inputs], dim=-1))  # (..., gates*hidden)
-        gi = projected
-        for part, x in parts.items():
-            gi = self.project(part, x) if gi is None else gi + self.project(part, x)
-        return gi
-
-    def joined_weight(self, parts: list[str]) -> Tensor:
-        """[W_a W_b ...] (gates*hidden, Σ sizes): the named parts' weights side by side."""
-        return torch.cat([self.inputs[k].weight for k in parts], dim=1)
-
-    def join_inputs(self) -> None:
-        """For decoding: one layer [W_emb W_context W_feed] instead of one per part, so a
-        search step makes one matrix product (with K = Σ sizes) instead of one per part and
-        the sums between them. Training joins the parts but the embedding (``weight`` of
-        :meth:`project_all`): the embeddings' product is made for all steps at once there."""
-        first = next(iter(self.inputs.values()))
-        weight = self.joined_weight(list(self.inputs))
-        joined = nn.Linear(weight.size(1), weight.size(0), device=weight.device)
-        with torch.no_grad():
-            joined.weight.copy_(weight)
-            joined.bias.copy_(first.bias)
-        self.joined = joined
-
     def forward(
         self, gi: Tensor, state: list[Tensor], top_recurrent: Tensor | None = None
     ) -> tuple[Tensor, list[Tensor]]:
         """One step. ``gi`` is layer 0's summed input products (batch, gates*hidden);
         ``top_recurrent`` the top layer's recurrent product W_hh h + b_hh, when the caller
-        has made it (``Decoder.join_query``).
+        has made it (joined with Bahdanau's query: ``rewrites.py``).
 
         Returns the top layer's output h (batch, hidden) and the new state of every layer.
         """

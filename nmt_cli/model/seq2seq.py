@@ -55,36 +55,25 @@ class Seq2Seq(nn.Module):
         state, feed = self.decoder.init_state(final_h, final_c)
         return memory, state, feed
 
-    def forward(
-        self,
-        src: Tensor,
-        lengths: Tensor,
-        tgt_in: Tensor,
-        teacher_forcing: float = 1.0,
-        target: Tensor | None = None,
-        label_smoothing: float = 0.0,
-    ):
+    def forward(self, src: Tensor, lengths: Tensor, tgt_in: Tensor, teacher_forcing: float = 1.0) -> Tensor:
         """Scores (batch, tgt_len, k) of the k words the output layer scores
         (``Decoder.logits``) at each target position given the previous words: the
         reference's (teacher forcing), or with ``teacher_forcing`` < 1 a random share of
-        the model's own (scheduled sampling, see :meth:`Decoder.sampled`).
-
-        Given the ``target`` (batch, tgt_len), the loss sums of ``loss.py`` instead: under
-        teacher forcing the output layer then runs inside the loss, and the scores are
-        never kept (see :func:`projected_losses`).
-        """
+        the model's own (scheduled sampling, see :meth:`Decoder.sampled`)."""
         memory, state, feed = self.encode(src, lengths)
         if teacher_forcing < 1.0:
-            scores = self.decoder.sampled(tgt_in, memory, state, feed, teacher_forcing)
-            return (
-                scores if target is None else token_losses(scores, self.decoder.target_columns(target), label_smoothing)
-            )
-        att = self.decoder(tgt_in, memory, state, feed)
-        return self.decoder.logits(att) if target is None else self.decoder.losses(att, target, label_smoothing)
+            return self.decoder.sampled(tgt_in, memory, state, feed, teacher_forcing)
+        return self.decoder.logits(self.decoder(tgt_in, memory, state, feed))
 
-    def loss(self, batch: Batch, label_smoothing: float) -> tuple[Tensor, Tensor]:
-        """Sums over target tokens of the smoothed loss and of -log p(y_t)."""
-        return self(batch.src, batch.src_lengths, batch.tgt_in, target=batch.tgt_out, label_smoothing=label_smoothing)
+    def loss(self, batch: Batch, label_smoothing: float, teacher_forcing: float = 1.0) -> tuple[Tensor, Tensor]:
+        """Sums over target tokens of the smoothed loss and of -log p(y_t) (``loss.py``).
+        Under teacher forcing the output layer runs inside the loss, and the scores are
+        never kept (``loss.projected_losses``)."""
+        if teacher_forcing < 1.0:
+            scores = self(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing)
+            return token_losses(scores, self.decoder.target_columns(batch.tgt_out), label_smoothing)
+        memory, state, feed = self.encode(batch.src, batch.src_lengths)
+        return self.decoder.losses(self.decoder(batch.tgt_in, memory, state, feed), batch.tgt_out, label_smoothing)
 
 
 def _embedding(vocab: int, size: int) -> nn.Embedding:

@@ -173,7 +173,7 @@ def beam_search(
     search = _Search(limits, beam, alpha, beta, keep_attention, memory.mask.size(1), device)
     prev = torch.full((batch,), SOS, dtype=torch.long, device=device)  # one row a sentence at first
     for step in range(max(limits)):
-        att, state, weights = model.decoder.search_step(prev, state, feed, memory, step)
+        att, state, weights = model.decoder.step(model.decoder.embed(prev), state, feed, memory, step)
         logits = model.decoder.search_scores(att)  # (n*beam, words)
         if step == 0:  # every hypothesis is SOS: the decoder ran once a sentence, its rows are copied
             att, logits, weights, *state = (x.repeat_interleave(beam, dim=0) for x in (att, logits, weights, *state))

@@ -19,17 +19,9 @@ from nmt_cli.vocab import EOS, PAD, SOS
 
 
 @torch.no_grad()
-def greedy(
-    model: Seq2Seq,
-    src: Tensor,
-    lengths: Tensor,
-    max_len_a: float,
-    max_len_b: int,
-    keep_attention: bool = False,
-    logprobs: bool = True,
-) -> list[Hypothesis]:
+def greedy(model: Seq2Seq, src: Tensor, lengths: Tensor, max_len_a: float, max_len_b: int) -> list[Hypothesis]:
     """The greedy translation of each sentence; src (batch, src_len)."""
-    return greedy_encoded(model, model.encode(src, lengths), lengths, max_len_a, max_len_b, keep_attention, logprobs)
+    return greedy_encoded(model, model.encode(src, lengths), lengths, max_len_a, max_len_b)
 
 
 @torch.no_grad()
@@ -43,7 +35,7 @@ def greedy_encoded(
     logprobs: bool = True,
     row_multiple: int = STEP_ROWS,
 ) -> list[Hypothesis]:
-    """:func:`greedy` from the output of ``model.encode`` (when the caller has it already).
+    """:func:`greedy` from ``encoded``, ``model.encode(src, lengths)``, when the caller has it.
 
     Without ``logprobs`` the per-step softmax normalizer is skipped (a pass over the
     vocabulary for every word) and hypotheses carry NaN scores. The rows left are rounded
@@ -56,16 +48,12 @@ def greedy_encoded(
     limits = torch.cat([limits, limits.new_zeros(1)])  # (batch+1,): row `batch` is the sink, never going on
     # one row more than the batch: the sink, where rows kept only as padding write
     tokens = torch.full((batch + 1, steps), PAD, dtype=torch.long, device=device)
-    word_logp = (
-        torch.zeros(batch + 1, steps, device=device)
-        if logprobs
-        else torch.full((batch + 1, steps), float("nan"), device=device)
-    )
+    word_logp = torch.full((batch + 1, steps), 0.0 if logprobs else float("nan"), device=device)
     attention = torch.zeros(batch + 1, steps, src_len, device=device) if keep_attention else None
     alive = torch.arange(batch, device=device)  # original index of each row (the sink's for a finished one)
     prev = torch.full((batch,), SOS, dtype=torch.long, device=device)
     for t in range(steps):
-        att, state, weights = model.decoder.search_step(prev, state, feed, memory, t)
+        att, state, weights = model.decoder.step(model.decoder.embed(prev), state, feed, memory, t)
         if feed is not None:
             feed = att
         scores = model.decoder.search_scores(att)  # (rows, words)

@@ -33,7 +33,7 @@ def target_words(train: PairData, vocab_size: int) -> list[int]:
     """The ids that occur on the training data's target side, and EOS and UNK: the words a
     trained model can give any weight to. With a joint vocabulary this leaves out the
     source language's own subwords (Multi30k de-en: 3,960 of 8,000), which translation
-    then never scores (``Decoder.restrict_output``). The mapped ids are read in chunks, so
+    then never scores (``rewrites.inference_decoder``). The mapped ids are read in chunks, so
     memory does not grow with the corpus."""
     seen = np.zeros(vocab_size, dtype=bool)
     ids = train.tgt.ids

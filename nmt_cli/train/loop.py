@@ -101,7 +101,7 @@ def train_step(run: Run, group: list) -> tuple[float, float, int]:
         batch = run.data.train.collate(indices, multiple=t.batch_multiple, max_tokens=t.batch_tokens).to(run.device)
         with _gradient_sync(run, last=i == len(work) - 1):
             with run.autocast():
-                loss, nll = run.net(batch.src, batch.src_lengths, batch.tgt_in, ratio, batch.tgt_out, t.label_smoothing)
+                loss, nll = run.net(batch, t.label_smoothing, ratio)
             run.scaler.scale(loss * weight).backward()
         if mine:
             loss_sum, nll_sum = loss_sum + loss.item(), nll_sum + nll.item()
@@ -117,7 +117,7 @@ def train_step(run: Run, group: list) -> tuple[float, float, int]:
 
 def _gradient_sync(run: Run, last: bool):
     """DDP averages gradients once a step, in the backward pass of a rank's last batch."""
-    if last or run.net is run.model:
+    if last or not isinstance(run.net, torch.nn.parallel.DistributedDataParallel):
         return contextlib.nullcontext()
     return run.net.no_sync()
 

@@ -16,7 +16,7 @@ from nmt_cli import device as devices
 from nmt_cli import vocab
 from nmt_cli.config import Config, DataConfig, from_dict, to_dict
 from nmt_cli.errors import NmtError
-from nmt_cli.model import shapes
+from nmt_cli.model import rewrites, shapes
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.train import data as prepared_data
 from nmt_cli.train import distributed, metrics
@@ -30,7 +30,7 @@ class Run:
     out: Path
     data: prepared_data.Prepared
     model: Seq2Seq
-    net: torch.nn.Module  # what the training step calls: the model, or DDP around it
+    net: torch.nn.Module  # what the training step calls: the model's loss (rewrites.for_training), or DDP around it
     ranks: distributed.Ranks
     optimizer: torch.optim.Optimizer
     schedule: Schedule
@@ -104,10 +104,11 @@ def _choose_precision(cfg: Config, resumed: str | None, dev: torch.device) -> tu
 
 
 def _data_parallel(model: Seq2Seq, dev: torch.device) -> torch.nn.Module:
-    """The model in DDP when this process is one rank of several (a world of one too)."""
+    """The model's loss (``rewrites.for_training``), in DDP when this process is a rank (a world of one too)."""
+    net = rewrites.for_training(model)
     if not torch.distributed.is_initialized():
-        return model
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        return net
+    return torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
 
 
 def _check_vocab(cfg: Config, data: prepared_data.Prepared) -> None:

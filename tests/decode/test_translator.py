@@ -125,8 +125,8 @@ def test_int8_quantizes_every_product_but_bahdanaus_v(trained):
 
     model = Inference.load(trained / "best.pt", {"quantize": "int8"}, torch.device("cpu")).model
     assert model.cfg.attention == "bahdanau"
-    assert isinstance(model.decoder.rnn.joined, dynamic.Linear)
-    assert isinstance(model.decoder.query_joined, dynamic.Linear)
+    assert isinstance(model.decoder.joined_inputs, dynamic.Linear)
+    assert isinstance(model.decoder.joined_query, dynamic.Linear)
     assert isinstance(model.decoder.output, dynamic.Linear)
     assert all(isinstance(layer, (dynamic.GRU, dynamic.LSTM)) for layer in model.encoder.layers)
     assert type(model.decoder.attention.v) is torch.nn.Linear

@@ -27,7 +27,8 @@ from torch import nn
 from nmt_cli.config import ModelConfig, from_dict
 from nmt_cli.errors import NmtError
 from nmt_cli.model.attention import Attention
-from nmt_cli.model.encoder import Encoder, FusedEncoder
+from nmt_cli.model.encoder import Encoder
+from nmt_cli.model.rewrites import FusedEncoder, HardAttention, swapped
 from nmt_cli.model.rnn import StackedCells, cell_step
 from nmt_cli.model.seq2seq import Seq2Seq
 
@@ -601,8 +602,7 @@ def test_hard_attention_context_is_the_state_at_the_argmax_of_the_soft_weights(k
     positions = torch.arange(4)
     with torch.no_grad():
         soft_context, soft = attention(query, keys, memory, mask, positions)
-        attention.hard = True
-        context, weights = attention(query, keys, memory, mask, positions)
+        context, weights = swapped(attention, HardAttention)(query, keys, memory, mask, positions)
     best = soft.argmax(-1)  # (batch, steps)
     assert bool(mask.gather(1, best).all())  # never a padding position
     assert torch.equal(weights, nn.functional.one_hot(best, SRC_LEN).float())
@@ -619,18 +619,23 @@ def test_hard_multi_head_attention_combines_each_heads_argmax_state(kind):
     with torch.no_grad():
         scores = attention.scores(query, keys).masked_fill(~mask[:, None, None, :], float("-inf"))
         best = scores.argmax(-1)  # (batch, heads, steps): softmax keeps the argmax
-        attention.hard = True
-        context, weights = attention(query, keys, memory, mask)
+        context, weights = swapped(attention, HardAttention)(query, keys, memory, mask)
         picked = [torch.stack([memory[b, best[b, h]] for b in range(len(LENGTHS))]) for h in range(heads)]
         want = attention.combine(torch.cat(picked, dim=-1))
     assert torch.allclose(context, want, atol=1e-6)
     assert torch.allclose(weights, nn.functional.one_hot(best, SRC_LEN).float().mean(1), atol=1e-6)
 
 
-def test_hard_attention_is_off_by_default():
-    assert Attention("bahdanau", QUERY, MEMORY, ATT).hard is False
+@pytest.mark.parametrize("hard", [False, True])
+def test_hard_attention_is_a_decoding_rewrite_asked_for(hard):
+    from nmt_cli.config import DecodeConfig
+    from nmt_cli.model.rewrites import for_inference
+
     torch.manual_seed(0)
-    assert Seq2Seq(tiny_model_config(), VOCAB, VOCAB).decoder.attention.hard is False
+    model = Seq2Seq(tiny_model_config(), VOCAB, VOCAB).eval()
+    assert type(model.decoder.attention) is Attention
+    model = for_inference(model, DecodeConfig(hard_attention=hard), torch.device("cpu"))
+    assert type(model.decoder.attention) is (HardAttention if hard else Attention)
 
 
 def test_translate_with_hard_attention(tmp_path, trained):

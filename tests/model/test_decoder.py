@@ -65,9 +65,7 @@ def decode_step_by_step(model: Seq2Seq, batch, step) -> torch.Tensor:
 @pytest.mark.parametrize("attention, cell, feeding", GRID)
 def test_teacher_forcing_equals_decoding_step_by_step(attention, cell, feeding):
     """forward() (with its all-steps-at-once paths) computes what step() computes one word
-    at a time, and so does search_step(), with the input parts joined into one product
-    (and Bahdanau's query with the recurrent product) or not: greedy and beam search use
-    search_step(), training uses forward()."""
+    at a time, as greedy and beam search call it."""
     model = build(attention=attention, cell=cell, input_feeding=feeding, decoder_layers=2)
     src, tgt = pairs([(4, 6), (7, 3), (2, 5)])
     batch = make_batch(src, tgt)
@@ -75,14 +73,8 @@ def test_teacher_forcing_equals_decoding_step_by_step(attention, cell, feeding):
     with torch.no_grad():
         forced = dec(batch.tgt_in, *model.encode(batch.src, batch.src_lengths))
         stepped = decode_step_by_step(model, batch, lambda prev, *rest: dec.step(dec.embed(prev), *rest))
-        searched = decode_step_by_step(model, batch, dec.search_step)
-        dec.rnn.join_inputs()
-        dec.join_query()
-        assert (dec.query_joined is not None) == (attention == "bahdanau")
-        joined = decode_step_by_step(model, batch, dec.search_step)
     assert forced.shape == (len(src), batch.tgt_in.size(1), model.cfg.output_size)
-    for steps in (stepped, searched, joined):
-        assert torch.allclose(forced, steps, atol=1e-5)
+    assert torch.allclose(forced, stepped, atol=1e-5)
 
 
 @pytest.mark.parametrize("attention, cell, feeding", GRID)
@@ -155,19 +147,6 @@ def test_memory_select_takes_rows():
     assert torch.equal(picked.states, states[[2, 0, 2]])
     assert torch.equal(picked.keys, keys[[2, 0, 2]])
     assert torch.equal(picked.mask, mask[[2, 0, 2]])
-
-
-def test_restricted_output_scores_the_kept_words_as_the_whole_layer_does():
-    model = build()
-    att = torch.randn(5, model.cfg.output_size)
-    full = model.decoder.search_scores(att)  # (5, vocab), PAD and SOS at -inf
-    assert torch.isinf(full[:, [PAD_ID, 2]]).all() and torch.isfinite(full[:, 3:]).all()
-    ids = torch.tensor([0, 2, 3, 5, 7, 11])  # PAD and SOS are dropped from any list
-    model.decoder.restrict_output(ids)
-    kept = model.decoder.search_scores(att)  # (5, 4)
-    assert model.decoder.output_ids.tolist() == [3, 5, 7, 11]
-    torch.testing.assert_close(kept, full[:, [3, 5, 7, 11]])
-    assert model.decoder.word_ids(torch.tensor([[0, 3], [1, 2]])).tolist() == [[3, 11], [5, 7]]
 
 
 TARGET_WORDS = [1, 3, 5, 7, 11]  # UNK, EOS and three words: PAD joins them as column 0

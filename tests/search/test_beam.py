@@ -24,6 +24,7 @@ from conftest import (
 )
 
 from nmt_cli.model.decoder import Decoder, Memory
+from nmt_cli.model.rewrites import inference_decoder
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.search.beam import beam_search
 from nmt_cli.search.greedy import greedy_encoded
@@ -271,7 +272,7 @@ class Bigram:
     """Stands in for Seq2Seq where greedy_encoded and beam_search use it: the next word's
     log-probabilities depend on the previous word only, through ``table`` (vocab, vocab).
 
-    ``decoder.search_step`` one-hot encodes the previous word and passes it on as h̃ (and
+    ``decoder.embed`` one-hot encodes the previous word, ``decoder.step`` passes it on as h̃ (and
     spreads attention evenly over the real source positions), and ``decoder.logits``
     looks up that word's row: the source is ignored.
     """
@@ -286,8 +287,10 @@ class Bigram:
     _ban = Decoder._ban
     word_ids = Decoder.word_ids
 
-    def search_step(self, prev: torch.Tensor, state, feed, memory: Memory, t: int = 0):
-        emb_in = torch.nn.functional.one_hot(prev, self.table.size(0)).float()
+    def embed(self, prev: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(prev, self.table.size(0)).float()
+
+    def step(self, emb_in: torch.Tensor, state, feed, memory: Memory, t: int = 0):
         rows, sentences = emb_in.size(0), memory.mask.size(0)
         assert state[0].size(0) == rows and (feed is None or feed.size(0) == rows)
         # the memory has a row per hypothesis, or (like Decoder.step allows) a row per
@@ -406,7 +409,7 @@ def test_a_tiny_vocabulary_narrower_than_the_beam():
 
 def restricted(model: Seq2Seq, ids: list[int]) -> Seq2Seq:
     model = copy.deepcopy(model)
-    model.decoder.restrict_output(torch.tensor(ids))
+    model.decoder = inference_decoder(model.decoder, torch.tensor(ids))
     return model
 
 
