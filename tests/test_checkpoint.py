@@ -85,7 +85,7 @@ def test_best_is_the_best_validated_step(trained):
     best = checkpoint.load(trained / "best.pt")["progress"]
     last = checkpoint.load(trained / "ckpt-0000030.pt")["progress"]
     assert best["step"] == last["best_step"] == best["best_step"]
-    assert best["best_bleu"] == last["best_bleu"]
+    assert best["best_score"] == last["best_score"]
     assert best["step"] in (10, 20, 30)
 
 

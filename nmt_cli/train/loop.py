@@ -3,10 +3,10 @@
 One optimizer step = ``accumulate`` token batches (under torchrun, ``world x accumulate``
 consecutive batches shared out over the ranks: ``distributed.py``); every ``log_every``
 steps a log line and event (``report.py``), every ``valid_every`` steps a validation
-(greedy BLEU), a step checkpoint and, if BLEU improved, ``best.pt`` (``resume.py``), until
-a stop (``stopping.py``). The batch order of an epoch is a function of (seed, epoch), and
-a checkpoint stores the position in the epoch and the RNG states, so a resumed run takes
-the same steps as an uninterrupted one.
+(loss, greedy BLEU and chrF), a step checkpoint and, if ``valid_metric`` improved,
+``best.pt`` (``resume.py``), until a stop (``stopping.py``). The batch order of an epoch
+is a function of (seed, epoch), and a checkpoint stores the position in the epoch and the
+RNG states, so a resumed run takes the same steps as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from nmt_cli import allocator, lock
 from nmt_cli import device as devices
 from nmt_cli.config import Config
-from nmt_cli.train import distributed, report, stopping
+from nmt_cli.train import distributed, metrics, report, stopping
 from nmt_cli.train.resume import Progress, save
 from nmt_cli.train.run import Run, setup
 from nmt_cli.train.scheduled_sampling import teacher_forcing_ratio
@@ -133,11 +133,13 @@ def validate_and_save(run: Run, scheduled: bool) -> None:
         hyps = scores.pop("hypotheses")
     scores = distributed.from_main(scores)
     p.validated_step = p.step
+    metric = run.cfg.train.valid_metric
+    score = metrics.signed(metric, scores[metric])
     if scheduled:
-        run.schedule.validated(scores["bleu"])
-    improved = scores["bleu"] > p.best_bleu
+        run.schedule.validated(score)
+    improved = p.best_score is None or score > metrics.signed(metric, p.best_score)
     if improved:
-        p.best_bleu, p.best_step = scores["bleu"], p.step
+        p.best_score, p.best_step = scores[metric], p.step
         if run.ranks.main:
             (run.out / "valid.best.hyp").write_text("\n".join(hyps) + "\n", encoding="utf-8")
     report.validated(run, scores, improved)

@@ -3,6 +3,7 @@ the config a resumed run goes on with, the states taken back (:func:`restore`)."
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ class Progress:
     epoch: int = 0
     batches_done: int = 0  # batches of the current epoch already trained on
     elapsed: float = 0.0  # training seconds, over all runs of this model
-    best_bleu: float = -1.0
+    best_score: float | None = None  # the best validation's train.valid_metric
     best_step: int = 0
     validated_step: int = -1
     stop_reason: str = ""
@@ -76,6 +77,8 @@ def _changes(saved: TrainConfig, given: TrainConfig) -> list[str]:
             continue
         if (after := getattr(given, key)) != before:
             lines.append(f"note: --resume: train.{key} {before} -> {after} (checkpoint's value -> this run's)")
+            if key == "valid_metric":
+                lines[-1] += "; the best score and the validations without improvement count again from here"
     return lines
 
 
@@ -89,7 +92,13 @@ def restore(run: Run, resumed: Resumed) -> None:
     run.schedule.load_state_dict(state["schedule"])
     if state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])  # a disabled scaler ignores it
-    run.progress = Progress(**{**state["progress"], "stop_reason": ""})
+    progress = {**state["progress"], "stop_reason": ""}
+    if "best_bleu" in progress:  # written before train.valid_metric: the best was BLEU's
+        progress["best_score"] = progress.pop("best_bleu") if progress["best_step"] else None
+    run.progress = Progress(**progress)
+    if state["config"]["train"].get("valid_metric", "bleu") != run.cfg.train.valid_metric:
+        run.progress.best_score = None  # another metric's best: the new one's starts at the next validation
+        run.schedule.best, run.schedule.bad = -math.inf, 0
     states = state.get("rng_ranks") or [state["rng"]]
     if len(states) != ranks.world:
         run.log.line(
