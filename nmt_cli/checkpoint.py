@@ -14,11 +14,13 @@ A checkpoint is a dict of tensors and plain data only (loaded with
     vocab         languages, sizes, SentencePiece model bytes per side, special ids, the
                   target words of the training data (`tgt_words`, what search scores)
     data          the prep manifest's fingerprint
+    ema           with ``train.ema``, the moving average of the weights (step checkpoints;
+                  ``best.pt`` holds it as its ``model``)
     digest        sha256 of each of the entries above, checked when the file is loaded
 
 Files are written under a temporary name and renamed, so a crash mid-write never leaves a
 truncated checkpoint under a real name. Step checkpoints are ``ckpt-STEP.pt``; the best by
-validation BLEU is also copied to ``best.pt``.
+``train.valid_metric`` is also copied to ``best.pt``.
 """
 
 from __future__ import annotations

@@ -111,6 +111,8 @@ def train_step(run: Run, group: list) -> tuple[float, float, int]:
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
+    if run.ema:
+        run.ema.update()
     loss_sum, nll_sum = distributed.total([loss_sum, nll_sum], run.device)
     return loss_sum, nll_sum, tokens
 
@@ -129,7 +131,8 @@ def validate_and_save(run: Run, scheduled: bool) -> None:
     p = run.progress
     scores = None
     if run.ranks.main:  # the other ranks wait for its scores
-        scores = validate(run)
+        with run.ema.applied() if run.ema else contextlib.nullcontext():
+            scores = validate(run)
         hyps = scores.pop("hypotheses")
     scores = distributed.from_main(scores)
     p.validated_step = p.step

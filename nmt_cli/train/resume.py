@@ -92,6 +92,8 @@ def restore(run: Run, resumed: Resumed) -> None:
     run.schedule.load_state_dict(state["schedule"])
     if state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])  # a disabled scaler ignores it
+    if run.ema and state.get("ema"):  # else train.ema is new: its average starts from these weights
+        run.ema.load_state_dict(state["ema"], resumed.path)
     progress = {**state["progress"], "stop_reason": ""}
     if "best_bleu" in progress:  # written before train.valid_metric: the best was BLEU's
         progress["best_score"] = progress.pop("best_bleu") if progress["best_step"] else None
@@ -130,5 +132,10 @@ def save(run: Run, best: bool) -> None:
         "data": {"fingerprint": run.data.manifest["fingerprint"]},
     }
     path = checkpoint.step_path(run.out, run.progress.step)
-    checkpoint.save(path, payload, *([run.out / "best.pt"] if best else []))
+    if run.ema:  # the step checkpoint goes on from the model's weights; best.pt holds the average
+        checkpoint.save(path, {**payload, "ema": run.ema.state_dict()})
+        if best:
+            checkpoint.save(run.out / "best.pt", {**payload, "model": run.ema.weights(run.model)})
+    else:
+        checkpoint.save(path, payload, *([run.out / "best.pt"] if best else []))
     checkpoint.prune(run.out, run.cfg.train.keep_last)

@@ -20,6 +20,7 @@ from nmt_cli.model import shapes
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.train import data as prepared_data
 from nmt_cli.train import distributed, metrics
+from nmt_cli.train.ema import Ema
 from nmt_cli.train.optim import Schedule, make_optimizer
 from nmt_cli.train.resume import Progress, restore, resumed_from
 
@@ -41,6 +42,7 @@ class Run:
     scaler: torch.amp.GradScaler  # enabled under fp16 alone
     log: Any  # the display: line(text), status(text)
     stop_signal: list = field(default_factory=list)  # the signals that asked to stop
+    ema: Ema | None = None  # the moving average of the weights (train.ema)
 
     @property
     def effective_batch(self) -> int:
@@ -70,6 +72,7 @@ def setup(
     run = Run(
         cfg, out, data, model, model, ranks, optimizer, schedule, progress, dev, autocast, precision_line, scaler, log
     )
+    run.ema = Ema(model, cfg.train.ema) if cfg.train.ema else None
     if resumed:
         restore(run, resumed)
     distributed.barrier()  # every rank has checked the output directory before rank 0 writes in it
