@@ -223,6 +223,9 @@ def train(
         None, "--set", help="Override a recipe key: SECTION.KEY=VALUE (repeatable)."
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
+    init: Path | None = typer.Option(
+        None, "--init", help="Start a new run from this checkpoint's weights (fine-tuning; its model, its vocabulary)."
+    ),
     device: Device = typer.Option(Device.auto, "--device", help="Where to train."),
     threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: torch's default)."),
 ) -> None:
@@ -239,7 +242,7 @@ def train(
         torch.set_num_threads(threads)
     main_rank = distributed.from_env().main  # under torchrun, rank 0 alone shows progress
     with TrainDisplay(enabled=None if main_rank else False) as display:
-        progress = run_training(cfg, data, out, resume, device.value, display)
+        progress = run_training(cfg, data, out, resume, device.value, display, init)
     if progress.stop_reason.startswith("signal"):
         again = (
             "the same torchrun command with --resume"

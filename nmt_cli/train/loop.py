@@ -33,8 +33,11 @@ from nmt_cli.train.validate import validate
 RELEASE_EVERY = 10
 
 
-def train(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str = "auto", display=None) -> Progress:
-    """Train (or resume) a model; ``display`` has ``line(text)`` and ``status(text)``.
+def train(
+    cfg: Config, data_dir: Path, out: Path, resume: bool, device: str = "auto", display=None, init: Path | None = None
+) -> Progress:
+    """Train (or resume) a model, from the weights of checkpoint ``init`` if given;
+    ``display`` has ``line(text)`` and ``status(text)``.
 
     Under torchrun this process is one rank of a data-parallel run (rank 0 displays).
     """
@@ -43,7 +46,7 @@ def train(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str = "a
         if ranks.main:
             lock.remove_stale(Path(out))  # a killed run's half-written files
         log = (display or report.Quiet()) if ranks.main else report.Quiet()
-        run = setup(cfg, Path(data_dir), Path(out), resume, distributed.rank_device(dev, ranks), ranks, log)
+        run = setup(cfg, Path(data_dir), Path(out), resume, distributed.rank_device(dev, ranks), ranks, log, init)
         report.started(run, cfg.train.precision)
         try:
             with stopping.signals(run.stop_signal):

@@ -44,16 +44,17 @@ class Window:
 
 def started(run: Run, asked: str) -> None:
     """The start lines and event; ``asked`` is the precision the config asked for."""
-    t, ranks, n = run.cfg.train, run.ranks, parameter_count(run.model)
+    t, ranks, n, p = run.cfg.train, run.ranks, parameter_count(run.model), run.progress
+    fresh = f"; weights from {p.init} (optimizer, schedule, step count and best score start fresh)"
     run.log.line(
         f"training {n:,} parameters on {run.device}, {run.precision_line}; "
-        f"{len(run.data.train):,} training pairs; writing {run.out}"
+        f"{len(run.data.train):,} training pairs; writing {run.out}{fresh if p.init and not p.step else ''}"
     )
     note = ranks.main and asked == "bf16" and devices.slow_bf16_note(run.device, t.precision, "--set train.precision")
     if note:
         run.log.line(note)
     start = {"precision": t.precision, "precision_asked": asked, "device": str(run.device), "ranks": ranks.world}
-    event(run, "start", **start, parameters=n)
+    event(run, "start", **start, parameters=n, **({"init": p.init} if p.init else {}))
     run.log.line(
         f"effective batch: {ranks.world} rank{'s' if ranks.world > 1 else ''} x {t.batch_tokens:,} tokens "
         f"x accumulate {t.accumulate} = {run.effective_batch:,} tokens an optimizer step"
