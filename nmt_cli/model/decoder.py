@@ -100,7 +100,7 @@ class Decoder(nn.Module):
         self.workspace = Workspace()  # the output layer's score table under the loss, kept between batches
         # The words the output layer scores, if not all: column j is word output_ids[j]; and
         # each word's column (UNK's for a word the layer does not score). Not saved: a
-        # checkpoint's vocabulary holds the list (``checkpoint.load_model``).
+        # checkpoint's vocabulary holds the list (``saved.load_model``).
         self.register_buffer("output_ids", None, persistent=False)  # (k,)
         self.register_buffer("columns", None, persistent=False)  # (vocab,)
         self.banned: list[int] = [PAD, SOS]  # columns search never picks

@@ -14,6 +14,7 @@ import torch
 from nmt_cli import checkpoint
 from nmt_cli.config import Config, to_dict
 from nmt_cli.errors import NmtError
+from nmt_cli.model import saved as stored
 from nmt_cli.train import distributed
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def resumed_from(
     if path is None:
         raise NmtError(f"{out}: no checkpoint to resume from (ckpt-*.pt)")
     state = checkpoint.load(path)
-    saved = checkpoint.validate(state, path, resume=True)  # the checkpoint's Config
+    saved = stored.validate(state, path, resume=True)  # the checkpoint's Config
     if saved.model != cfg.model:
         changed = [k for k in asdict(cfg.model) if getattr(cfg.model, k) != getattr(saved.model, k)]
         raise NmtError(f"{path}: was trained with other model settings ({', '.join('model.' + k for k in changed)})")
@@ -89,7 +90,7 @@ def warm_start(cfg: Config, data: Prepared, data_dir: Path, path: Path, log) -> 
     directory's; else a one-line error naming what differs. The new run's data and train
     sections are its own: its optimizer, schedule, steps and best score start fresh."""
     state = checkpoint.load(path, require=checkpoint.FOR_INFERENCE)
-    saved = checkpoint.validate(state, path).model
+    saved = stored.validate(state, path).model
     if fixed := [k for k in asdict(saved) if k not in TUNABLE and getattr(saved, k) != getattr(cfg.model, k)]:
         differ = ", ".join(
             f"model.{k} {getattr(cfg.model, k)} (recipe) vs {getattr(saved, k)} (checkpoint)" for k in fixed

@@ -10,6 +10,7 @@ from conftest import assert_ok, assert_one_line_error, run_train, sets
 
 from nmt_cli import checkpoint
 from nmt_cli.config import load_recipe
+from nmt_cli.model import saved
 from nmt_cli.train import data as prepared_data
 from nmt_cli.train import loop
 
@@ -24,7 +25,7 @@ def test_the_first_step_starts_from_the_checkpoints_model_with_a_fresh_optimizer
 ):
     best = trained / "best.pt"
     batch = first_batch(prepped)
-    old, _ = checkpoint.load_model(checkpoint.load(best))
+    old, _ = saved.load_model(checkpoint.load(best))
     seen = {}
     original = loop.train_step
 
@@ -57,9 +58,9 @@ def test_the_first_step_starts_from_the_checkpoints_model_with_a_fresh_optimizer
     start = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert start["event"] == "start" and start["init"] == str(best)
     assert load_recipe(out / "config.yaml").model.dropout == 0.3  # the comment naming --init reads as a recipe
-    saved = checkpoint.load(out / "ckpt-0000002.pt")
-    assert saved["progress"]["init"] == str(best) and saved["progress"]["step"] == 2
-    assert saved["progress"]["run"] != checkpoint.load(best)["progress"]["run"]  # nmt average keeps them apart
+    state = checkpoint.load(out / "ckpt-0000002.pt")
+    assert state["progress"]["init"] == str(best) and state["progress"]["step"] == 2
+    assert state["progress"]["run"] != checkpoint.load(best)["progress"]["run"]  # nmt average keeps them apart
 
 
 def test_init_and_resume_exclude_each_other(trained, prepped, tmp_path):
