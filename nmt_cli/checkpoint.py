@@ -150,6 +150,22 @@ def prune(directory: Path, keep_last: int) -> None:
         path.unlink(missing_ok=True)
 
 
+def subword_model(path: Path | str, side: str) -> bytes:
+    """The SentencePiece model a checkpoint holds for ``side`` (``src``, ``tgt``, or
+    ``joint``: one model for both), so that new data can be prepared with the vocabulary
+    of a model that will go on training on it (``nmt train --init``)."""
+    vocab = load(path, mmap=True, require=("vocab",))["vocab"]
+    models = {key: vocab.get(f"{key}_spm") for key in ("src", "tgt")} if isinstance(vocab, dict) else {}
+    if not all(isinstance(model, bytes) for model in models.values()) or not models:
+        raise NmtError(f"{path}: malformed nmt checkpoint (its vocabulary holds no SentencePiece models)")
+    if side == "joint" and models["src"] != models["tgt"]:
+        raise NmtError(
+            f"{path}: holds separate source and target SentencePiece models, not a joint one; "
+            f"give --src-spm-model {path} --tgt-spm-model {path}"
+        )
+    return models["src" if side == "joint" else side]
+
+
 def check_subwords(processor, size: int, path: Path | str, side: str) -> None:
     """A SentencePiece model that makes no id beyond the model's vocabulary."""
     if processor.get_piece_size() > size:
