@@ -50,6 +50,7 @@ def _checkpoint(path: Path) -> dict[str, Any]:
         "minutes_trained": round(progress.get("elapsed", 0.0) / 60, 1),
         f"best_valid_{metric}": None if best is None else round(best, 2),
         "best_step": progress.get("best_step"),
+        "init": progress.get("init") or None,  # the checkpoint whose weights the run started from
         "vocab": {
             "joint": vocab["joint"],
             "src_size": vocab["src_size"],

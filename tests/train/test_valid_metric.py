@@ -4,6 +4,7 @@ schedule, on scripted validation scores (the loop's validation replaced)."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from conftest import TINY_RECIPE
@@ -24,15 +25,11 @@ SCRIPT = {
 EXPECTED = {"bleu": (4, 0.25), "chrf": (6, 0.5), "loss": (8, 0.5), "ppl": (2, 0.125)}
 
 
-class Lines:
-    def __init__(self):
-        self.lines: list[str] = []
-
-    def line(self, text: str) -> None:
-        self.lines.append(text)
-
-    def status(self, text: str) -> None:
-        pass
+def lines_display() -> SimpleNamespace:
+    """A display for train() that keeps its lines (``.lines``)."""
+    display = SimpleNamespace(lines=[], status=lambda text: None)
+    display.line = display.lines.append
+    return display
 
 
 def scripted(monkeypatch, start: int = 0) -> None:
@@ -70,7 +67,7 @@ def test_each_metric_picks_its_best_checkpoint_and_drives_the_plateau_schedule(m
 
 def test_patience_counts_validations_without_improvement_of_the_metric(monkeypatch, tmp_path, prepped):
     scripted(monkeypatch)
-    display = Lines()
+    display = lines_display()
     progress = run(prepped, tmp_path / "m", "train.valid_metric=ppl", "train.patience=2", display=display)
     assert progress.step == 6 and progress.stop_reason == "patience 2: no ppl improvement in 2 validations"
     assert "best ppl 20.00 at step 2" in display.lines[-1]
@@ -80,7 +77,7 @@ def test_resuming_with_another_metric_says_so_and_starts_its_best_again(monkeypa
     scripted(monkeypatch)
     run(prepped, tmp_path / "m", "train.max_steps=4")  # bleu: the best is step 4's 9.0
     scripted(monkeypatch, start=2)
-    display = Lines()
+    display = lines_display()
     progress = run(prepped, tmp_path / "m", "train.valid_metric=loss", resume=True, display=display)
     assert any("train.valid_metric bleu -> loss" in line for line in display.lines), display.lines
     assert (progress.best_step, progress.best_score) == (8, 2.5)  # step 6 was the first best of the loss
