@@ -106,17 +106,13 @@ def main(argv: list[str]) -> int:
     except (NmtError, IndexError) as e:
         print(f"nmt: error: {e or 'usage: python -m nmt_cli.train.metrics MODEL_DIR'}", file=sys.stderr)
         return 2
+    by = "" if metric_of(best) == "bleu" else f" (by {METRIC_NAMES[metric_of(best)]})"
     print(
-        f"best validation{_by(best)} BLEU {best['bleu']:.2f} chrF {best['chrf']:.2f} at step {best['step']} "
+        f"best validation{by} BLEU {best['bleu']:.2f} chrF {best['chrf']:.2f} at step {best['step']} "
         f"({best['elapsed'] / 60:.1f} min of training){_how(argv[0])}",
         file=sys.stderr,
     )
     return 0
-
-
-def _by(event: dict[str, Any]) -> str:
-    metric = metric_of(event)
-    return "" if metric == "bleu" else f" (by {METRIC_NAMES[metric]} {event[metric]:.3f})"
 
 
 def _how(run: str) -> str:

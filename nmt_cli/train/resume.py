@@ -89,7 +89,7 @@ def warm_start(cfg: Config, data: Prepared, data_dir: Path, path: Path, log) -> 
     recipe's (a TUNABLE setting may differ: a note each) and its vocabulary the prep
     directory's; else a one-line error naming what differs. The new run's data and train
     sections are its own: its optimizer, schedule, steps and best score start fresh."""
-    state = checkpoint.load(path, require=checkpoint.FOR_INFERENCE)
+    state = checkpoint.load(path, mmap=True, require=checkpoint.FOR_INFERENCE)  # the optimizer's state unread
     saved = stored.validate(state, path).model
     if fixed := [k for k in asdict(saved) if k not in TUNABLE and getattr(saved, k) != getattr(cfg.model, k)]:
         differ = ", ".join(
