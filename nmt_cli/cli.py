@@ -91,9 +91,13 @@ def prep(
     joint: bool | None = _data("--joint/--separate", help="One subword model for both languages, or one each."),
     character_coverage: float | None = _data("--character-coverage", help="Share of characters the model covers."),
     spm_sample: int | None = _data("--spm-sample", help="Sentences sampled to train SentencePiece."),
-    spm_model: str | None = _data("--spm-model", help="Reuse this joint SentencePiece model."),
-    src_spm_model: str | None = _data("--src-spm-model", help="Reuse this source SentencePiece model."),
-    tgt_spm_model: str | None = _data("--tgt-spm-model", help="Reuse this target SentencePiece model."),
+    spm_model: str | None = _data("--spm-model", help="Reuse this joint SentencePiece model (or a checkpoint's)."),
+    src_spm_model: str | None = _data(
+        "--src-spm-model", help="Reuse this source SentencePiece model (or a checkpoint's)."
+    ),
+    tgt_spm_model: str | None = _data(
+        "--tgt-spm-model", help="Reuse this target SentencePiece model (or a checkpoint's)."
+    ),
     max_len: int | None = _data("--max-len", help="Drop training pairs over this many subwords on a side; 0: off."),
     max_ratio: float | None = _data("--max-ratio", help="Drop training pairs whose length ratio exceeds this; 0: off."),
     dedup: bool | None = _data("--dedup/--no-dedup", help="Drop exact duplicate training pairs."),
@@ -123,6 +127,7 @@ def train(
     out: Path = Option(..., "--out", "-o", help="Model directory: checkpoints, metrics.jsonl, config.yaml."),
     assignments: list[str] | None = Option(None, "--set", help="Set a recipe key: SECTION.KEY=VALUE (repeatable)."),
     resume: bool = Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
+    init: Path | None = Option(None, "--init", help="Start a new run from this checkpoint's weights (fine-tuning)."),
     device: Device = DEVICE,
     threads: int = THREADS,
 ) -> None:
@@ -132,7 +137,7 @@ def train(
     cfg = config.apply_overrides(config.load_recipe(recipe), assignments or [])
     main_rank = distributed.from_env().main  # under torchrun, rank 0 alone shows progress
     with TrainDisplay(enabled=None if main_rank else False) as display:
-        progress = loop.train(cfg, data, out, resume, device, display)
+        progress = loop.train(cfg, data, out, resume, device, display, init)
     if progress.stop_reason.startswith("signal"):
         again = ["nmt", "train", str(recipe), "--data", str(data), "--out", str(out)]  # with this run's settings
         again += [word for assignment in assignments or [] for word in ("--set", assignment)]

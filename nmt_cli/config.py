@@ -162,9 +162,11 @@ class TrainConfig:
     min_lr: float = 1e-5
     decay_share: float = 1.0  # budget: lr falls to min_lr over this last share of the budget, constant before it
     valid_every: int = 500  # steps
+    # what decides best.pt, patience and the plateau schedule (loss, ppl: lower is better)
+    valid_metric: Literal["bleu", "chrf", "loss", "ppl"] = "bleu"
+    ema: float = 0.0  # > 0: validate and save as best.pt an exponential moving average of the weights, this decay
     log_every: int = 50  # steps
-    # validations without BLEU improvement before stopping (0: never); budget: counted once the lr decays
-    patience: int = 8
+    patience: int = 8  # validations without improvement before stopping (0: never); budget: counted once the lr decays
     max_steps: int = 0  # 0: no limit
     max_epochs: int = 0  # 0: no limit
     max_time: str = ""  # wall-clock budget, e.g. 20m, 1h30m, 90s ("": no limit)
@@ -187,6 +189,7 @@ class TrainConfig:
         _require(self.teacher_forcing_steps >= 1, "train.teacher_forcing_steps", "must be >= 1")
         _require(0 < self.plateau_factor <= 1, "train.plateau_factor", "must be in (0, 1]")
         _require(0 < self.decay_share <= 1, "train.decay_share", "must be in (0, 1]")
+        _require(0 <= self.ema < 1, "train.ema", "must be in [0, 1) (0 turns it off)")
         _require(self.clip_norm >= 0, "train.clip_norm", "must be >= 0 (0 turns clipping off)")
         if self.schedule == "inverse_sqrt":
             _require(self.warmup_steps > 0, "train.warmup_steps", "must be > 0 for schedule inverse_sqrt")

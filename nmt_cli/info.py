@@ -51,6 +51,8 @@ def _checkpoint(path: Path) -> dict[str, Any]:
 
     payload = checkpoint.load(path, mmap=True, require=checkpoint.FOR_INFERENCE, check=False)  # shown below
     progress, vocab, config = payload.get("progress") or {}, payload["vocab"], payload["config"]
+    metric = config.get("train", {}).get("valid_metric", "bleu")
+    best = progress.get("best_score", progress.get("best_bleu"))  # best_bleu: before train.valid_metric
     unique = {t.untyped_storage().data_ptr(): t.numel() for t in payload["model"].values()}  # tied weights once
     return {
         "kind": "checkpoint",
@@ -61,8 +63,9 @@ def _checkpoint(path: Path) -> dict[str, Any]:
         "step": progress.get("step"),
         "epoch": progress.get("epoch"),
         "minutes_trained": round(progress.get("elapsed", 0.0) / 60, 1),
-        "best_valid_bleu": round(progress["best_bleu"], 2) if "best_bleu" in progress else None,
+        f"best_valid_{metric}": None if best is None else round(best, 2),
         "best_step": progress.get("best_step"),
+        "init": progress.get("init") or None,  # the checkpoint whose weights the run started from
         "vocab": {
             "joint": vocab["joint"],
             "src_size": vocab["src_size"],
@@ -103,8 +106,9 @@ def _model_dir(path: Path) -> dict[str, Any]:
         valid = metrics.events(path, "valid")
         out["validations"] = len(valid)
         if valid:
-            best = max(valid, key=lambda e: e["bleu"])
-            out["best_validation"] = {k: best[k] for k in ("step", "bleu", "chrf", "ppl", "elapsed") if k in best}
+            best = metrics.best_validation(path)
+            keys = ("step", "metric", "bleu", "chrf", "loss", "ppl", "elapsed")
+            out["best_validation"] = {k: best[k] for k in keys if k in best}
     return out
 
 

@@ -2,7 +2,10 @@
 
 Four panels: training loss against steps, validation perplexity against steps, and
 validation BLEU against steps and against minutes of training (wall-clock time is what a
-budget such as ``max_time: 20m`` buys). Needs matplotlib (``pip install 'nmt-cli[plot]'``).
+budget such as ``max_time: 20m`` buys). Where every run decides its best by validation
+loss or chrF (``train.valid_metric``), that panel shows it in place of perplexity or BLEU;
+a star marks each run's best validation, the weights of its ``best.pt``. Needs matplotlib
+(``pip install 'nmt-cli[plot]'``).
 """
 
 from __future__ import annotations
@@ -25,22 +28,26 @@ def plot(runs: list[Path], out: Path) -> str:
     curves = {}
     for run in runs:
         records = metrics.read(run)
-        curves[str(run)] = (
-            [e for e in records if e.get("event") == "train"],
-            [e for e in records if e.get("event") == "valid"],
-        )
+        valid = [e for e in records if e.get("event") == "valid"]
+        best = metrics.best_of(valid) if valid else {}
+        name = f"{run} (best.pt by {metrics.METRIC_NAMES[metrics.metric_of(best)]})" if valid else str(run)
+        curves[name] = ([e for e in records if e.get("event") == "train"], valid, best)
+    decides = {metrics.metric_of(best) for *_, best in curves.values()}
+    fit, score = ("loss" if decides == {"loss"} else "ppl"), ("chrf" if decides == {"chrf"} else "bleu")
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), dpi=100)
     panels = [
         (axes[0, 0], 0, "step", "loss", "training loss"),
-        (axes[0, 1], 1, "step", "ppl", "validation perplexity"),
-        (axes[1, 0], 1, "step", "bleu", "validation BLEU"),
-        (axes[1, 1], 1, "elapsed", "bleu", "validation BLEU"),
+        (axes[0, 1], 1, "step", fit, f"validation {'perplexity' if fit == 'ppl' else 'loss'}"),
+        (axes[1, 0], 1, "step", score, f"validation {metrics.METRIC_NAMES[score]}"),
+        (axes[1, 1], 1, "elapsed", score, f"validation {metrics.METRIC_NAMES[score]}"),
     ]
     for ax, which, x, y, title in panels:
-        for name, events in curves.items():
-            points = [(e[x] / 60 if x == "elapsed" else e[x], e[y]) for e in events[which] if x in e and y in e]
+        for name, (*events, best) in curves.items():
+            points = [(_x(e, x), e[y]) for e in events[which] if x in e and y in e]
             if points:
-                ax.plot(*zip(*points), marker="o" if which else None, markersize=3, label=name)
+                line = ax.plot(*zip(*points), marker="o" if which else None, markersize=3, label=name)[0]
+                if which and x in best and y in best:
+                    ax.plot(_x(best, x), best[y], marker="*", markersize=12, color=line.get_color())
         ax.set_xlabel("minutes" if x == "elapsed" else "step")
         ax.set_title(title, fontsize=10)
         if y == "ppl":
@@ -54,3 +61,7 @@ def plot(runs: list[Path], out: Path) -> str:
         fig.savefig(f, format="png")
     plt.close(fig)
     return f"nmt plot: wrote {out}"
+
+
+def _x(event: dict, x: str) -> float:
+    return event[x] / 60 if x == "elapsed" else event[x]

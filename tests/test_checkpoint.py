@@ -22,6 +22,7 @@ from nmt_cli import checkpoint
 from nmt_cli.cli import app
 from nmt_cli.config import Config, ModelConfig, apply_overrides, from_dict, load_recipe
 from nmt_cli.errors import NmtError
+from nmt_cli.model import saved
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.search.greedy import greedy
 from nmt_cli.vocab import EOS, SPECIAL_IDS
@@ -85,7 +86,7 @@ def test_best_is_the_best_validated_step(trained):
     best = checkpoint.load(trained / "best.pt")["progress"]
     last = checkpoint.load(trained / "ckpt-0000030.pt")["progress"]
     assert best["step"] == last["best_step"] == best["best_step"]
-    assert best["best_bleu"] == last["best_bleu"]
+    assert best["best_score"] == last["best_score"]
     assert best["step"] in (10, 20, 30)
 
 
@@ -121,7 +122,7 @@ def test_load_model_is_the_saved_model_and_draws_no_random_numbers(trained):
     generator is where it was."""
     payload = checkpoint.load(trained / "best.pt")
     rng = torch.random.get_rng_state()
-    model, _ = checkpoint.load_model(payload)
+    model, _ = saved.load_model(payload)
     assert torch.equal(torch.random.get_rng_state(), rng)
     state = model.state_dict()
     assert state.keys() == payload["model"].keys()
@@ -148,7 +149,7 @@ def test_a_model_with_the_shipped_recipes_output_settings_translates(prepped, tm
             ),
         )
     )
-    model, cfg = checkpoint.load_model(checkpoint.load(out / "best.pt"), path=out / "best.pt")
+    model, cfg = saved.load_model(checkpoint.load(out / "best.pt"), path=out / "best.pt")
     assert (cfg.model.share_embeddings, cfg.model.tie_output, cfg.model.output_vocab) == (True, True, "target")
     assert model.decoder.output.weight is model.decoder.embedding.weight
     source = tmp_path / "src.de"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -40,4 +41,25 @@ def test_a_last_line_cut_short_is_skipped_with_a_warning(tmp_path):
     result = plot(tmp_path, "-o", tmp_path / "c.png")
     assert result.exit_code == 0, result.output
     assert "metrics.jsonl:2: not a JSON line (cut short?); skipped" in result.stderr
+    assert (tmp_path / "c.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_runs_deciding_by_loss_plot_it_with_their_best_marked(tmp_path):
+    pytest.importorskip("matplotlib")
+    lines = [{"event": "train", "step": s, "loss": 3.0 / s, "elapsed": s} for s in (1, 2, 3)] + [
+        {
+            "event": "valid",
+            "step": s,
+            "loss": loss,
+            "ppl": 2.0,
+            "bleu": 1.0,
+            "chrf": 2.0,
+            "metric": "loss",
+            "elapsed": s,
+        }
+        for s, loss in ((2, 2.0), (3, 2.5))
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = plot(tmp_path, "-o", tmp_path / "c.png")
+    assert result.exit_code == 0, result.output
     assert (tmp_path / "c.png").read_bytes().startswith(b"\x89PNG")

@@ -19,7 +19,7 @@ from nmt_cli import checkpoint
 from nmt_cli import device as devices
 from nmt_cli.config import Config, DecodeConfig, ModelConfig, with_values
 from nmt_cli.errors import NmtError, warn
-from nmt_cli.model import rewrites, shapes
+from nmt_cli.model import rewrites, saved, shapes
 from nmt_cli.model.batch import Batch, token_batches
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.prep import filters, subwords
@@ -45,7 +45,7 @@ class Inference:
         scores given targets, needs every word."""
         # mapped, not read: the optimizer's state is never touched
         payload = checkpoint.load(path, device="cpu", mmap=True, require=checkpoint.FOR_INFERENCE)
-        model, cfg = checkpoint.load_model(payload, path=path)
+        model, cfg = saved.load_model(payload, path=path)
         cfg = with_values(cfg, "decode", overrides)
         decode, precision_line = choose_precision(cfg.decode, cfg.model, device)
         cfg = replace(cfg, decode=decode)

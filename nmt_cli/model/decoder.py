@@ -80,7 +80,8 @@ class Decoder(nn.Module):
         # The words the output layer scores, if not all (``words``: ``output_vocab: target``):
         # column j is word output_ids[j], columns[i] word i's column (UNK's for a word not
         # scored). The layer stays whole (and tied): its rows for these words are taken at
-        # each call. Not saved: a checkpoint's vocabulary holds the list.
+        # each call. Not saved: a checkpoint's vocabulary holds the list
+        # (``saved.load_model``).
         self.register_buffer("output_ids", None, persistent=False)  # (k,)
         self.register_buffer("columns", None, persistent=False)  # (vocab,)
         self.banned: list[int] = [PAD, SOS]  # columns search never picks

@@ -88,7 +88,7 @@ def _prepare(cfg: DataConfig, out: Path | str, force: bool, reporter: Reporter |
     existing = check_out_dir(out)
     with reporter.session():
         inputs = scan_inputs(splits, cfg, reporter)
-        reused = {role: _sha256(subwords.read_model(path)) for role, path in reused_model_paths(cfg).items()}
+        reused = {role: _sha256(subwords.read_model(path, role)) for role, path in reused_model_paths(cfg).items()}
         fingerprint = mf.fingerprint(to_dict(cfg), inputs, reused)
         if is_up_to_date(out, existing, fingerprint, force):
             return Outcome(out, existing, True, time.perf_counter() - start)
@@ -266,8 +266,8 @@ def subword_models(tmp: Path, cfg: DataConfig, clean: list[Path]) -> dict[str, t
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if reused:
         joint = "joint" in reused
-        sources = {src: reused.get("joint") or reused["src"], tgt: reused.get("joint") or reused["tgt"]}
-        protos = {lang: subwords.read_model(path) for lang, path in sources.items()}
+        sides = {src: "joint", tgt: "joint"} if joint else {src: "src", tgt: "tgt"}
+        protos = {lang: subwords.read_model(reused[side], side) for lang, side in sides.items()}
     elif cfg.joint:
         joint = True
         proto = subwords.train(clean, cfg, threads, f"{src}+{tgt}")

@@ -12,6 +12,8 @@ from nmt_cli.config import DataConfig
 from nmt_cli.errors import NmtError
 from nmt_cli.vocab import EOS, PAD, SOS, SPECIAL_IDS, SPECIAL_PIECES, UNK
 
+ZIP = b"PK\x03\x04"  # how a file torch.save wrote starts: an nmt checkpoint, not a SentencePiece model
+
 
 def train(inputs: list[Path], cfg: DataConfig, threads: int, what: str) -> bytes:
     """Train a SentencePiece model on cleaned text files; returns the serialized model.
@@ -63,11 +65,19 @@ def _explain(message: str, cfg: DataConfig, what: str) -> str:
     return f"SentencePiece training failed for {what}: {message.splitlines()[-1]}"
 
 
-def read_model(path: str | Path) -> bytes:
-    """The bytes of a SentencePiece model file, checked to use nmt's special ids."""
+def read_model(path: str | Path, side: str = "joint") -> bytes:
+    """The bytes of a SentencePiece model file, or of the model for ``side`` (``src``,
+    ``tgt``, ``joint``) in an nmt checkpoint, checked to use nmt's special ids."""
     path = Path(path)
     try:
-        proto = path.read_bytes()
+        with open(path, "rb") as f:
+            proto = f.read(4)
+            if proto == ZIP:
+                from nmt_cli import checkpoint  # torch, which prep needs for nothing else
+
+                proto = checkpoint.subword_model(path, side)
+            else:
+                proto += f.read()
     except FileNotFoundError:
         raise NmtError(f"{path}: no such SentencePiece model") from None
     except IsADirectoryError:

@@ -3,10 +3,10 @@
 One optimizer step = ``accumulate`` token batches (under torchrun, ``world x accumulate``
 consecutive batches shared out over the ranks: ``distributed.py``); every ``log_every``
 steps a log line and event (``report.py``), every ``valid_every`` steps a validation
-(greedy BLEU), a step checkpoint and, if BLEU improved, ``best.pt`` (``resume.py``), until
-a stop (``stopping.py``). The batch order of an epoch is a function of (seed, epoch), and
-a checkpoint stores the position in the epoch and the RNG states, so a resumed run takes
-the same steps as an uninterrupted one.
+(loss, greedy BLEU and chrF), a step checkpoint and, if ``valid_metric`` improved,
+``best.pt`` (``resume.py``), until a stop (``stopping.py``). The batch order of an epoch
+is a function of (seed, epoch), and a checkpoint stores the position in the epoch and the
+RNG states, so a resumed run takes the same steps as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from nmt_cli import allocator, lock
 from nmt_cli import device as devices
 from nmt_cli.config import Config
-from nmt_cli.train import distributed, report, stopping
+from nmt_cli.train import distributed, metrics, report, stopping
 from nmt_cli.train.resume import Progress, save
 from nmt_cli.train.run import Run, setup
 from nmt_cli.train.scheduled_sampling import teacher_forcing_ratio
@@ -33,8 +33,11 @@ from nmt_cli.train.validate import validate
 RELEASE_EVERY = 10
 
 
-def train(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str = "auto", display=None) -> Progress:
-    """Train (or resume) a model; ``display`` has ``line(text)`` and ``status(text)``.
+def train(
+    cfg: Config, data_dir: Path, out: Path, resume: bool, device: str = "auto", display=None, init: Path | None = None
+) -> Progress:
+    """Train (or resume) a model, from the weights of checkpoint ``init`` if given;
+    ``display`` has ``line(text)`` and ``status(text)``.
 
     Under torchrun this process is one rank of a data-parallel run (rank 0 displays).
     """
@@ -43,7 +46,7 @@ def train(cfg: Config, data_dir: Path, out: Path, resume: bool, device: str = "a
         if ranks.main:
             lock.remove_stale(Path(out))  # a killed run's half-written files
         log = (display or report.Quiet()) if ranks.main else report.Quiet()
-        run = setup(cfg, Path(data_dir), Path(out), resume, distributed.rank_device(dev, ranks), ranks, log)
+        run = setup(cfg, Path(data_dir), Path(out), resume, distributed.rank_device(dev, ranks), ranks, log, init)
         report.started(run, cfg.train.precision)
         try:
             with stopping.signals(run.stop_signal):
@@ -111,6 +114,8 @@ def train_step(run: Run, group: list) -> tuple[float, float, int]:
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
+    if run.ema:
+        run.ema.update()
     loss_sum, nll_sum = distributed.total([loss_sum, nll_sum], run.device)
     return loss_sum, nll_sum, tokens
 
@@ -129,15 +134,18 @@ def validate_and_save(run: Run, scheduled: bool) -> None:
     p = run.progress
     scores = None
     if run.ranks.main:  # the other ranks wait for its scores
-        scores = validate(run)
+        with run.ema.applied() if run.ema else contextlib.nullcontext():
+            scores = validate(run)
         hyps = scores.pop("hypotheses")
     scores = distributed.from_main(scores)
     p.validated_step = p.step
+    metric = run.cfg.train.valid_metric
+    score = metrics.signed(metric, scores[metric])
     if scheduled:
-        run.schedule.validated(scores["bleu"])
-    improved = scores["bleu"] > p.best_bleu
+        run.schedule.validated(score)
+    improved = p.best_score is None or score > metrics.signed(metric, p.best_score)
     if improved:
-        p.best_bleu, p.best_step = scores["bleu"], p.step
+        p.best_score, p.best_step = scores[metric], p.step
         if run.ranks.main:
             (run.out / "valid.best.hyp").write_text("\n".join(hyps) + "\n", encoding="utf-8")
     report.validated(run, scores, improved)

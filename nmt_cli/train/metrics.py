@@ -1,11 +1,15 @@
 """Reading ``metrics.jsonl``: the best validation of a training run; cutting it back on resume.
 
+A validation event names the metric that decides the run's best (``"metric"``:
+``train.valid_metric``); BLEU and chrF are better higher, loss and perplexity lower.
+
 ``python -m nmt_cli.train.metrics MODEL_DIR`` prints it on stderr (used by ``make demo``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -65,6 +69,15 @@ def cut_back(path: Path, step: int) -> None:
             f.write(kept)
 
 
+LOWER_IS_BETTER = ("loss", "ppl")
+METRIC_NAMES = {"bleu": "BLEU", "chrf": "chrF", "loss": "loss", "ppl": "ppl"}
+
+
+def signed(metric: str, value: float) -> float:
+    """A validation score of ``metric`` turned higher-is-better: the value, or its negation."""
+    return -value if metric in LOWER_IS_BETTER else value
+
+
 def events(run: Path | str, kind: str) -> list[dict[str, Any]]:
     """The ``kind`` events ("train" or "valid") of :func:`read`."""
     return [e for e in read(run) if e.get("event") == kind]
@@ -74,7 +87,17 @@ def best_validation(model_dir: Path | str) -> dict[str, Any]:
     valid = events(model_dir, "valid")
     if not valid:
         raise NmtError(f"{model_dir}: no validation yet")
-    return max(valid, key=lambda e: e["bleu"])
+    return best_of(valid)
+
+
+def best_of(valid: list[dict[str, Any]]) -> dict[str, Any]:
+    """The validation of ``best.pt`` among ``valid`` events: the best by the metric each
+    names (BLEU in files written before events named one)."""
+    return max(valid, key=lambda e: signed(metric_of(e), e[metric_of(e)]) if metric_of(e) in e else -math.inf)
+
+
+def metric_of(event: dict[str, Any]) -> str:
+    return event.get("metric", "bleu")
 
 
 def main(argv: list[str]) -> int:
@@ -83,8 +106,9 @@ def main(argv: list[str]) -> int:
     except (NmtError, IndexError) as e:
         print(f"nmt: error: {e or 'usage: python -m nmt_cli.train.metrics MODEL_DIR'}", file=sys.stderr)
         return 2
+    by = "" if metric_of(best) == "bleu" else f" (by {METRIC_NAMES[metric_of(best)]})"
     print(
-        f"best validation BLEU {best['bleu']:.2f} chrF {best['chrf']:.2f} at step {best['step']} "
+        f"best validation{by} BLEU {best['bleu']:.2f} chrF {best['chrf']:.2f} at step {best['step']} "
         f"({best['elapsed'] / 60:.1f} min of training){_how(argv[0])}",
         file=sys.stderr,
     )

@@ -6,7 +6,7 @@ checkpoints:
 
 * ``constant``: lr, after an optional linear warmup of ``warmup_steps``;
 * ``plateau``: lr x factor^k, where k grows by one each time ``plateau_patience``
-  validations in a row fail to improve BLEU (never below ``min_lr``);
+  validations in a row fail to improve ``valid_metric`` (never below ``min_lr``);
 * ``inverse_sqrt``: linear warmup to lr at ``warmup_steps``, then lr * sqrt(warmup / step);
 * ``budget``: lr * min(1, (1 - u) / d), decaying linearly to ``min_lr`` over the last
   share d (``decay_share``) of the run's budget, where u is the share of it used: the
@@ -73,7 +73,7 @@ class Schedule:
         return lr
 
     def validated(self, score: float) -> None:
-        """Bookkeeping after a validation (higher score is better): the validations
+        """Bookkeeping after a validation (its ``valid_metric``, turned higher-is-better): the validations
         without improvement, for early stopping and the plateau schedule; under ``budget``
         none count while the lr is held."""
         if score > self.best:

@@ -14,6 +14,7 @@ from nmt_cli.config import parse_duration
 from nmt_cli.errors import EnvError, os_reason
 from nmt_cli.model.loss import perplexity
 from nmt_cli.model.seq2seq import parameter_count
+from nmt_cli.train.metrics import METRIC_NAMES
 from nmt_cli.train.run import Run
 from nmt_cli.train.scheduled_sampling import teacher_forcing_ratio
 
@@ -43,16 +44,17 @@ class Window:
 
 def started(run: Run, asked: str) -> None:
     """The start lines and event; ``asked`` is the precision the config asked for."""
-    t, ranks, n = run.cfg.train, run.ranks, parameter_count(run.model)
+    t, ranks, n, p = run.cfg.train, run.ranks, parameter_count(run.model), run.progress
+    fresh = f"; weights from {p.init} (optimizer, schedule, step count and best score start fresh)"
     run.log.line(
         f"training {n:,} parameters on {run.device}, {run.precision_line}; "
-        f"{len(run.data.train):,} training pairs; writing {run.out}"
+        f"{len(run.data.train):,} training pairs; writing {run.out}{fresh if p.init and not p.step else ''}"
     )
     note = ranks.main and asked == "bf16" and devices.slow_bf16_note(run.device, t.precision, "--set train.precision")
     if note:
         run.log.line(note)
     start = {"precision": t.precision, "precision_asked": asked, "device": str(run.device), "ranks": ranks.world}
-    event(run, "start", **start, parameters=n)
+    event(run, "start", **start, parameters=n, **({"init": p.init} if p.init else {}))
     run.log.line(
         f"effective batch: {ranks.world} rank{'s' if ranks.world > 1 else ''} x {t.batch_tokens:,} tokens "
         f"x accumulate {t.accumulate} = {run.effective_batch:,} tokens an optimizer step"
@@ -91,16 +93,19 @@ def status(run: Run, window: Window) -> str:
 
 
 def validated(run: Run, scores: dict[str, float], improved: bool) -> None:
-    event(run, "valid", **scores, best_bleu=run.progress.best_bleu, lr=run.optimizer.param_groups[0]["lr"])
+    """The validation's event, naming the metric that decides and its best so far, and line."""
+    p, metric = run.progress, run.cfg.train.valid_metric
+    event(run, "valid", **scores, metric=metric, best=p.best_score, lr=run.optimizer.param_groups[0]["lr"])
+    best = (" (best)" if metric == "bleu" else f" (best {METRIC_NAMES[metric]})") if improved else ""
     run.log.line(
-        f"step {run.progress.step} valid: loss {scores['loss']:.3f} ppl {scores['ppl']:.2f} "
-        f"BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f}{' (best)' if improved else ''}"
+        f"step {p.step} valid: loss {scores['loss']:.3f} ppl {scores['ppl']:.2f} "
+        f"BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f}{best}"
     )
 
 
 def stopped(run: Run) -> None:
-    p = run.progress
-    best = f"best BLEU {p.best_bleu:.2f} at step {p.best_step}" if p.best_step else "not validated yet"
+    p, name = run.progress, METRIC_NAMES[run.cfg.train.valid_metric]
+    best = f"best {name} {p.best_score:.2f} at step {p.best_step}" if p.best_score is not None else "no best yet"
     run.log.line(f"stopped at step {p.step} ({p.stop_reason}); {best}")
 
 

@@ -20,8 +20,9 @@ from nmt_cli.model import rewrites, shapes
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.train import data as prepared_data
 from nmt_cli.train import distributed, metrics
+from nmt_cli.train.ema import Ema
 from nmt_cli.train.optim import Schedule, make_optimizer
-from nmt_cli.train.resume import Progress, restore, resumed_from
+from nmt_cli.train.resume import Progress, restore, resumed_from, warm_start
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Run:
     scaler: torch.amp.GradScaler  # enabled under fp16 alone
     log: Any  # the display: line(text), status(text)
     stop_signal: list = field(default_factory=list)  # the signals that asked to stop
+    ema: Ema | None = None  # the moving average of the weights (train.ema)
 
     @property
     def effective_batch(self) -> int:
@@ -49,27 +51,39 @@ class Run:
 
 
 def setup(
-    cfg: Config, data_dir: Path, out: Path, resume: bool, dev: torch.device, ranks: distributed.Ranks, log
+    cfg: Config,
+    data_dir: Path,
+    out: Path,
+    resume: bool,
+    dev: torch.device,
+    ranks: distributed.Ranks,
+    log,
+    init: Path | None = None,
 ) -> Run:
-    """The run ``train`` starts; with ``resume``, from the newest checkpoint of ``out``."""
+    """The run ``train`` starts; with ``resume``, from the newest checkpoint of ``out``;
+    with ``init``, a new run from that checkpoint's weights."""
     data = prepared_data.load(data_dir)
     # The data section that counts is the one the prep directory was made with: it is what
     # a checkpoint must carry (text normalization at translation time, languages).
     cfg = Config(from_dict(DataConfig, data.manifest["options"]), cfg.model, cfg.train, cfg.decode)
-    cfg, resumed = resumed_from(cfg, data, out, resume, log)
+    cfg, resumed = resumed_from(cfg, data, out, resume, init, log)
+    weights = warm_start(cfg, data, data_dir, init, log) if init else None
     _check_vocab(cfg, data)
     cfg, precision_line = _choose_precision(cfg, resumed.precision if resumed else None, dev)
     autocast = devices.autocast(dev, cfg.train.precision, "train.precision")  # refuses fp16 on CPU before any write
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     model = Seq2Seq(cfg.model, data.vocab["src_size"], data.vocab["tgt_size"], data.vocab["tgt_words"]).to(dev)
+    if weights:
+        model.load_state_dict(weights)
     if ranks.rank:
         torch.manual_seed(cfg.train.seed + ranks.rank)  # but each rank its own dropout
     optimizer = make_optimizer(cfg.train, model.parameters())
-    schedule, progress = Schedule(cfg.train), Progress(run=uuid.uuid4().hex)
+    schedule, progress = Schedule(cfg.train), Progress(run=uuid.uuid4().hex, init=str(init or ""))
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.precision == "fp16")
     run = Run(
         cfg, out, data, model, model, ranks, optimizer, schedule, progress, dev, autocast, precision_line, scaler, log
     )
+    run.ema = Ema(model, cfg.train.ema) if cfg.train.ema else None
     if resumed:
         restore(run, resumed)
     distributed.barrier()  # every rank has checked the output directory before rank 0 writes in it
@@ -77,7 +91,9 @@ def setup(
         out.mkdir(parents=True, exist_ok=True)
         if resumed:  # what a killed run logged after its last checkpoint comes again
             metrics.cut_back(out / "metrics.jsonl", run.progress.step)
-        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+        init_line = f"# the weights this run started from: nmt train --init {run.progress.init}\n"
+        text = (init_line if run.progress.init else "") + yaml.safe_dump(to_dict(cfg), sort_keys=False)
+        (out / "config.yaml").write_text(text, encoding="utf-8")
     run.net = _data_parallel(model, dev)
     return run
 

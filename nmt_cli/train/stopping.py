@@ -9,6 +9,7 @@ import signal
 
 from nmt_cli.config import parse_duration
 from nmt_cli.train import distributed
+from nmt_cli.train.metrics import METRIC_NAMES
 from nmt_cli.train.run import Run
 
 
@@ -35,7 +36,8 @@ def _reason(run: Run) -> str:
     if (budget := parse_duration(cfg.max_time)) and p.elapsed >= budget:
         return f"max_time {cfg.max_time}"
     if cfg.patience and run.schedule.bad >= cfg.patience:
-        return f"patience {cfg.patience}: no BLEU improvement in {run.schedule.bad} validations"
+        name = METRIC_NAMES[cfg.valid_metric]
+        return f"patience {cfg.patience}: no {name} improvement in {run.schedule.bad} validations"
     return ""
 
 

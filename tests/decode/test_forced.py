@@ -41,9 +41,10 @@ class Independent:
 
     def __init__(self, path: Path):
         from nmt_cli import checkpoint
+        from nmt_cli.model import saved
 
         payload = checkpoint.load(path)
-        self.model, self.cfg = checkpoint.load_model(payload)
+        self.model, self.cfg = saved.load_model(payload)
         self.model.eval()
         self.src_sp = spm.SentencePieceProcessor(model_proto=payload["vocab"]["src_spm"])
         self.tgt_sp = spm.SentencePieceProcessor(model_proto=payload["vocab"]["tgt_spm"])

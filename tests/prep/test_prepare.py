@@ -24,6 +24,8 @@ from conftest import (
     model,
     read_text_lines,
     run_prep,
+    run_train,
+    sets,
     train_foreign_model,
     write_corpus,
     write_lines,
@@ -387,6 +389,29 @@ def test_reusing_models_gives_the_same_ids(tmp_path, corpus, joint):
         assert (out / name).read_bytes() == (first / name).read_bytes()
         for split in ("train", "valid"):
             assert ids(out, split, lang) == ids(first, split, lang)
+
+
+def test_reusing_a_checkpoints_models_gives_the_ids_of_the_prep_it_trained_on(tmp_path, corpus, trained, prepped):
+    """`nmt prep --spm-model CKPT` takes the vocabulary a model was trained with (to fine-tune it)."""
+    assert_ok(run_prep(tmp_path, "--spm-model", trained / "best.pt"))
+    out = tmp_path / "out"
+    assert manifest(out)["vocab"]["reused"] is True
+    assert (out / "spm.model").read_bytes() == (prepped / "spm.model").read_bytes()
+    for lang in ("de", "en"):
+        for split in ("train", "valid"):
+            assert ids(out, split, lang) == ids(prepped, split, lang)
+    assert_ok(run_train(out, tmp_path / "tuned", "--init", trained / "best.pt", *sets("train.max_steps=1")))
+
+
+def test_a_checkpoint_with_separate_models_gives_one_per_side(tmp_path, corpus, prepped_separate):
+    best = tmp_path / "model" / "best.pt"
+    assert_ok(run_train(prepped_separate, best.parent, *sets("train.max_steps=1", "train.valid_every=1")))
+    result = run_prep(tmp_path, "--spm-model", best)
+    assert_one_line_error(result, "separate source and target", f"give --src-spm-model {best} --tgt-spm-model {best}")
+    both = ["--src-spm-model", best, "--tgt-spm-model", best]
+    assert_ok(run_prep(tmp_path, *both))
+    for lang in ("de", "en"):
+        assert ids(tmp_path / "out", "train", lang) == ids(prepped_separate, "train", lang)
 
 
 def test_summary_of_a_reused_model_does_not_claim_another_type(tmp_path, corpus):

@@ -110,6 +110,18 @@ def test_a_distributed_run_resumes_exactly(tmp_path, prepped):
         assert torch.equal(x["torch"], y["torch"])
 
 
+def test_two_ranks_start_from_init_weights_and_keep_the_same_average_as_one_process(two_ranks, prepped, tmp_path):
+    """--init and train.ema under torchrun: every rank starts from the checkpoint's weights."""
+    init = two_ranks[0] / "best.pt"
+    settings = sets(*BASE, f"train.max_steps={HALF}", "train.ema=0.8")
+    torchrun(prepped, tmp_path / "ddp", "--init", str(init), *settings)
+    assert_ok(run_train(prepped, tmp_path / "single", "--init", init, *settings, *sets("train.accumulate=2")))
+    a, b = (checkpoint.load(checkpoint.step_path(tmp_path / d, HALF)) for d in ("ddp", "single"))
+    for entry in ("model", "ema"):
+        for name in a[entry]:
+            torch.testing.assert_close(a[entry][name], b[entry][name], rtol=1e-4, atol=1e-6, msg=f"{entry} {name}")
+
+
 def test_a_rank_left_without_a_batch_still_joins_the_step():
     """share() hands out a step's batches in rank order; the last step of an epoch can
     leave a rank with none (train_step then runs it with weight 0)."""

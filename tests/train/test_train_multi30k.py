@@ -12,6 +12,7 @@ import torch
 from conftest import assert_ok, run_prep, run_train, sets
 
 from nmt_cli import checkpoint
+from nmt_cli.model import saved
 from nmt_cli.prep import subwords
 from nmt_cli.search.greedy import greedy
 from nmt_cli.vocab import EOS
@@ -48,7 +49,7 @@ def test_prep_train_translate_on_a_multi30k_slice(tmp_path, multi30k_dir):
     assert [e["step"] for e in events if e["event"] == "valid"] == [20, 40]
 
     payload = checkpoint.load(model_dir / "best.pt")
-    model, _ = checkpoint.load_model(payload)
+    model, _ = saved.load_model(payload)
     sp = subwords.from_bytes(payload["vocab"]["src_spm"], "source")
     with gzip.open(multi30k_dir / "val.de.gz", "rt", encoding="utf-8") as f:
         sentence = f.readline().strip()
