@@ -11,10 +11,12 @@ model uses A's subword model, the de->en recipe and the same time budget:
    A + synthetic B (beam) for one more budget.
 
 Each model translates test_2016_flickr greedily and with beam 5; ``nmt score --paired-bs``
-compares each row with "A alone". Two trainings run at a time, one thread each; every
+compares each row with "A alone". The budget of a run is a number of optimizer steps (the
+``budget`` schedule decays the rate over them), so that runs sharing a machine get the
+same training whatever the load; one thread each, two (or ``--jobs``) at a time. Every
 command is printed as it runs, so the table can be reproduced by hand.
 
-    python bench/bench_backtranslation.py --multi30k ../shared/data/multi30k --work work/bt --minutes 10
+    python bench/bench_backtranslation.py --multi30k ../shared/data/multi30k --work work/bt --steps 400
 """
 
 from __future__ import annotations
@@ -64,11 +66,11 @@ def prep(work: Path, corpus: Path, name: str, src: str, tgt: str, *extra: str) -
     return out
 
 
-def train(work: Path, name: str, pair: str, data: Path, minutes: float, *extra: str) -> Path:
+def train(work: Path, name: str, pair: str, data: Path, steps: int, *extra: str) -> Path:
     out = work / f"{pair}-{name}"
     if not (out / "best.pt").exists():
         run("train", RECIPES[pair], "--data", data, "--out", out, "--threads", "1",
-            "--set", f"train.max_time={minutes:g}m", *extra)  # fmt: skip
+            "--set", "train.max_time=", "--set", f"train.max_steps={steps}", *extra)  # fmt: skip
     return out / "best.pt"
 
 
@@ -76,9 +78,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--multi30k", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=Path("work/bt"))
-    parser.add_argument("--minutes", type=float, default=10.0, help="training budget of each run")
+    parser.add_argument("--steps", type=int, default=400, help="training budget of each run")
+    parser.add_argument("--jobs", type=int, default=2, help="trainings at a time after the first two")
     args = parser.parse_args()
-    work, corpus, minutes = args.work, args.multi30k, args.minutes
+    work, corpus, steps = args.work, args.multi30k, args.steps
     work.mkdir(parents=True, exist_ok=True)
 
     train_text = {lang: lines(corpus / f"train.{lang}.gz") for lang in ("de", "en")}
@@ -88,8 +91,8 @@ def main() -> None:
     prep_en_de, prep_de_en = prep(work, corpus, "A", "en", "de"), prep(work, corpus, "A", "de", "en")
 
     with ThreadPoolExecutor(2) as pool:  # wave 1: both directions on A
-        en_de = pool.submit(train, work, "A", "en-de", prep_en_de, minutes)
-        baseline = pool.submit(train, work, "A", "de-en", prep_de_en, minutes)
+        en_de = pool.submit(train, work, "A", "en-de", prep_en_de, steps)
+        baseline = pool.submit(train, work, "A", "de-en", prep_de_en, steps)
         en_de, baseline = en_de.result(), baseline.result()
 
     synthetic = {"beam": ["--beam", "5"], "sampled": ["--sampling", "--seed", "1"]}
@@ -106,18 +109,18 @@ def main() -> None:
         k: prep(work, corpus, f"A+{k}", "de", "en", "--spm-model", str(baseline)) for k in ("beam", "sampled", "real")
     }
 
-    with ThreadPoolExecutor(2) as pool:  # waves 2 and 3
-        jobs = {f"A + synthetic B ({k})": pool.submit(train, work, f"A+{k}", "de-en", preps[k], minutes)
+    with ThreadPoolExecutor(args.jobs) as pool:  # the four other de->en runs
+        jobs = {f"A + synthetic B ({k})": pool.submit(train, work, f"A+{k}", "de-en", preps[k], steps)
                 for k in ("beam", "sampled")}  # fmt: skip
-        jobs["A + real B (upper bound)"] = pool.submit(train, work, "A+real", "de-en", preps["real"], minutes)
+        jobs["A + real B (upper bound)"] = pool.submit(train, work, "A+real", "de-en", preps["real"], steps)
         jobs["A, then fine-tuned on A + synthetic B (beam)"] = pool.submit(
-            train, work, "A-then-A+beam", "de-en", preps["beam"], minutes, "--init", str(baseline)
+            train, work, "A-then-A+beam", "de-en", preps["beam"], steps, "--init", str(baseline)
         )
         models = {"A alone": baseline, **{name: job.result() for name, job in jobs.items()}}
 
     test = prep_de_en / "test_2016_flickr"
     reference = f"{test}.en.txt"
-    print(f"\nde->en, {minutes:g} minutes a run; test_2016_flickr, sacreBLEU (cased, detokenized)")
+    print(f"\nde->en, {steps} steps a run; test_2016_flickr, sacreBLEU (cased, detokenized)")
     for beam in (1, 5):
         hyps = []
         for model in models.values():
