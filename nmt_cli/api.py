@@ -11,8 +11,8 @@ A user's mistake raises :class:`~nmt_cli.errors.NmtError`, a failure of the syst
 :class:`~nmt_cli.errors.EnvError` or an ``OSError``; nothing is printed unless
 ``progress=True`` asks for progress, and nmt's warnings (a line truncated to the model's
 limit) are :class:`~nmt_cli.errors.NmtWarning` s of Python's :mod:`warnings`. Importing
-this module loads neither torch nor a stage, and neither it nor a call changes a setting
-of the process, as the ``nmt`` command does for a process of its own (``runtime.setup``):
+this module loads neither torch nor a stage, and nmt sets nothing of the process, at
+import or in a call, unlike the ``nmt`` command in a process of its own (``runtime.setup``):
 a program sets torch's threads itself (``torch.set_num_threads``), and gets the command's
 memory use in CPU training by setting ``LRU_CACHE_CAPACITY=64`` before it imports torch
 (docs/performance.md). :func:`train` seeds torch's random generator, as ``nmt train`` does.
@@ -51,7 +51,9 @@ class Translation:
     logprob: float | None = None  # log P(text | line); with scores=True
     tokens: list[str] = field(default_factory=list)  # the target subwords
     alignment: list[tuple[int, int]] | None = None  # (source word, target word) links; with alignments=True
-    nbest: list[Translation] = field(default_factory=list)  # the n best, best first, this one too; with nbest > 1
+    nbest: list[Translation] = field(
+        default_factory=list
+    )  # with nbest > 1: the n best, this one (its own nbest empty) first
 
 
 class Translator:
