@@ -51,16 +51,19 @@ def word_indices(pieces: list[str]) -> list[int]:
     return out
 
 
-def hard_alignment(weights: Tensor, src_pieces: list[str], tgt_pieces: list[str]) -> str:
-    """Pharaoh ``i-j`` links from weights (tgt_steps, src_len); EOS rows and columns dropped."""
+def links(weights: Tensor, src_pieces: list[str], tgt_pieces: list[str]) -> list[tuple[int, int]]:
+    """The hard alignment's (source word, target word) links from weights (tgt_steps,
+    src_len), sorted, without repeats; EOS rows and columns dropped."""
     if not src_pieces or not tgt_pieces:
-        return ""
+        return []
     best = weights[: len(tgt_pieces), : len(src_pieces)].argmax(dim=1).tolist()  # (tgt_pieces,)
     src_words, tgt_words = word_indices(src_pieces), word_indices(tgt_pieces)
-    links = sorted(
-        {(src_words[i], tgt_words[j]) for j, i in enumerate(best) if src_words[i] >= 0 and tgt_words[j] >= 0}
-    )
-    return " ".join(f"{i}-{j}" for i, j in links)
+    return sorted({(src_words[i], tgt_words[j]) for j, i in enumerate(best) if src_words[i] >= 0 and tgt_words[j] >= 0})
+
+
+def hard_alignment(weights: Tensor, src_pieces: list[str], tgt_pieces: list[str]) -> str:
+    """Pharaoh ``i-j`` :func:`links`."""
+    return " ".join(f"{i}-{j}" for i, j in links(weights, src_pieces, tgt_pieces))
 
 
 def most_attended(weights: Tensor, step: int, src_len: int) -> int:

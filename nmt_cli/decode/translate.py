@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
@@ -51,6 +52,11 @@ class Translator:
         self.decode = inference.decode
         self.keep_attention = keep_attention or self.decode.replace_unk
         self.logprobs = logprobs  # greedy: compute log-probabilities (--scores)
+
+    @property
+    def chunk_lines(self) -> int:
+        """Lines of input translated together (sorted by length into batches)."""
+        return self.decode.sentences_per_batch * CHUNK_BATCHES
 
     def encode(self, line: Line, name: str) -> None:
         """Normalize and split one line into subword ids, truncated with a warning."""
@@ -101,6 +107,34 @@ class Translator:
             text = self.inference.tgt_sp.decode_pieces(self.target_pieces(line, hyp))
             return " ".join(text.replace(alignment.WORD_START, " ").split())
         return self.inference.tgt_sp.decode(hyp.tokens)
+
+
+def translate_texts(
+    translator: Translator, texts: list[str], first: int, name: str, prefixes: list[str] | None = None
+) -> list[Line]:
+    """``texts``, lines ``first``... of input ``name`` (the name warnings give), as
+    translated :class:`Line` s, in order: what ``nmt translate`` and the Python API's
+    ``Translator.translate`` both do with a chunk of input. ``prefixes``: a target prefix
+    for each text, which the search is to continue."""
+    if prefixes is not None:
+        raise NmtError("target prefixes need a search that continues them (not in this version)")
+    lines = [Line(first + i, text) for i, text in enumerate(texts)]
+    for line in lines:
+        translator.encode(line, name)
+    translator.translate(lines)
+    return lines
+
+
+def load(models: Path | str | Sequence[Path | str], decode: dict, device: str) -> tuple[Inference, str | None]:
+    """The checkpoint ``models`` ready to translate, its ``decode:`` section overridden by
+    ``decode``'s non-``None`` values, and a note when bf16 was asked for where it runs
+    slower than fp32; what ``nmt translate`` and the Python API's ``Translator.load`` both
+    call. Several paths ask for an ensemble of their models."""
+    paths = [models] if isinstance(models, (str, Path)) else list(models)
+    if len(paths) != 1:
+        raise NmtError(f"{len(paths)} checkpoints: ensembles need a search over several models (not in this version)")
+    inference = Inference.load(paths[0], decode, devices.resolve(device))
+    return inference, devices.slow_bf16_note(inference.device, decode.get("precision"), "--precision")
 
 
 @dataclass
@@ -158,19 +192,16 @@ def write_attention(translator: Translator, line: Line, outputs: Outputs) -> Non
 def stream(translator: Translator, source: str | None, out: TextIO, outputs: Outputs) -> dict:
     """Translate ``source`` (a path, or stdin for ``None``/``-``) into ``out``; returns counts."""
     start, count, tokens = time.perf_counter(), 0, 0
-    chunk = translator.decode.sentences_per_batch * CHUNK_BATCHES
     with nio.open_input(source) as (stream, name, interactive):
-        for raw_lines in nio.checked(nio.line_chunks(stream, chunk, interactive), name):
-            lines = []
+        for raw_lines in nio.checked(nio.line_chunks(stream, translator.chunk_lines, interactive), name):
+            texts = []
             for raw in raw_lines:
-                text, replaced = nio.decode_line(raw, name, count + 1, "replace")
+                text, replaced = nio.decode_line(raw, name, count + len(texts) + 1, "replace")
                 if replaced:
-                    warn(f"{name}:{count + 1}: invalid UTF-8 replaced with U+FFFD")
-                line = Line(count, text)
-                translator.encode(line, name)
-                lines.append(line)
-                count += 1
-            translator.translate(lines)
+                    warn(f"{name}:{count + len(texts) + 1}: invalid UTF-8 replaced with U+FFFD")
+                texts.append(text)
+            lines = translate_texts(translator, texts, count, name)
+            count += len(lines)
             for line in lines:
                 out.write(format_line(translator, line, outputs) + "\n")
                 write_attention(translator, line, outputs)
@@ -215,9 +246,8 @@ def run(
         if outputs.plot_dir.exists() and not outputs.plot_dir.is_dir():
             raise NmtError(f"--attention-plot {outputs.plot_dir}: exists and is not a directory")
         outputs.plot_dir.mkdir(parents=True, exist_ok=True)
-    inference = Inference.load(model, decode, devices.resolve(device))
+    inference, note = load(model, decode, device)
     translator = Translator(inference, bool(alignments or outputs.plot_dir or outputs.show_attention), outputs.scores)
-    note = devices.slow_bf16_note(inference.device, decode.get("precision"), "--precision")
     with contextlib.ExitStack() as stack:
         out = sys.stdout if output == "-" else stack.enter_context(nio.atomic_file(output))
         if alignments:
