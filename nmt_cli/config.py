@@ -14,10 +14,9 @@ A recipe is a YAML file whose top-level sections mirror :class:`Config`::
 Values flow in three layers, later ones winning: the dataclass defaults, the recipe, then
 the command line (``--set data.vocab_size=16000`` or a dedicated flag). The resolved
 config is written next to every output (``manifest.json``, ``config.yaml`` and every
-checkpoint), so a result always says exactly how it was made.
-
-Loading is strict: an unknown key is an error that suggests the closest valid key, and a
-value of the wrong type or out of range is an error naming the key.
+checkpoint), so a result always says exactly how it was made. Loading is strict: an
+unknown key is an error that suggests the closest valid key, and a value of the wrong
+type or out of range is an error naming the key.
 """
 
 from __future__ import annotations
@@ -226,17 +225,23 @@ class DecodeConfig:
     hard_attention: bool = False  # diagnostic: the context is the most attended source state alone (argmax)
     precision: Precision = "auto"  # autocast dtype; auto: as train.precision (fp16: CUDA only)
     quantize: Quantize = "none"  # dynamic int8 quantization (CPU only)
+    sampling: bool = False  # draw each word from the model's distribution (search/sampling.py) instead of searching
+    topk: int = 0  # sampling: from the K most probable words (0: all)
+    topp: float = 1.0  # sampling: from the smallest set of most probable words with mass >= P (1: all)
+    temperature: float = 1.0  # sampling: p ∝ exp(score / T)
+    seed: int = 0  # sampling: a line's draws depend on (seed, line, sample) alone
 
     @property
     def sentences_per_batch(self) -> int:
-        return self.batch_size or max(1, 160 // self.beam)
+        return self.batch_size or max(1, 160 // (self.nbest if self.sampling else self.beam))
 
     def validate(self) -> None:
         for key in ("beam", "nbest"):
             _require(getattr(self, key) >= 1, f"--{key.replace('_', '-')} (decode.{key})", "must be >= 1")
-        for key in ("alpha", "beta", "max_len_a", "max_len_b", "batch_size", "batch_tokens"):
+        for key in ("alpha", "beta", "max_len_a", "max_len_b", "batch_size", "batch_tokens", "topk", "seed"):
             _require(getattr(self, key) >= 0, f"--{key.replace('_', '-')} (decode.{key})", "must be >= 0")
-        _require(self.nbest <= self.beam, "--nbest (decode.nbest)", f"must be at most the beam size ({self.beam})")
+        _require(0 < self.topp <= 1 and self.temperature > 0, "--topp, --temperature", "must be in (0, 1] and > 0")
+        _require(self.nbest <= self.beam or self.sampling, "--nbest (decode.nbest)", f"must be <= --beam ({self.beam})")
         _require(self.max_len_a > 0 or self.max_len_b > 0, "--max-len-a/--max-len-b", "cannot both be 0")
 
 
@@ -339,12 +344,10 @@ def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
 
 def _parse_value(raw: str, section: type, name: str) -> Any:
     """A --set value as YAML (8000, true, [a, b]); text as is for string keys (so `no` stays "no")."""
-    if typing.get_type_hints(section).get(name) is str:
-        return raw
-    try:
-        return safe_yaml.load(raw, f"--set {name}")
-    except yaml.YAMLError:
-        return raw
+    with contextlib.suppress(yaml.YAMLError):
+        if typing.get_type_hints(section).get(name) is not str:
+            return safe_yaml.load(raw, f"--set {name}")
+    return raw
 
 
 def with_values(cfg: Config, section: str, updates: dict[str, Any]) -> Config:
@@ -388,8 +391,7 @@ def _suggest(word: str, choices: list[str], where: str | None) -> str:
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     if not close:
         return f" (valid: {', '.join(choices)})" if len(choices) <= 12 else ""
-    best = f"{where}.{close[0]}" if where else close[0]
-    return f"; did you mean {best!r}?"
+    return f"; did you mean {f'{where}.{close[0]}' if where else close[0]!r}?"
 
 
 def _kind(value: Any) -> str:
