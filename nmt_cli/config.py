@@ -107,8 +107,7 @@ class ModelConfig:
     input_feeding: bool = True  # feed the previous attentional state into the decoder RNN
     bridge: bool = True  # decoder's initial state from the encoder's final (else zeros)
     output_size: int = 256  # size of the attentional state that predicts the word
-    # > 0: every weight uniform in ±init_uniform (OpenNMT's param_init); 0: per-layer defaults
-    init_uniform: float = 0.0
+    init_uniform: float = 0.0  # > 0: each weight uniform in ±init_uniform (OpenNMT's param_init); 0: per-layer defaults
     # The output layer's words: every target id, or those on the training data's target side
     # (a joint vocabulary's source-only subwords left out, so the output layer and loss shrink).
     output_vocab: Literal["all", "target"] = "all"
@@ -308,8 +307,7 @@ def _recipe_values(path: Path, seen: tuple[Path, ...]) -> dict:
     try:
         values = safe_yaml.load(text, str(path)) or {}
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f":{mark.line + 1}" if mark is not None else ""
+        at = f":{e.problem_mark.line + 1}" if getattr(e, "problem_mark", None) is not None else ""
         raise NmtError(f"{path}{at}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
     if not isinstance(values, dict) or "base" not in values:
         return values
@@ -373,10 +371,9 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         close = _suggest(str(value)[:200], names, None)
         raise NmtError(f"{key} must be one of {', '.join(names)}; got {shown(value)}{close}")
     if typing.get_origin(hint) is list:
-        (item,) = typing.get_args(hint)
         if not isinstance(value, list):
             raise NmtError(f"{key} must be a list, got {_kind(value)}")
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(v, typing.get_args(hint)[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if hint not in (bool, int, float, str):  # pragma: no cover - a type this loader does not know
         raise TypeError(f"unsupported config type {hint!r} for {key}")
     if isinstance(value, hint) and (hint is bool or not isinstance(value, bool)):

@@ -96,59 +96,29 @@ class Translator:
                 line.hyps = hyps
 
     def _search(self, batch: list[Line], members: list, lengths: torch.Tensor) -> list[list[Hypothesis]]:
+        """Beam search, greedy search, or ``nbest`` samples of each line (as drawn: each
+        line's rows repeated, each row's uniforms its own, :class:`Sampler`)."""
         d, device = self.decode, self.inference.device
-        prefixes = Prefixes([line.prefix for line in batch], device) if any(line.prefix for line in batch) else None
-        if d.sampling:
-            return self._sample(batch, members, lengths)
-        if d.beam == 1:
-            hyps = greedy_encoded(
-                self.scorer,
-                members,
-                lengths,
-                d.max_len_a,
-                d.max_len_b,
-                self.keep_attention,
-                self.logprobs,
-                prefixes=prefixes,
-            )
-            return [[h] for h in hyps]
-        return beam_search(
-            self.scorer,
-            members,
-            lengths,
-            d.beam,
-            d.max_len_a,
-            d.max_len_b,
-            d.alpha,
-            d.beta,
-            d.nbest,
-            self.keep_attention,
-            prefixes,
-        )
-
-    def _sample(self, batch: list[Line], members: list, lengths: torch.Tensor) -> list[list[Hypothesis]]:
-        """``nbest`` samples of each line, as drawn: each line's rows repeated, each row's
-        uniforms its own (:class:`Sampler`)."""
-        d, device, n = self.decode, self.inference.device, self.decode.nbest
+        n = d.nbest if d.sampling else 1
         if n > 1:
             rows = torch.arange(len(batch), device=device).repeat_interleave(n)
             members, lengths = self.scorer.select(members, rows, rows), lengths.repeat_interleave(n)
         lines = [line for line in batch for _ in range(n)]
         prefixes = Prefixes([line.prefix for line in lines], device) if any(line.prefix for line in lines) else None
-        limits = output_limits(lengths, d.max_len_a, d.max_len_b).tolist()
-        steps = [max(limit, len(line.prefix) + 1) for limit, line in zip(limits, lines)]
-        keys = [(line.index, i % n) for i, line in enumerate(lines)]
-        sampler = Sampler.seeded(keys, steps, d.seed, device, topk=d.topk, topp=d.topp, temperature=d.temperature)
+        a, b = d.max_len_a, d.max_len_b
+        if d.beam > 1 and not d.sampling:
+            return beam_search(
+                self.scorer, members, lengths, d.beam, a, b, d.alpha, d.beta, d.nbest, self.keep_attention, prefixes
+            )
+        sampler = None
+        if d.sampling:
+            steps = [
+                max(limit, len(line.prefix) + 1) for limit, line in zip(output_limits(lengths, a, b).tolist(), lines)
+            ]
+            keys = [(line.index, i % n) for i, line in enumerate(lines)]
+            sampler = Sampler.seeded(keys, steps, d.seed, device, topk=d.topk, topp=d.topp, temperature=d.temperature)
         hyps = greedy_encoded(
-            self.scorer,
-            members,
-            lengths,
-            d.max_len_a,
-            d.max_len_b,
-            self.keep_attention,
-            self.logprobs,
-            sampler=sampler,
-            prefixes=prefixes,
+            self.scorer, members, lengths, a, b, self.keep_attention, self.logprobs, sampler=sampler, prefixes=prefixes
         )
         return [hyps[i : i + n] for i in range(0, len(hyps), n)]
 
