@@ -59,8 +59,8 @@ class Translation:
 class Translator:
     """A checkpoint ready to translate: ``nmt translate`` as an object (:meth:`load`)."""
 
-    def __init__(self, inference: Inference):
-        self.inference = inference
+    def __init__(self, members: list[Inference], weights: Sequence[float] | None = None):
+        self.inference, self.others, self.weights = members[0], members[1:], weights
 
     @classmethod
     def load(
@@ -70,22 +70,24 @@ class Translator:
         device: str = "auto",
         precision: str | None = None,
         quantize: str | None = None,
+        weights: Sequence[float] | None = None,
         **options: object,
     ) -> Translator:
         """Load checkpoint ``models`` (``nmt train``'s ``best.pt``; several paths: an
-        ensemble) on ``device`` (``auto``: CUDA where present, ``cpu``, ``cuda``).
-        ``beam``, ``precision``, ``quantize`` and ``options``, the other keys of the
-        ``decode:`` section (``alpha``, ``beta``, ``max_len_a``, ``max_len_b``, ``batch_size``,
-        ``batch_tokens``, ``replace_unk``, ``hard_attention``), replace the checkpoint's
-        values as ``nmt translate``'s flags do; ``None`` keeps them."""
+        ensemble, its log-probabilities mixed by ``weights``, equal by default) on ``device``
+        (``auto``: CUDA where present, ``cpu``, ``cuda``). ``beam``, ``precision``,
+        ``quantize`` and ``options``, the other keys of the ``decode:`` section (``alpha``,
+        ``max_len_a``, ``sampling``, ``seed``, ...), replace the checkpoint's values as
+        ``nmt translate``'s flags do; ``None`` keeps them."""
+        from nmt_cli.decode.inference import ensemble_weights
         from nmt_cli.decode.translate import load
 
         decode = dict(options, beam=beam, precision=precision, quantize=quantize)
         with as_warnings():
-            inference, note = load(models, decode, device)
+            members, note = load(models, decode, device)
             if note:
                 warn(note)
-        return cls(inference)
+        return cls(members, ensemble_weights(weights, len(members)))
 
     @property
     def decode(self) -> DecodeConfig:
@@ -115,7 +117,7 @@ class Translator:
         if prefixes is not None and len(prefixes) != len(lines):
             raise NmtError(f"{len(prefixes)} prefixes for {len(lines)} lines: give one a line")
         inference = replace(self.inference, cfg=config.with_values(self.inference.cfg, "decode", {"nbest": nbest}))
-        search = Search(inference, keep_attention=alignments, logprobs=scores)
+        search = Search(inference, alignments, scores, self.others, self.weights)
         done: list[Line] = []
         with as_warnings():
             for start in range(0, len(lines), search.chunk_lines):

@@ -164,8 +164,12 @@ def average(
 @app.command(epilog=f"Example: {EXAMPLES['translate']}")
 def translate(
     input: str = Argument("-", help="Raw source text, one sentence a line (plain or .gz); - for stdin."),
-    model: Path = Option(..., "--model", "-m", help="Checkpoint written by `nmt train` (e.g. MODEL_DIR/best.pt)."),
+    model: list[Path] = Option(..., "--model", "-m", help="Checkpoint written by `nmt train`; repeat: an ensemble."),
     output: str = Option("-", "--output", "-o", help="Translations, one line per input line; - for stdout."),
+    weights: str | None = Option(None, "--weights", help="Ensemble weights, e.g. 0.5,0.3,0.2 \\[default: equal]."),
+    prefix: Path | None = Option(
+        None, "--prefix", help="Target prefixes, one per input line, that outputs begin with."
+    ),
     beam: int | None = _decode("--beam", "-b", help="Beam size; 1 is greedy search."),
     nbest: int | None = _decode("--nbest", help="Write N hypotheses a line as TSV: line index, rank, score, text."),
     alpha: float | None = _decode("--alpha", help="GNMT length penalty exponent; 0: off."),
@@ -178,6 +182,11 @@ def translate(
     hard_attention: bool | None = _decode("--hard-attention/--soft-attention", help="Diagnostic: argmax attention."),
     precision: Precision | None = _decode("--precision", help="auto: bf16 where this CPU runs it faster, else fp32."),
     quantize: Quantize | None = _decode("--quantize", help="int8 linear layers (CPU); output then depends on batches."),
+    sampling: bool | None = _decode("--sampling/--no-sampling", help="Draw each word from the model's distribution."),
+    topk: int | None = _decode("--topk", help="Sampling: from the K most probable words; 0: all."),
+    topp: float | None = _decode("--topp", help="Sampling: from the most probable words of mass P; 1: all."),
+    temperature: float | None = _decode("--temperature", help="Sampling: p ∝ exp(score / T)."),
+    seed: int | None = _decode("--seed", help="Sampling: the same seed, the same output."),
     scores: bool = Option(False, "--scores", help="Append each translation's log-probability after a tab."),
     alignments: Path | None = Option(None, "--alignments", help="Write word alignments (Pharaoh i-j) to this file."),
     attention_plot: Path | None = Option(None, "--attention-plot", help="Write PNG attention heatmaps in this folder."),
@@ -194,8 +203,9 @@ def translate(
     decode = dict(beam=beam, nbest=nbest, alpha=alpha, beta=beta, max_len_a=max_len_a, max_len_b=max_len_b)
     decode |= dict(batch_size=batch_size, batch_tokens=batch_tokens, replace_unk=replace_unk)
     decode |= dict(hard_attention=hard_attention, precision=precision, quantize=quantize)
+    decode |= dict(sampling=sampling, topk=topk, topp=topp, temperature=temperature, seed=seed)
     outputs = Outputs(scores, None, attention_plot, plot_max, show_attention)
-    result = run(model, input, output, decode, device, outputs, alignments)
+    result = run(model, input, output, decode, device, outputs, alignments, prefix, weights)
     if not quiet:
         typer.echo(result.summary, err=True)
 
@@ -216,15 +226,18 @@ def score(
     sentence: bool = Option(False, "--sentence", help="Per-line sentence BLEU and chrF (TSV, or JSON lines)."),
     worst: int = Option(0, "--worst", min=0, help="List the K lines with the lowest sentence BLEU."),
     src: str | None = Option(None, "--src", help="Source text: shown by --worst; read by --model."),
-    model: Path | None = Option(None, "--model", help="Score the references under this checkpoint; needs --src."),
+    model: list[Path] | None = Option(
+        None, "--model", help="Score the references under this checkpoint (repeat: an ensemble); needs --src."
+    ),
+    weights: str | None = Option(None, "--weights", help="--model ensemble weights, e.g. 0.5,0.5 \\[default: equal]."),
     batch_size: int = Option(64, "--batch-size", min=1, help="--model: sentences per batch."),
     device: Device = DEVICE,
 ) -> None:
     """Score translations with sacrebleu (BLEU, chrF, TER), test significance, or score references under a model."""
     from nmt_cli import score as scoring
 
-    if model is not None:
-        typer.echo(scoring.forced(model, src, references, fmt, batch_size, device), err=True)
+    if model:
+        typer.echo(scoring.forced(model, src, references, fmt, batch_size, device, weights), err=True)
         return
     if paired_bs and paired_ar:
         raise NmtError("--paired-bs and --paired-ar: choose one test")

@@ -14,10 +14,9 @@ A recipe is a YAML file whose top-level sections mirror :class:`Config`::
 Values flow in three layers, later ones winning: the dataclass defaults, the recipe, then
 the command line (``--set data.vocab_size=16000`` or a dedicated flag). The resolved
 config is written next to every output (``manifest.json``, ``config.yaml`` and every
-checkpoint), so a result always says exactly how it was made.
-
-Loading is strict: an unknown key is an error that suggests the closest valid key, and a
-value of the wrong type or out of range is an error naming the key.
+checkpoint), so a result always says exactly how it was made. Loading is strict: an
+unknown key is an error that suggests the closest valid key, and a value of the wrong
+type or out of range is an error naming the key.
 """
 
 from __future__ import annotations
@@ -108,8 +107,7 @@ class ModelConfig:
     input_feeding: bool = True  # feed the previous attentional state into the decoder RNN
     bridge: bool = True  # decoder's initial state from the encoder's final (else zeros)
     output_size: int = 256  # size of the attentional state that predicts the word
-    # > 0: every weight uniform in ±init_uniform (OpenNMT's param_init); 0: per-layer defaults
-    init_uniform: float = 0.0
+    init_uniform: float = 0.0  # > 0: each weight uniform in ±init_uniform (OpenNMT's param_init); 0: per-layer defaults
     # The output layer's words: every target id, or those on the training data's target side
     # (a joint vocabulary's source-only subwords left out, so the output layer and loss shrink).
     output_vocab: Literal["all", "target"] = "all"
@@ -226,17 +224,23 @@ class DecodeConfig:
     hard_attention: bool = False  # diagnostic: the context is the most attended source state alone (argmax)
     precision: Precision = "auto"  # autocast dtype; auto: as train.precision (fp16: CUDA only)
     quantize: Quantize = "none"  # dynamic int8 quantization (CPU only)
+    sampling: bool = False  # draw each word from the model's distribution (search/sampling.py) instead of searching
+    topk: int = 0  # sampling: from the K most probable words (0: all)
+    topp: float = 1.0  # sampling: from the smallest set of most probable words with mass >= P (1: all)
+    temperature: float = 1.0  # sampling: p ∝ exp(score / T)
+    seed: int = 0  # sampling: a line's draws depend on (seed, line, sample) alone
 
     @property
     def sentences_per_batch(self) -> int:
-        return self.batch_size or max(1, 160 // self.beam)
+        return self.batch_size or max(1, 160 // (self.nbest if self.sampling else self.beam))
 
     def validate(self) -> None:
         for key in ("beam", "nbest"):
             _require(getattr(self, key) >= 1, f"--{key.replace('_', '-')} (decode.{key})", "must be >= 1")
-        for key in ("alpha", "beta", "max_len_a", "max_len_b", "batch_size", "batch_tokens"):
+        for key in ("alpha", "beta", "max_len_a", "max_len_b", "batch_size", "batch_tokens", "topk", "seed"):
             _require(getattr(self, key) >= 0, f"--{key.replace('_', '-')} (decode.{key})", "must be >= 0")
-        _require(self.nbest <= self.beam, "--nbest (decode.nbest)", f"must be at most the beam size ({self.beam})")
+        _require(0 < self.topp <= 1 and self.temperature > 0, "--topp, --temperature", "must be in (0, 1] and > 0")
+        _require(self.nbest <= self.beam or self.sampling, "--nbest (decode.nbest)", f"must be <= --beam ({self.beam})")
         _require(self.max_len_a > 0 or self.max_len_b > 0, "--max-len-a/--max-len-b", "cannot both be 0")
 
 
@@ -303,8 +307,7 @@ def _recipe_values(path: Path, seen: tuple[Path, ...]) -> dict:
     try:
         values = safe_yaml.load(text, str(path)) or {}
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f":{mark.line + 1}" if mark is not None else ""
+        at = f":{e.problem_mark.line + 1}" if getattr(e, "problem_mark", None) is not None else ""
         raise NmtError(f"{path}{at}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
     if not isinstance(values, dict) or "base" not in values:
         return values
@@ -339,12 +342,10 @@ def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
 
 def _parse_value(raw: str, section: type, name: str) -> Any:
     """A --set value as YAML (8000, true, [a, b]); text as is for string keys (so `no` stays "no")."""
-    if typing.get_type_hints(section).get(name) is str:
-        return raw
-    try:
-        return safe_yaml.load(raw, f"--set {name}")
-    except yaml.YAMLError:
-        return raw
+    with contextlib.suppress(yaml.YAMLError):
+        if typing.get_type_hints(section).get(name) is not str:
+            return safe_yaml.load(raw, f"--set {name}")
+    return raw
 
 
 def with_values(cfg: Config, section: str, updates: dict[str, Any]) -> Config:
@@ -370,10 +371,9 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         close = _suggest(str(value)[:200], names, None)
         raise NmtError(f"{key} must be one of {', '.join(names)}; got {shown(value)}{close}")
     if typing.get_origin(hint) is list:
-        (item,) = typing.get_args(hint)
         if not isinstance(value, list):
             raise NmtError(f"{key} must be a list, got {_kind(value)}")
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(v, typing.get_args(hint)[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if hint not in (bool, int, float, str):  # pragma: no cover - a type this loader does not know
         raise TypeError(f"unsupported config type {hint!r} for {key}")
     if isinstance(value, hint) and (hint is bool or not isinstance(value, bool)):
@@ -388,8 +388,7 @@ def _suggest(word: str, choices: list[str], where: str | None) -> str:
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     if not close:
         return f" (valid: {', '.join(choices)})" if len(choices) <= 12 else ""
-    best = f"{where}.{close[0]}" if where else close[0]
-    return f"; did you mean {best!r}?"
+    return f"; did you mean {f'{where}.{close[0]}' if where else close[0]!r}?"
 
 
 def _kind(value: Any) -> str:

@@ -200,7 +200,15 @@ def score(
         out.writelines(f"{display_name(key, opts)} signature: {sig}\n" for key, sig in signatures.items())
 
 
-def forced(model: Path | str, src: str | None, references: list[str], fmt: str, batch_size: int, device: str) -> str:
+def forced(
+    model: Path | str | list[Path | str],
+    src: str | None,
+    references: list[str],
+    fmt: str,
+    batch_size: int,
+    device: str,
+    weights: str | None = None,
+) -> str:
     """Forced decoding: each reference line's log-probability under ``model`` as a translation
     of its ``src`` line, written to stdout; returns the perplexity summary."""
     if src is None:
@@ -209,7 +217,7 @@ def forced(model: Path | str, src: str | None, references: list[str], fmt: str, 
         raise NmtError("--model scores one reference file at a time")
     from nmt_cli.decode.forced import score_file
 
-    return score_file(model, src, references[0], sys.stdout, fmt == "json", batch_size, device).summary
+    return score_file(model, src, references[0], sys.stdout, fmt == "json", batch_size, device, weights).summary
 
 
 def _worst_lines(

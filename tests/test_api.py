@@ -82,13 +82,26 @@ def test_nothing_is_printed_and_warnings_are_python_warnings(capfd, lines):
     assert capfd.readouterr() == ("", "")
 
 
+@pytest.mark.parametrize("beam", [1, 5])
+def test_ensembles_and_prefixes_equal_the_command(tmp_path, beam, lines):
+    """Several checkpoints (an ensemble, weighted) and target prefixes, as the flags give them."""
+    source = write_lines(tmp_path / "in.de", lines)
+    prefixes = ["the", "", "a man"] + [""] * (len(lines) - 3)
+    prefix_file = write_lines(tmp_path / "prefix.en", prefixes)
+    tr = Translator.load(MODELS, beam=beam, device="cpu", weights=[2, 1])
+    flags = ["-m", str(MODELS[1]), "--weights", "2,1", "--beam", str(beam), "--prefix", str(prefix_file)]
+    got = tr.translate(lines, prefixes=prefixes)
+    assert got == cli(source, MODELS[0], *flags)
+    assert got[0].startswith("the") and got[2].startswith("a man")
+
+
 @pytest.mark.parametrize(
     "call, message",
     [
         (lambda: Translator.load(OLD / "missing.pt"), "missing.pt"),
         (lambda: Translator.load(MODELS[0], beam=0), "beam"),
         (lambda: Translator.load(MODELS[0], bem=3), "did you mean"),
-        (lambda: Translator.load(MODELS, beam=2), "ensembles"),
+        (lambda: Translator.load(MODELS, weights=[1.0]), "weights"),
         (lambda: Translator.load(MODELS[0], beam=2).translate(["a"], nbest=3), "nbest"),
         (lambda: Translator.load(MODELS[0]).translate("Ein Hund."), "list of lines"),
         (lambda: Translator.load(MODELS[0]).translate(["a", "b"], prefixes=["x"]), "prefixes"),

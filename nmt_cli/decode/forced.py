@@ -7,7 +7,9 @@ log p(y_t | y_<t, x) in one pass; a line's score is
 
 with its per-token average log P / (n+1), and over a corpus the perplexity
 exp(-Σ log P / Σ (n+1)). Useful to filter a corpus (low scores flag misaligned pairs)
-or to check a model on references. Streams like ``nmt translate``: pairs are read in
+or to check a model on references. An ensemble scores each token as search does,
+Σ_m w_m log p_m(y_t | y_<t, x) (``search/scorer.py``), a word outside a member's output
+words counting as that member's UNK, as for one model. Streams like ``nmt translate``: pairs are read in
 chunks, sorted by length into batches and written back in input order.
 """
 
@@ -23,7 +25,7 @@ import torch
 
 from nmt_cli import device as devices
 from nmt_cli import io as nio
-from nmt_cli.decode.inference import Inference, batches
+from nmt_cli.decode.inference import Inference, batches, ensemble_weights, load_all
 from nmt_cli.errors import NmtError
 from nmt_cli.model import loss
 from nmt_cli.model.batch import Batch
@@ -45,24 +47,31 @@ class Pair:
 
 
 @torch.no_grad()
-def score_pairs(inference: Inference, pairs: list[Pair], batch_size: int) -> None:
-    """Fill ``pair.logprob`` for every pair (an empty source still gets EOS to read).
-    The model must score every word it was trained on: loaded with ``Inference.load(...,
-    search=False)``. With ``output_vocab: target`` a reference word outside the model's
-    output words is scored as UNK."""
-    decoder = inference.model.decoder
-    if decoder.output_ids is not None and decoder.columns is None:
-        raise ValueError("forced decoding needs the whole output layer: load with search=False")
+def score_pairs(
+    inference: Inference | list[Inference], pairs: list[Pair], batch_size: int, weights: list[float] | None = None
+) -> None:
+    """Fill ``pair.logprob`` for every pair (an empty source still gets EOS to read) under
+    a model or an ensemble (``weights``: default equal). A model must score every word it
+    was trained on: loaded with ``Inference.load(..., search=False)``. With ``output_vocab:
+    target`` a reference word outside the model's output words is scored as UNK."""
+    members = inference if isinstance(inference, list) else [inference]
+    weights = weights or [1.0 / len(members)] * len(members)
+    for member in members:
+        decoder = member.model.decoder
+        if decoder.output_ids is not None and decoder.columns is None:
+            raise ValueError("forced decoding needs the whole output layer: load with search=False")
     ordered = sorted(pairs, key=lambda p: -len(p.src))
     for batch in batches(ordered, lambda p: len(p.src) + 1, batch_size, 0):
-        padded = Batch.of([p.src for p in batch], [p.tgt for p in batch]).to(inference.device)
-        with inference.autocast():
-            logits = inference.model(padded.src, padded.src_lengths, padded.tgt_in)  # (batch, tgt_len, k)
-        logp = torch.log_softmax(logits.float(), dim=-1)
+        padded = Batch.of([p.src for p in batch], [p.tgt for p in batch]).to(members[0].device)
         target = padded.tgt_out
-        token_logp = logp.gather(2, decoder.target_columns(target).unsqueeze(2)).squeeze(2) * (
-            target != PAD
-        )  # (batch, tgt_len)
+        token_logp = 0.0
+        for member, weight in zip(members, weights):
+            with member.autocast():
+                logits = member.model(padded.src, padded.src_lengths, padded.tgt_in)  # (batch, tgt_len, k)
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            columns = member.model.decoder.target_columns(target).unsqueeze(2)
+            token_logp = token_logp + logp.gather(2, columns).squeeze(2) * weight
+        token_logp = token_logp * (target != PAD)  # (batch, tgt_len)
         for p, total in zip(batch, token_logp.sum(dim=1).tolist()):
             p.logprob = total
 
@@ -117,19 +126,27 @@ class Totals:
 
 
 def score_file(
-    model: Path | str, src: str, ref: str, out: TextIO, json_lines: bool, batch_size: int, device: str
+    model: Path | str | list[Path | str],
+    src: str,
+    ref: str,
+    out: TextIO,
+    json_lines: bool,
+    batch_size: int,
+    device: str,
+    weights: str | list[float] | None = None,
 ) -> Totals:
     """Write each line's scores to ``out`` (TSV with a header, or JSON lines): the log-probability
     of the reference line in ``ref`` as a translation of the line in ``src`` under checkpoint
-    ``model``, its tokens and their average."""
-    inference = Inference.load(model, {}, devices.resolve(device), search=False)
+    ``model`` (several: an ensemble, with ``weights``), its tokens and their average."""
+    members = load_all(model, {}, devices.resolve(device), search=False)
+    weights, inference = ensemble_weights(weights, len(members)), members[0]
     held: list[str] = []  # rows of a piped input, written once its line count is known to match
     emit = out.write if counted_alike(src, ref) else held.append
     totals = Totals()
     if not json_lines:
         emit("line\tlogprob\ttokens\tavg_logprob\n")
     for chunk in read_pairs(inference, nio.paired_lines(src, ref), (src, ref)):
-        score_pairs(inference, chunk, batch_size)
+        score_pairs(members, chunk, batch_size, weights)
         for p in chunk:
             row = {"line": p.index + 1, "logprob": round(p.logprob, 4), "tokens": p.tokens}
             row["avg_logprob"] = round(p.logprob / p.tokens, 4)

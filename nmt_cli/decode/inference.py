@@ -88,6 +88,39 @@ class Inference:
         return batch.src.to(self.device), batch.src_lengths
 
 
+def load_all(
+    paths: Path | str | Sequence[Path | str], overrides: dict, device: torch.device, search: bool = True
+) -> list[Inference]:
+    """Checkpoints made ready as an ensemble: every one in the first one's precision; they
+    must share the source and target SentencePiece models (so the target vocabulary)."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    first = Inference.load(paths[0], overrides, device, search)
+    same = {**overrides, "precision": first.decode.precision}
+    members = [first] + [Inference.load(path, same, device, search) for path in paths[1:]]
+    for path, other in zip(paths[1:], members[1:]):
+        for side, name in (("source", "src_sp"), ("target", "tgt_sp")):
+            a, b = (getattr(m, name).serialized_model_proto() for m in (first, other))
+            if a != b:
+                raise NmtError(
+                    f"{path}: its {side} SentencePiece model differs from {paths[0]}'s: an ensemble shares them"
+                )
+    return members
+
+
+def ensemble_weights(weights: Sequence[float] | str | None, count: int) -> list[float] | None:
+    """``--weights`` (``0.5,0.3,0.2``) checked: one positive number per model, scaled to sum 1."""
+    if weights is None:
+        return None
+    if isinstance(weights, str):
+        try:
+            weights = [float(w) for w in weights.split(",")]
+        except ValueError:
+            raise NmtError(f"--weights {weights}: expected numbers separated by commas, e.g. 0.5,0.5") from None
+    if len(weights) != count or not all(w > 0 for w in weights):
+        raise NmtError(f"--weights: give {count} positive numbers, one per model; got {len(weights)}: {weights}")
+    return [w / sum(weights) for w in weights]
+
+
 def choose_precision(decode: DecodeConfig, model: ModelConfig, device: torch.device) -> tuple[DecodeConfig, str]:
     """``decode`` with a concrete precision, and a phrase saying which and why.
 

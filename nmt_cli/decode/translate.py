@@ -4,8 +4,14 @@ Input is read in chunks of at most ``CHUNK_BATCHES`` batches of lines (so memory
 grow with the input and output starts before the input ends). Inside a chunk each line is
 normalized as at prep time, split into subwords with the checkpoint's own SentencePiece
 model, truncated to the model's length limit, sorted by length into batches, searched
-(greedy for beam 1, else beam search), detokenized and written back in input order.
-Empty lines give empty lines without touching the model.
+(greedy for beam 1, else beam search, or sampling), detokenized and written back in input
+order. Empty lines give empty lines without touching the model, unless they have a prefix.
+
+Several models translate as an ensemble (``search/scorer.py``: a weighted product of
+experts); the first one's config, subwords and attention serve. A target prefix (raw text,
+normalized and split by the target SentencePiece model, no EOS) is forced on the first
+steps of its line, in greedy, beam and sampling search alike; its words' log-probabilities
+count in the reported score (as fairseq's and Sockeye's do).
 """
 
 from __future__ import annotations
@@ -24,11 +30,13 @@ from nmt_cli import device as devices
 from nmt_cli import io as nio
 from nmt_cli.config import DecodeConfig
 from nmt_cli.decode import alignment
-from nmt_cli.decode.inference import Inference, batches
+from nmt_cli.decode.inference import Inference, batches, ensemble_weights, load_all
 from nmt_cli.errors import NmtError, warn
 from nmt_cli.search.beam import beam_search
 from nmt_cli.search.greedy import greedy_encoded
-from nmt_cli.search.hypothesis import Hypothesis
+from nmt_cli.search.hypothesis import Hypothesis, output_limits
+from nmt_cli.search.sampling import Prefixes, Sampler
+from nmt_cli.search.scorer import Scorer
 from nmt_cli.vocab import UNK
 
 CHUNK_BATCHES = 8  # a chunk of input holds this many batches' worth of lines
@@ -41,15 +49,24 @@ class Line:
     index: int  # 0-based line number
     text: str
     ids: list[int] = field(default_factory=list)  # source subword ids (truncated), EOS not included
-    hyps: list[Hypothesis] = field(default_factory=list)  # best first; empty for an empty line
+    hyps: list[Hypothesis] = field(default_factory=list)  # best first (sampled: as drawn); empty for an empty line
+    prefix: list[int] = field(default_factory=list)  # target subword ids forced first
 
 
 class Translator:
-    """Search over an :class:`Inference` model, line by line."""
+    """Search over an :class:`Inference` model (with ``others``: an ensemble), line by line."""
 
-    def __init__(self, inference: Inference, keep_attention: bool = False, logprobs: bool = True):
+    def __init__(
+        self,
+        inference: Inference,
+        keep_attention: bool = False,
+        logprobs: bool = True,
+        others: Sequence[Inference] = (),
+        weights: Sequence[float] | None = None,
+    ):
         self.inference = inference
         self.decode = inference.decode
+        self.scorer = Scorer([inference.model, *(other.model for other in others)], weights)
         self.keep_attention = keep_attention or self.decode.replace_unk
         self.logprobs = logprobs  # greedy: compute log-probabilities (--scores)
 
@@ -58,33 +75,57 @@ class Translator:
         """Lines of input translated together (sorted by length into batches)."""
         return self.decode.sentences_per_batch * CHUNK_BATCHES
 
-    def encode(self, line: Line, name: str) -> None:
-        """Normalize and split one line into subword ids, truncated with a warning."""
+    def encode(self, line: Line, name: str, prefix: str | None = None, prefix_name: str = "prefix") -> None:
+        """Normalize and split one line (and its target ``prefix``) into subword ids,
+        truncated with a warning."""
         line.text = self.inference.normalize(line.text)
         line.ids = self.inference.split(line.text, self.inference.src_sp, f"{name}:{line.index + 1}")
+        if prefix:
+            where = f"{prefix_name}:{line.index + 1}"
+            line.prefix = self.inference.split(self.inference.normalize(prefix), self.inference.tgt_sp, where)
+            if not self.scorer.producible(line.prefix):
+                raise NmtError(f"{where}: the prefix holds a subword the model never outputs (output_vocab: target)")
 
     @torch.no_grad()
     def translate(self, lines: list[Line]) -> None:
         """Fill ``line.hyps`` for every non-empty line; batches are sorted by length."""
-        todo = sorted((line for line in lines if line.ids), key=lambda line: -len(line.ids))
+        todo = sorted((line for line in lines if line.ids or line.prefix), key=lambda line: -len(line.ids))
         for batch in batches(
             todo, lambda line: len(line.ids) + 1, self.decode.sentences_per_batch, self.decode.batch_tokens
         ):
             src, lengths = self.inference.source_tensor([line.ids for line in batch])
             with self.inference.autocast():
-                encoded = self.inference.model.encode(src, lengths)
-                results = self._search(encoded, lengths)
+                members = self.scorer.encode(src, lengths)
+                results = self._search(batch, members, lengths)
             for line, hyps in zip(batch, results):
                 line.hyps = hyps
 
-    def _search(self, encoded: tuple, lengths: torch.Tensor) -> list[list[Hypothesis]]:
-        d, model = self.decode, self.inference.model
-        if d.beam == 1:
-            hyps = greedy_encoded(model, encoded, lengths, d.max_len_a, d.max_len_b, self.keep_attention, self.logprobs)
-            return [[h] for h in hyps]
-        return beam_search(
-            model, encoded, lengths, d.beam, d.max_len_a, d.max_len_b, d.alpha, d.beta, d.nbest, self.keep_attention
+    def _search(self, batch: list[Line], members: list, lengths: torch.Tensor) -> list[list[Hypothesis]]:
+        """Beam search, greedy search, or ``nbest`` samples of each line (as drawn: each
+        line's rows repeated, each row's uniforms its own, :class:`Sampler`)."""
+        d, device = self.decode, self.inference.device
+        n = d.nbest if d.sampling else 1
+        if n > 1:
+            rows = torch.arange(len(batch), device=device).repeat_interleave(n)
+            members, lengths = self.scorer.select(members, rows, rows), lengths.repeat_interleave(n)
+        lines = [line for line in batch for _ in range(n)]
+        prefixes = Prefixes([line.prefix for line in lines], device) if any(line.prefix for line in lines) else None
+        a, b = d.max_len_a, d.max_len_b
+        if d.beam > 1 and not d.sampling:
+            return beam_search(
+                self.scorer, members, lengths, d.beam, a, b, d.alpha, d.beta, d.nbest, self.keep_attention, prefixes
+            )
+        sampler = None
+        if d.sampling:
+            steps = [
+                max(limit, len(line.prefix) + 1) for limit, line in zip(output_limits(lengths, a, b).tolist(), lines)
+            ]
+            keys = [(line.index, i % n) for i, line in enumerate(lines)]
+            sampler = Sampler.seeded(keys, steps, d.seed, device, topk=d.topk, topp=d.topp, temperature=d.temperature)
+        hyps = greedy_encoded(
+            self.scorer, members, lengths, a, b, self.keep_attention, self.logprobs, sampler=sampler, prefixes=prefixes
         )
+        return [hyps[i : i + n] for i in range(0, len(hyps), n)]
 
     def source_pieces(self, line: Line) -> list[str]:
         return [self.inference.src_sp.id_to_piece(i) for i in line.ids]
@@ -107,34 +148,6 @@ class Translator:
             text = self.inference.tgt_sp.decode_pieces(self.target_pieces(line, hyp))
             return " ".join(text.replace(alignment.WORD_START, " ").split())
         return self.inference.tgt_sp.decode(hyp.tokens)
-
-
-def translate_texts(
-    translator: Translator, texts: list[str], first: int, name: str, prefixes: list[str] | None = None
-) -> list[Line]:
-    """``texts``, lines ``first``... of input ``name`` (the name warnings give), as
-    translated :class:`Line` s, in order: what ``nmt translate`` and the Python API's
-    ``Translator.translate`` both do with a chunk of input. ``prefixes``: a target prefix
-    for each text, which the search is to continue."""
-    if prefixes is not None:
-        raise NmtError("target prefixes need a search that continues them (not in this version)")
-    lines = [Line(first + i, text) for i, text in enumerate(texts)]
-    for line in lines:
-        translator.encode(line, name)
-    translator.translate(lines)
-    return lines
-
-
-def load(models: Path | str | Sequence[Path | str], decode: dict, device: str) -> tuple[Inference, str | None]:
-    """The checkpoint ``models`` ready to translate, its ``decode:`` section overridden by
-    ``decode``'s non-``None`` values, and a note when bf16 was asked for where it runs
-    slower than fp32; what ``nmt translate`` and the Python API's ``Translator.load`` both
-    call. Several paths ask for an ensemble of their models."""
-    paths = [models] if isinstance(models, (str, Path)) else list(models)
-    if len(paths) != 1:
-        raise NmtError(f"{len(paths)} checkpoints: ensembles need a search over several models (not in this version)")
-    inference = Inference.load(paths[0], decode, devices.resolve(device))
-    return inference, devices.slow_bf16_note(inference.device, decode.get("precision"), "--precision")
 
 
 @dataclass
@@ -189,9 +202,37 @@ def write_attention(translator: Translator, line: Line, outputs: Outputs) -> Non
         Console(stderr=True, width=10_000).print(table)  # never squeeze columns: let the terminal wrap
 
 
-def stream(translator: Translator, source: str | None, out: TextIO, outputs: Outputs) -> dict:
-    """Translate ``source`` (a path, or stdin for ``None``/``-``) into ``out``; returns counts."""
+def translate_texts(
+    translator: Translator, texts: list[str], first: int, name: str, prefixes: Sequence[str] | None = None
+) -> list[Line]:
+    """``texts``, lines ``first``... of input ``name`` (the name warnings give), as
+    translated :class:`Line` s, in order: what ``nmt translate`` and the Python API's
+    ``Translator.translate`` both do with a chunk of input. ``prefixes``: a target prefix
+    for each text, which the search is to continue."""
+    lines = [Line(first + i, text) for i, text in enumerate(texts)]
+    for i, line in enumerate(lines):
+        translator.encode(line, name, prefixes[i] if prefixes is not None else None)
+    translator.translate(lines)
+    return lines
+
+
+def load(models: Path | str | Sequence[Path | str], decode: dict, device: str) -> tuple[list[Inference], str | None]:
+    """The checkpoints ``models`` ready to translate (several: an ensemble, the first one's
+    config serving), the first's ``decode:`` section overridden by ``decode``'s non-``None``
+    values, and a note when bf16 was asked for where it runs slower than fp32; what
+    ``nmt translate`` and the Python API's ``Translator.load`` both call."""
+    members = load_all(models, decode, devices.resolve(device))
+    return members, devices.slow_bf16_note(members[0].device, decode.get("precision"), "--precision")
+
+
+def stream(
+    translator: Translator, source: str | None, out: TextIO, outputs: Outputs, prefixes: Sequence[str] | None = None
+) -> dict:
+    """Translate ``source`` (a path, or stdin for ``None``/``-``) into ``out``, each line's
+    output starting with its line of ``prefixes`` when given; returns counts."""
     start, count, tokens = time.perf_counter(), 0, 0
+    if prefixes is not None and source not in (None, "-") and Path(source).is_file():
+        _same_count(sum(1 for _ in nio.read_lines(source)), len(prefixes))  # before any output
     with nio.open_input(source) as (stream, name, interactive):
         for raw_lines in nio.checked(nio.line_chunks(stream, translator.chunk_lines, interactive), name):
             texts = []
@@ -200,7 +241,10 @@ def stream(translator: Translator, source: str | None, out: TextIO, outputs: Out
                 if replaced:
                     warn(f"{name}:{count + len(texts) + 1}: invalid UTF-8 replaced with U+FFFD")
                 texts.append(text)
-            lines = translate_texts(translator, texts, count, name)
+            if prefixes is not None and count + len(texts) > len(prefixes):
+                _same_count(count + len(texts), len(prefixes))
+            chunk = prefixes[count : count + len(texts)] if prefixes is not None else None
+            lines = translate_texts(translator, texts, count, name, chunk)
             count += len(lines)
             for line in lines:
                 out.write(format_line(translator, line, outputs) + "\n")
@@ -209,7 +253,14 @@ def stream(translator: Translator, source: str | None, out: TextIO, outputs: Out
             out.flush()
             if outputs.alignments is not None:
                 outputs.alignments.flush()
+    if prefixes is not None:
+        _same_count(count, len(prefixes))
     return {"lines": count, "tokens": tokens, "seconds": time.perf_counter() - start}
+
+
+def _same_count(lines: int, prefixes: int) -> None:
+    if lines != prefixes:
+        raise NmtError(f"--prefix has {prefixes} lines but the input has {'at least ' * (lines > prefixes)}{lines}")
 
 
 @dataclass
@@ -226,6 +277,7 @@ class Result:
     @property
     def summary(self) -> str:
         search = "greedy" if self.decode.beam == 1 else f"beam {self.decode.beam}"
+        search = "sampling" if self.decode.sampling else search
         rate = self.lines / max(self.seconds, 1e-9)
         line = (
             f"nmt translate: {self.lines:,} lines, {self.tokens:,} target tokens in {self.seconds:.1f}s "
@@ -235,22 +287,37 @@ class Result:
 
 
 def run(
-    model: Path | str, source: str, output: str, decode: dict, device: str, outputs: Outputs, alignments: Path | None
+    model: Path | str | Sequence[Path | str],
+    source: str,
+    output: str,
+    decode: dict,
+    device: str,
+    outputs: Outputs,
+    alignments: Path | None,
+    prefixes: Path | str | Sequence[str] | None = None,
+    weights: Sequence[float] | str | None = None,
 ) -> Result:
-    """Translate ``source`` (a path, or ``-``: stdin) with checkpoint ``model`` into ``output``
-    (a path, written whole or not at all, or ``-``: stdout). ``decode`` holds the keys that
-    replace the checkpoint's ``decode:`` section (``None`` values keep it); ``alignments``
-    is a file for the hard alignments, besides what ``outputs`` asks for."""
+    """Translate ``source`` (a path, or ``-``: stdin) with checkpoint ``model`` (several: an
+    ensemble, with ``weights``) into ``output`` (a path, written whole or not at all, or
+    ``-``: stdout). ``decode`` holds the keys that replace the first checkpoint's
+    ``decode:`` section (``None`` values keep it); ``alignments`` is a file for the hard
+    alignments, besides what ``outputs`` asks for; ``prefixes``: a file of target
+    prefixes, or the prefixes, one per input line."""
     if outputs.plot_dir is not None:
         alignment.check_matplotlib()
         if outputs.plot_dir.exists() and not outputs.plot_dir.is_dir():
             raise NmtError(f"--attention-plot {outputs.plot_dir}: exists and is not a directory")
         outputs.plot_dir.mkdir(parents=True, exist_ok=True)
-    inference, note = load(model, decode, device)
-    translator = Translator(inference, bool(alignments or outputs.plot_dir or outputs.show_attention), outputs.scores)
+    if isinstance(prefixes, (str, Path)):
+        prefixes = list(nio.read_lines(prefixes))
+    (inference, *others), note = load(model, decode, device)
+    keep_attention = bool(alignments or outputs.plot_dir or outputs.show_attention)
+    translator = Translator(
+        inference, keep_attention, outputs.scores, others, ensemble_weights(weights, 1 + len(others))
+    )
     with contextlib.ExitStack() as stack:
         out = sys.stdout if output == "-" else stack.enter_context(nio.atomic_file(output))
         if alignments:
             outputs = replace(outputs, alignments=stack.enter_context(nio.atomic_file(alignments)))
-        counts = stream(translator, source, out, outputs)
+        counts = stream(translator, source, out, outputs, prefixes)
     return Result(**counts, decode=translator.decode, precision=inference.precision_line, note=note)

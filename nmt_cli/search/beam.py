@@ -15,7 +15,9 @@ worst of them: an open log-probability only falls as words are added, so its bes
 reachable score is log P / lp(limit) (lp grows with length) with a coverage penalty of 0
 (the most it can reach). At the length limit ``max_len_a · src_len + max_len_b`` the open
 hypotheses are finished as they are. Done sentences leave the batch, so the work per step
-shrinks as the batch empties.
+shrinks as the batch empties. With :class:`~nmt_cli.search.sampling.Prefixes`, a
+sentence's only extension while in its prefix is the prefix's next word, scored as the
+model scores it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from torch import Tensor
 
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.search.hypothesis import Hypothesis, coverage_penalty, length_penalty, output_limits, ranking_score
+from nmt_cli.search.sampling import Prefixes
+from nmt_cli.search.scorer import Scorer, scorer_of
 from nmt_cli.vocab import EOS, SOS
 
 
@@ -60,9 +64,11 @@ class _Candidates:
     open: Tensor  # True for the best `beam` extensions that do not end the hypothesis
 
     @classmethod
-    def best(cls, logits: Tensor, scores: Tensor, beam: int, word_ids: Callable[[Tensor], Tensor]) -> _Candidates:
-        """From word scores (n*beam, words) and open scores (n, beam); column j of
-        ``logits`` is the word ``word_ids(j)``.
+    def best(
+        cls, logits: Tensor, normalizer: Tensor | float, scores: Tensor, beam: int, word_ids: Callable[[Tensor], Tensor]
+    ) -> _Candidates:
+        """From word scores (n*beam, words), their normalizer (n*beam,) and open scores
+        (n, beam); column j of ``logits`` is the word ``word_ids(j)``.
 
         A sentence's best 2·beam extensions are among each hypothesis' own best 2·beam
         words, so the (beam × vocab) table is never built: n × (beam × 2·beam) candidates.
@@ -72,7 +78,7 @@ class _Candidates:
         n = scores.size(0)
         per_row = min(2 * beam, logits.size(-1))
         word_logp, words = logits.topk(per_row, dim=-1)  # (n*beam, per_row)
-        word_logp -= torch.logsumexp(logits, dim=-1, keepdim=True)
+        word_logp -= normalizer.unsqueeze(1) if isinstance(normalizer, Tensor) else normalizer
         top_scores, top = (scores.view(-1, 1) + word_logp).view(n, -1).topk(2 * beam, dim=-1)
         rows = top // per_row + torch.arange(n, device=logits.device).unsqueeze(1) * beam
         word = word_ids(words.view(n, -1).gather(1, top))
@@ -150,7 +156,7 @@ class _Search:
 
 @torch.no_grad()
 def beam_search(
-    model: Seq2Seq,
+    model: Seq2Seq | Scorer,
     encoded: tuple,
     lengths: Tensor,
     beam: int,
@@ -160,33 +166,43 @@ def beam_search(
     beta: float = 0.0,
     nbest: int = 1,
     keep_attention: bool = False,
+    prefixes: Prefixes | None = None,
 ) -> list[list[Hypothesis]]:
     """The ``nbest`` best hypotheses of each sentence, best first.
 
-    ``encoded`` is ``model.encode(src, lengths)`` for a batch of sentences; lengths (batch,).
-    The encoder memory stays one row per sentence: the decoder attends for a sentence's
+    ``encoded`` is ``model.encode(src, lengths)`` for a batch of sentences (or a
+    :class:`~nmt_cli.search.scorer.Scorer` and its ``encode``); lengths (batch,). The
+    encoder memory stays one row per sentence: the decoder attends for a sentence's
     ``beam`` hypotheses at once (see ``Decoder._attend``).
     """
-    memory, state, feed = encoded
-    batch, device = memory.mask.size(0), memory.mask.device
-    limits = output_limits(lengths, max_len_a, max_len_b).tolist()
-    search = _Search(limits, beam, alpha, beta, keep_attention, memory.mask.size(1), device)
+    scorer, members = scorer_of(model, encoded)
+    mask = members[0][0].mask
+    batch, device = mask.size(0), mask.device
+    limits = output_limits(lengths, max_len_a, max_len_b)
+    if prefixes is not None:
+        limits = torch.maximum(limits, prefixes.lengths[:batch].cpu() + 1)
+    limits = limits.tolist()
+    search = _Search(limits, beam, alpha, beta, keep_attention, mask.size(1), device)
     prev = torch.full((batch,), SOS, dtype=torch.long, device=device)  # one row a sentence at first
     for step in range(max(limits)):
-        att, state, weights = model.decoder.step(model.decoder.embed(prev), state, feed, memory, step)
-        logits = model.decoder.search_scores(att)  # (n*beam, words)
+        logits, members, weights = scorer.step(prev, members, step)  # (n*beam, words)
         if step == 0:  # every hypothesis is SOS: the decoder ran once a sentence, its rows are copied
-            att, logits, weights, *state = (x.repeat_interleave(beam, dim=0) for x in (att, logits, weights, *state))
+            logits, weights = logits.repeat_interleave(beam, dim=0), weights.repeat_interleave(beam, dim=0)
+            members = scorer.select(members, torch.arange(batch, device=device).repeat_interleave(beam))
         weights = weights.float()  # (n*beam, src_len)
         if beta:
             search.coverage = search.coverage + weights
-        candidates = _Candidates.best(logits, search.scores, beam, model.decoder.word_ids)
-        still = search.searching(candidates, step, weights, memory.mask)
+        normalizer = scorer.normalizer(logits)
+        if prefixes is not None:
+            sentences = torch.tensor(search.alive, device=device).repeat_interleave(beam)
+            logits = prefixes.force(logits, sentences, step, scorer.columns)
+        candidates = _Candidates.best(logits, normalizer, search.scores, beam, scorer.word_ids)
+        still = search.searching(candidates, step, weights, mask)
         if not still:
             break
         if len(still) < len(search.alive):
-            memory = memory.select(torch.tensor(still, device=device))
+            mask = mask[still]
+            members = scorer.select(members, sentences=torch.tensor(still, device=device))
         rows, prev = search.advance(candidates, still, weights)
-        state = [s.index_select(0, rows) for s in state]
-        feed = att.index_select(0, rows) if feed is not None else None
+        members = scorer.select(members, rows)
     return [sentence.finished[:nbest] for sentence in search.sentences]

@@ -5,6 +5,11 @@ reached its length limit ``max_len_a * src_len + max_len_b``, and finished sente
 the batch, so the work per step shrinks as sentences finish. The rows left are rounded up
 to a multiple of ``STEP_ROWS`` (finished rows stay as padding, their words dropped): the
 matrix-product library compiles a kernel for each shape it meets (see ``shapes.py``).
+
+With a :class:`~nmt_cli.search.sampling.Sampler` each word is drawn instead of taken as
+the best; with :class:`~nmt_cli.search.sampling.Prefixes` a sentence's first words are
+its prefix, scored as the model scores them (the length limit is then at least the
+prefix and EOS).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from torch import Tensor
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.model.shapes import STEP_ROWS, rounded_rows
 from nmt_cli.search.hypothesis import Hypothesis, output_limits
+from nmt_cli.search.sampling import Prefixes, Sampler
+from nmt_cli.search.scorer import Scorer, scorer_of
 from nmt_cli.vocab import EOS, PAD, SOS
 
 
@@ -26,7 +33,7 @@ def greedy(model: Seq2Seq, src: Tensor, lengths: Tensor, max_len_a: float, max_l
 
 @torch.no_grad()
 def greedy_encoded(
-    model: Seq2Seq,
+    model: Seq2Seq | Scorer,
     encoded: tuple,
     lengths: Tensor,
     max_len_a: float,
@@ -34,16 +41,22 @@ def greedy_encoded(
     keep_attention: bool = False,
     logprobs: bool = True,
     row_multiple: int = STEP_ROWS,
+    sampler: Sampler | None = None,
+    prefixes: Prefixes | None = None,
 ) -> list[Hypothesis]:
-    """:func:`greedy` from ``encoded``, ``model.encode(src, lengths)``, when the caller has it.
+    """:func:`greedy` from ``encoded``, ``model.encode(src, lengths)``, when the caller has it
+    (or a :class:`~nmt_cli.search.scorer.Scorer` and its ``encode``).
 
     Without ``logprobs`` the per-step softmax normalizer is skipped (a pass over the
     vocabulary for every word) and hypotheses carry NaN scores. The rows left are rounded
     up to a multiple of ``row_multiple``.
     """
-    memory, state, feed = encoded
-    batch, src_len, device = memory.mask.size(0), memory.mask.size(1), memory.mask.device
+    scorer, members = scorer_of(model, encoded)
+    mask = members[0][0].mask
+    batch, src_len, device = mask.size(0), mask.size(1), mask.device
     limits = output_limits(lengths, max_len_a, max_len_b).to(device)  # (batch,)
+    if prefixes is not None:
+        limits = torch.maximum(limits, prefixes.lengths[:batch] + 1)
     steps = int(limits.max())
     limits = torch.cat([limits, limits.new_zeros(1)])  # (batch+1,): row `batch` is the sink, never going on
     # one row more than the batch: the sink, where rows kept only as padding write
@@ -53,13 +66,16 @@ def greedy_encoded(
     alive = torch.arange(batch, device=device)  # original index of each row (the sink's for a finished one)
     prev = torch.full((batch,), SOS, dtype=torch.long, device=device)
     for t in range(steps):
-        att, state, weights = model.decoder.step(model.decoder.embed(prev), state, feed, memory, t)
-        if feed is not None:
-            feed = att
-        scores = model.decoder.search_scores(att)  # (rows, words)
-        normalizer = torch.logsumexp(scores, dim=-1) if logprobs else None
-        best, column = scores.max(dim=-1)  # (rows,)
-        prev = model.decoder.word_ids(column)
+        scores, members, weights = scorer.step(prev, members, t)  # (rows, words)
+        normalizer = scorer.normalizer(scores) if logprobs else None
+        if prefixes is not None:
+            scores = prefixes.force(scores, alive, t, scorer.columns)
+        if sampler is None:
+            best, column = scores.max(dim=-1)  # (rows,)
+        else:
+            column = sampler.draw(scores, alive, t)
+            best = scores.gather(1, column.unsqueeze(1)).squeeze(1)
+        prev = scorer.word_ids(column)
         tokens[alive, t] = prev
         if normalizer is not None:
             word_logp[alive, t] = best - normalizer
@@ -75,8 +91,7 @@ def greedy_encoded(
             if rows < alive.numel():
                 keep = torch.argsort((~going).to(torch.uint8), stable=True)[:rows]  # going rows first
                 alive, prev = alive[keep], prev[keep]
-                memory, state = memory.select(keep), [s.index_select(0, keep) for s in state]
-                feed = feed.index_select(0, keep) if feed is not None else None
+                members = scorer.select(members, keep, keep)
     return [
         _hypothesis(row, lp, att)
         for row, lp, att in zip(
