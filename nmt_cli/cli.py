@@ -7,7 +7,6 @@ this module loads neither torch nor a stage's dependencies, and changes nothing 
 from __future__ import annotations
 
 import functools
-import shlex
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +15,6 @@ from typer import Argument, Option
 
 from nmt_cli import __version__, config, runtime
 from nmt_cli.config import Device, OnInvalid, Precision, Quantize, SpmType
-from nmt_cli.errors import NmtError
 from nmt_cli.info import show
 from nmt_cli.plot import plot as draw
 from nmt_cli.progress import Reporter, TrainDisplay
@@ -38,16 +36,6 @@ def _option(section: str, *decls: str, help: str) -> Any:
 
 
 _data, _decode = functools.partial(_option, "data"), functools.partial(_option, "decode")
-
-
-def _threads(count: int) -> int:
-    if count:
-        import torch
-
-        torch.set_num_threads(count)
-    return count
-
-
 app = typer.Typer(
     cls=runtime.Group,
     name="nmt",
@@ -59,7 +47,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 DEVICE = Option("auto", "--device", help="Where torch runs; auto: cuda where present, else cpu.")
-THREADS = Option(0, "--threads", callback=_threads, help="CPU threads for torch (0: torch's default).")  # set as parsed
+THREADS = Option(0, "--threads", callback=runtime.set_threads, help="CPU threads for torch (0: torch's default).")
 
 
 def _version(value: bool) -> None:
@@ -132,19 +120,16 @@ def train(
     threads: int = THREADS,
 ) -> None:
     """Train an attentional encoder-decoder from a YAML recipe."""
-    from nmt_cli.train import distributed, loop
+    from nmt_cli.train import distributed, loop, stopping
 
     cfg = config.apply_overrides(config.load_recipe(recipe), assignments or [])
     main_rank = distributed.from_env().main  # under torchrun, rank 0 alone shows progress
     with TrainDisplay(enabled=None if main_rank else False) as display:
         progress = loop.train(cfg, data, out, resume, device, display, init)
     if progress.stop_reason.startswith("signal"):
-        again = ["nmt", "train", str(recipe), "--data", str(data), "--out", str(out)]  # with this run's settings
-        again += [word for assignment in assignments or [] for word in ("--set", assignment)]
-        again += (["--threads", str(threads)] if threads else []) + (["--device", device] if device != "auto" else [])
-        command = "the same torchrun command with" if distributed.launched() else shlex.join(again)
         if main_rank:
-            typer.echo(f"nmt train: checkpoint written; continue with: {command} --resume", err=True)
+            again = stopping.resume_command(recipe, data, out, assignments or [], threads, device)
+            typer.echo(f"nmt train: checkpoint written; continue with: {again}", err=True)
         raise typer.Exit(130)
 
 
@@ -167,9 +152,7 @@ def translate(
     model: list[Path] = Option(..., "--model", "-m", help="Checkpoint written by `nmt train`; repeat: an ensemble."),
     output: str = Option("-", "--output", "-o", help="Translations, one line per input line; - for stdout."),
     weights: str | None = Option(None, "--weights", help="Ensemble weights, e.g. 0.5,0.3,0.2 \\[default: equal]."),
-    prefix: Path | None = Option(
-        None, "--prefix", help="Target prefixes, one per input line, that outputs begin with."
-    ),
+    prefix: Path | None = Option(None, "--prefix", help="Target prefixes, one a line, that outputs begin with."),
     beam: int | None = _decode("--beam", "-b", help="Beam size; 1 is greedy search."),
     nbest: int | None = _decode("--nbest", help="Write N hypotheses a line as TSV: line index, rank, score, text."),
     alpha: float | None = _decode("--alpha", help="GNMT length penalty exponent; 0: off."),
@@ -239,11 +222,10 @@ def score(
     if model:
         typer.echo(scoring.forced(model, src, references, fmt, batch_size, device, weights), err=True)
         return
-    if paired_bs and paired_ar:
-        raise NmtError("--paired-bs and --paired-ar: choose one test")
-    paired = "bs" if paired_bs else "ar" if paired_ar else None
-    names = scoring.parse_metrics(metrics)
-    opts = scoring.Options(names, tokenize, lowercase, chrf_word_order, confidence, paired, samples)
+    paired = scoring.paired_test(paired_bs, paired_ar)
+    opts = scoring.Options(
+        scoring.parse_metrics(metrics), tokenize, lowercase, chrf_word_order, confidence, paired, samples
+    )
     scoring.score(references, hypotheses or ["-"], opts, fmt, sentence, worst, src)
 
 

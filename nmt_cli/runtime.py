@@ -30,6 +30,15 @@ def setup() -> None:
     allocator.limit_descriptor_cache()  # before torch's first matrix product (docs/performance.md)
 
 
+def set_threads(count: int) -> int:
+    """``--threads N``: torch's CPU threads, set as the flag is parsed (0: torch's default)."""
+    if count:
+        import torch
+
+        torch.set_num_threads(count)
+    return count
+
+
 class Group(TyperGroup):
     """The root command: sets the process up, then maps the errors a command raises to one
     line and an exit code."""

@@ -46,6 +46,13 @@ class SystemScore:
     p_value: dict[str, float] = field(default_factory=dict)  # metric -> p against the first system
 
 
+def paired_test(bootstrap: bool, randomization: bool) -> str | None:
+    """``--paired-bs`` / ``--paired-ar`` as :attr:`Options.paired`."""
+    if bootstrap and randomization:
+        raise NmtError("--paired-bs and --paired-ar: choose one test")
+    return "bs" if bootstrap else "ar" if randomization else None
+
+
 def parse_metrics(text: str) -> tuple[str, ...]:
     names = tuple(m.strip().lower() for m in text.split(",") if m.strip())
     for name in names:

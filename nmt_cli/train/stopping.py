@@ -1,11 +1,13 @@
 """When training stops: at a signal, its budget (``max_steps``, ``max_epochs``,
 ``max_time``) spent, or its ``patience`` run out; and the share of the budget used, the
-clock of the ``budget`` learning-rate schedule."""
+clock of the ``budget`` learning-rate schedule; the command that resumes a stopped run."""
 
 from __future__ import annotations
 
 import contextlib
+import shlex
 import signal
+from pathlib import Path
 
 from nmt_cli.config import parse_duration
 from nmt_cli.train import distributed
@@ -71,3 +73,13 @@ def signals(flag: list):
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def resume_command(recipe: Path, data: Path, out: Path, assignments: list[str], threads: int, device: str) -> str:
+    """The command that continues an interrupted run with its own settings, quoted for a shell."""
+    if distributed.launched():
+        return "the same torchrun command with --resume"
+    words = ["nmt", "train", str(recipe), "--data", str(data), "--out", str(out)]
+    words += [word for assignment in assignments for word in ("--set", assignment)]
+    words += (["--threads", str(threads)] if threads else []) + (["--device", device] if device != "auto" else [])
+    return shlex.join([*words, "--resume"])
