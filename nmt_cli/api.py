@@ -32,8 +32,7 @@ from nmt_cli.errors import NmtError, as_warnings, warn
 
 if TYPE_CHECKING:
     from nmt_cli.decode.inference import Inference
-    from nmt_cli.decode.translate import Line
-    from nmt_cli.decode.translate import Translator as Search
+    from nmt_cli.decode.translate import Line, Search
     from nmt_cli.prep.prepare import Outcome
     from nmt_cli.score import Options
     from nmt_cli.search.hypothesis import Hypothesis
@@ -108,8 +107,7 @@ class Translator:
         with the ``nbest`` best hypotheses (at most the beam), the ``scores`` and the word
         ``alignments`` of each. ``prefixes``: a target prefix a line, which its
         translation continues."""
-        from nmt_cli.decode.translate import Translator as Search
-        from nmt_cli.decode.translate import translate_texts
+        from nmt_cli.decode.translate import Search, translate_texts
 
         if isinstance(lines, str):
             raise NmtError("translate() takes a list of lines, not one string")

@@ -53,7 +53,7 @@ class Line:
     prefix: list[int] = field(default_factory=list)  # target subword ids forced first
 
 
-class Translator:
+class Search:
     """Search over an :class:`Inference` model (with ``others``: an ensemble), line by line."""
 
     def __init__(
@@ -162,7 +162,7 @@ class Outputs:
     shown: int = 0
 
 
-def format_line(translator: Translator, line: Line, outputs: Outputs) -> str:
+def format_line(translator: Search, line: Line, outputs: Outputs) -> str:
     """The text written for one input line: its translation, or its n-best rows."""
     if translator.decode.nbest > 1:
         hyps = line.hyps or [Hypothesis([], 0.0, 0.0)]
@@ -180,7 +180,7 @@ def format_line(translator: Translator, line: Line, outputs: Outputs) -> str:
     return f"{text}\t{best.logprob:.4f}" if outputs.scores else text
 
 
-def write_attention(translator: Translator, line: Line, outputs: Outputs) -> None:
+def write_attention(translator: Search, line: Line, outputs: Outputs) -> None:
     """Alignments, heatmap and terminal grid of one line's best hypothesis."""
     if outputs.alignments is None and outputs.plot_dir is None and not outputs.show_attention:
         return
@@ -203,7 +203,7 @@ def write_attention(translator: Translator, line: Line, outputs: Outputs) -> Non
 
 
 def translate_texts(
-    translator: Translator, texts: list[str], first: int, name: str, prefixes: Sequence[str] | None = None
+    translator: Search, texts: list[str], first: int, name: str, prefixes: Sequence[str] | None = None
 ) -> list[Line]:
     """``texts``, lines ``first``... of input ``name`` (the name warnings give), as
     translated :class:`Line` s, in order: what ``nmt translate`` and the Python API's
@@ -226,7 +226,7 @@ def load(models: Path | str | Sequence[Path | str], decode: dict, device: str) -
 
 
 def stream(
-    translator: Translator, source: str | None, out: TextIO, outputs: Outputs, prefixes: Sequence[str] | None = None
+    translator: Search, source: str | None, out: TextIO, outputs: Outputs, prefixes: Sequence[str] | None = None
 ) -> dict:
     """Translate ``source`` (a path, or stdin for ``None``/``-``) into ``out``, each line's
     output starting with its line of ``prefixes`` when given; returns counts."""
@@ -312,9 +312,7 @@ def run(
         prefixes = list(nio.read_lines(prefixes))
     (inference, *others), note = load(model, decode, device)
     keep_attention = bool(alignments or outputs.plot_dir or outputs.show_attention)
-    translator = Translator(
-        inference, keep_attention, outputs.scores, others, ensemble_weights(weights, 1 + len(others))
-    )
+    translator = Search(inference, keep_attention, outputs.scores, others, ensemble_weights(weights, 1 + len(others)))
     with contextlib.ExitStack() as stack:
         out = sys.stdout if output == "-" else stack.enter_context(nio.atomic_file(output))
         if alignments:

@@ -21,7 +21,7 @@ from nmt_cli import device as devices
 from nmt_cli.cli import app
 from nmt_cli.config import DecodeConfig, ModelConfig
 from nmt_cli.decode.inference import choose_precision
-from nmt_cli.decode.translate import Translator
+from nmt_cli.decode.translate import Search
 
 PHARAOH = re.compile(r"^(\d+-\d+)( \d+-\d+)*$")
 SCORED = re.compile(r"^(.*)\t(-?\d+\.\d{4})$")
@@ -147,13 +147,13 @@ def test_no_special_symbols_in_the_output(source, ckpt, monkeypatch):
     """SentencePiece decodes PAD, SOS and EOS to nothing, so the text cannot show them: the
     ids each hypothesis is detokenized from must not hold them."""
     detokenized = []
-    original = Translator.detokenize
+    original = Search.detokenize
 
     def detokenize(self, line, hyp):
         detokenized.append(list(hyp.tokens))
         return original(self, line, hyp)
 
-    monkeypatch.setattr(Translator, "detokenize", detokenize)
+    monkeypatch.setattr(Search, "detokenize", detokenize)
     for flags in ([], ["--beam", "1"], ["--beam", "4", "--nbest", "4"]):
         detokenized.clear()
         result = translate(source, "-m", ckpt, "-q", *flags)

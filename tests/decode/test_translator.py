@@ -14,24 +14,24 @@ from conftest import EOS_ID, PAD_ID, SOS_ID, UNK_ID, assert_ok, make_pairs, mani
 
 from nmt_cli import checkpoint
 from nmt_cli.decode.alignment import WORD_START
-from nmt_cli.decode.translate import Line, Outputs, Translator, format_line, write_attention
+from nmt_cli.decode.translate import Line, Outputs, Search, format_line, write_attention
 from nmt_cli.search.hypothesis import Hypothesis
 
 
-def translator_for(path: Path, keep_attention: bool = False, **overrides) -> Translator:
-    """A CPU Translator for a checkpoint (whether it takes the path or a loaded Inference)."""
+def translator_for(path: Path, keep_attention: bool = False, **overrides) -> Search:
+    """A CPU Search for a checkpoint (whether it takes the path or a loaded Inference)."""
     try:
         from nmt_cli.decode.inference import Inference
     except ImportError:
-        return Translator(path, overrides, torch.device("cpu"), keep_attention=keep_attention)
-    return Translator(Inference.load(path, overrides, torch.device("cpu")), keep_attention=keep_attention)
+        return Search(path, overrides, torch.device("cpu"), keep_attention=keep_attention)
+    return Search(Inference.load(path, overrides, torch.device("cpu")), keep_attention=keep_attention)
 
 
-def spm_of(translator: Translator, side: str):
+def spm_of(translator: Search, side: str):
     return getattr(getattr(translator, "inference", translator), f"{side}_sp")
 
 
-def encoded(translator: Translator, text: str) -> Line:
+def encoded(translator: Search, text: str) -> Line:
     line = Line(0, text)
     translator.encode(line, "test")
     assert line.ids
@@ -182,7 +182,7 @@ def test_a_model_trained_on_its_target_words_translates_and_scores_over_them(tmp
     assert quantized[0].logprob == pytest.approx(pairs[0].logprob, rel=0.05)
     search = Inference.load(out / "best.pt", {}, torch.device("cpu"))
     assert search.model.decoder.output_ids.tolist() == [w for w in words if w not in (PAD_ID, SOS_ID)]
-    translator = Translator(search)
+    translator = Search(search)
     line = encoded(translator, "ein Hund läuft")
     translator.translate([line])
     assert line.hyps and set(line.hyps[0].tokens) <= set(words)
