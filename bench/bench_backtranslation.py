@@ -7,8 +7,8 @@ model uses A's subword model, the de->en recipe and the same time budget:
 
 1. en->de on A; it translates B.en into synthetic German, with beam 5 and with sampling;
 2. de->en on A alone (the baseline); on A + synthetic B (beam); on A + synthetic B
-   (sampled); on A + real B (the upper bound); and A's model fine-tuned (``--init``) on
-   A + synthetic B (beam) for one more budget.
+   (sampled); on A + real B (the upper bound); and A's model fine-tuned (``--init``) for one
+   more budget on A + synthetic B (beam), and on A alone (the control for those extra steps).
 
 Each model translates test_2016_flickr greedily and with beam 5; ``nmt score --paired-bs``
 compares each row with "A alone". The budget of a run is a number of optimizer steps (the
@@ -119,6 +119,9 @@ def main() -> None:
         jobs["A + real B (upper bound)"] = pool.submit(train, work, "A+real", "de-en", preps["real"], steps)
         jobs["A, then fine-tuned on A + synthetic B (beam)"] = pool.submit(
             train, work, "A-then-A+beam", "de-en", preps["beam"], steps, "--init", str(baseline)
+        )
+        jobs["A, then fine-tuned on A (control: as many steps)"] = pool.submit(
+            train, work, "A-then-A", "de-en", prep_de_en, steps, "--init", str(baseline)
         )
         models = {"A alone": baseline, **{name: job.result() for name, job in jobs.items()}}
 
