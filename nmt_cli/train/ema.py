@@ -1,10 +1,13 @@
 """An exponential moving average of the weights (``train.ema``: its decay d).
 
-After every optimizer step θ̄ ← d·θ̄ + (1−d)·θ, from θ̄ = θ where the run starts: a mean
-of the recent weights, step t's with weight (1−d)·d^(T−t), so over about the last 1/(1−d)
-steps. Like checkpoint averaging (``average.py``) it lies nearer the centre of the region
-the optimizer's late steps scatter around than any one step's weights, and it is kept at
-every step rather than every checkpoint (Polyak and Juditsky 1992).
+After optimizer step n (1, 2, ...) θ̄ ← d_n·θ̄ + (1−d_n)·θ, from θ̄ = θ where the run
+starts, with d_n = min(d, (1 + n) / (10 + n)): a mean of the recent weights, over about the
+last 1/(1−d) steps. The warm-up of d_n keeps the first, random weights from lingering in
+θ̄ (with d = 0.998 alone they would still weigh 0.998^1000 ≈ 14% after 1,000 steps), as
+TensorFlow's ``ExponentialMovingAverage(num_updates=n)`` does. Like checkpoint averaging
+(``average.py``) it lies nearer the centre of the region the optimizer's late steps scatter
+around than any one step's weights, and it is kept at every step rather than every
+checkpoint (Polyak and Juditsky 1992).
 
 θ̄ is what validation scores (so it decides ``best.pt``, patience and the plateau
 schedule) and what ``best.pt`` holds as its weights (what ``nmt translate`` loads). Step
@@ -30,11 +33,16 @@ class Ema:
         self.params = dict(model.named_parameters())  # a tied weight once
         self.shadow = {name: p.detach().clone() for name, p in self.params.items()}
 
+    def decay_at(self, step: int) -> float:
+        """d_n of optimizer step ``step`` (n, from 1)."""
+        return min(self.decay, (1 + step) / (10 + step))
+
     @torch.no_grad()
-    def update(self) -> None:
-        """θ̄ ← θ̄ + (1−d)·(θ − θ̄), after an optimizer step."""
+    def update(self, step: int) -> None:
+        """θ̄ ← θ̄ + (1−d_n)·(θ − θ̄), after optimizer step ``step``."""
+        weight = 1.0 - self.decay_at(step)
         for name, p in self.params.items():
-            self.shadow[name].lerp_(p, 1.0 - self.decay)
+            self.shadow[name].lerp_(p, weight)
 
     @contextlib.contextmanager
     def applied(self):

@@ -115,7 +115,7 @@ def train_step(run: Run, group: list) -> tuple[float, float, int]:
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
     if run.ema:
-        run.ema.update()
+        run.ema.update(run.progress.step + 1)  # the step this is
     loss_sum, nll_sum = distributed.total([loss_sum, nll_sum], run.device)
     return loss_sum, nll_sum, tokens
 

@@ -21,13 +21,14 @@ EMA_SETS = (*TRAINED_SETS, "train.keep_last=5", "train.ema=0.9", f"train.max_ste
 def test_the_average_follows_its_formula_and_the_model_gets_its_weights_back():
     torch.manual_seed(0)
     model = Seq2Seq(tiny_model_config(tie_output=True), 30, 30)
-    ema, d = Ema(model, 0.75), 0.75
+    ema = Ema(model, 0.75)
     expected = {name: p.detach().clone() for name, p in model.named_parameters()}
-    for _ in range(3):
+    for step, d in zip((1, 2, 30), (2 / 11, 3 / 12, 0.75)):  # warm-up: min(0.75, (1 + n) / (10 + n))
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(torch.randn_like(p))
-        ema.update()
+        ema.update(step)
+        assert ema.decay_at(step) == pytest.approx(d)
         for name, p in model.named_parameters():
             expected[name] = d * expected[name] + (1 - d) * p.detach()
     own = {name: p.detach().clone() for name, p in model.named_parameters()}
