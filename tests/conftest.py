@@ -373,3 +373,23 @@ def trained(tmp_path_factory, prepped) -> Path:
     result = run_train(prepped, out, *sets(*TRAINED_SETS, f"train.max_steps={TRAINED_STEPS}"))
     assert_ok(result)
     return out
+
+
+SEARCH_VOCAB = 25  # the vocabulary of the search tests' untrained models
+
+
+def untrained(seed: int = 0, **overrides):
+    """An untrained tiny Seq2Seq over SEARCH_VOCAB words, in eval mode, from ``seed``."""
+    import torch
+
+    from nmt_cli.model.seq2seq import Seq2Seq
+
+    torch.manual_seed(seed)
+    return Seq2Seq(tiny_model_config(**overrides), SEARCH_VOCAB, SEARCH_VOCAB).eval()
+
+
+def sources(n: int = 6, seed: int = 3, vocab: int = SEARCH_VOCAB, low: int = 1, high: int = 9) -> list[list[int]]:
+    """``n`` random source id sequences of ``low``..``high`` words."""
+    import torch
+
+    return random_sequences(n, vocab, low, high, torch.Generator().manual_seed(seed))

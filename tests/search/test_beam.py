@@ -17,10 +17,12 @@ from conftest import (
     COPY_VOCAB,
     EOS_ID,
     PAD_ID,
+    SEARCH_VOCAB,
     SOS_ID,
     make_batch,
     random_sequences,
-    tiny_model_config,
+    sources,
+    untrained,
 )
 
 from nmt_cli.model.decoder import Decoder, Memory
@@ -30,17 +32,8 @@ from nmt_cli.search.beam import beam_search
 from nmt_cli.search.greedy import greedy_encoded
 from nmt_cli.search.hypothesis import ranking_score
 
-VOCAB = 25
+VOCAB = SEARCH_VOCAB
 SPECIAL = {PAD_ID, SOS_ID, EOS_ID}
-
-
-def untrained(seed: int = 0, **overrides) -> Seq2Seq:
-    torch.manual_seed(seed)
-    return Seq2Seq(tiny_model_config(**overrides), VOCAB, VOCAB).eval()
-
-
-def sources(n: int = 6, seed: int = 3, vocab: int = VOCAB, low: int = 1, high: int = 9):
-    return random_sequences(n, vocab, low, high, torch.Generator().manual_seed(seed))
 
 
 def run_greedy(model, seqs, a=1.5, b=5, keep_attention=False):
@@ -227,17 +220,6 @@ def test_eos_first_gives_empty_best_outputs():
     assert [hyps[0].tokens for hyps in results] == [[] for _ in range(6)]
     for hyps in results:
         assert hyps[0].logprob == pytest.approx(0.0, abs=1e-4)
-
-
-@pytest.mark.parametrize("a, b", [(1.5, 2), (0.0, 1), (2.0, 0), (1.0, 5)])
-def test_length_limit_per_sentence(a, b):
-    model = untrained()
-    with torch.no_grad():
-        model.decoder.output.bias[EOS_ID] = -1e4  # never ends by itself
-    seqs = sources()
-    for seq, hyps in zip(seqs, run_beam(model, seqs, 3, a, b, nbest=3)):
-        want = max(1, int((len(seq) + 1) * a + b))
-        assert [len(h.tokens) for h in hyps] == [want] * len(hyps)
 
 
 def test_keep_attention_gives_a_row_per_step_over_the_source():

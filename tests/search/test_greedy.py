@@ -5,25 +5,28 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import COPY_MAX, COPY_MIN, COPY_VOCAB, EOS_ID, SOS_ID, make_batch, random_sequences, tiny_model_config
+from conftest import (
+    COPY_MAX,
+    COPY_MIN,
+    COPY_VOCAB,
+    EOS_ID,
+    SEARCH_VOCAB,
+    SOS_ID,
+    make_batch,
+    random_sequences,
+    sources,
+    tiny_model_config,
+    untrained,
+)
 
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.search.greedy import greedy, greedy_encoded
 
-VOCAB = 25
+VOCAB = SEARCH_VOCAB
 
 
 def greedy_ids(*args) -> list[list[int]]:
     return [h.tokens for h in greedy(*args)]
-
-
-def untrained(seed: int = 0, **overrides) -> Seq2Seq:
-    torch.manual_seed(seed)
-    return Seq2Seq(tiny_model_config(**overrides), VOCAB, VOCAB).eval()
-
-
-def sources(n: int = 6, seed: int = 3, vocab: int = VOCAB, low: int = 1, high: int = 9):
-    return random_sequences(n, vocab, low, high, torch.Generator().manual_seed(seed))
 
 
 def test_greedy_reproduces_the_copy_task(copy_model):
@@ -103,18 +106,6 @@ def test_greedy_over_a_target_vocabulary_writes_its_words_alone():
             first = model(batch.src[row : row + 1], batch.src_lengths[row : row + 1], torch.tensor([[SOS_ID]]))[0, 0]
         best = words[int(first[1:].argmax())]  # (k,) scores over PAD and the words
         assert ids[:1] == ([] if best == EOS_ID else [best])
-
-
-@pytest.mark.parametrize("a, b", [(1.5, 2), (0.0, 1), (2.0, 0), (1.0, 5)])
-def test_length_limit_per_sentence(a, b):
-    model = untrained()
-    with torch.no_grad():
-        model.decoder.output.bias[EOS_ID] = -1e4  # never ends by itself
-    seqs = sources()
-    batch = make_batch(seqs)
-    out = greedy_ids(model, batch.src, batch.src_lengths, a, b)
-    want = [max(1, int((len(s) + 1) * a + b)) for s in seqs]  # source length counts its EOS
-    assert [len(o) for o in out] == want
 
 
 def test_eos_first_gives_empty_outputs_and_eos_is_never_returned():

@@ -6,8 +6,11 @@ import math
 
 import pytest
 import torch
+from conftest import EOS_ID, make_batch, sources, untrained
 
-from nmt_cli.search.hypothesis import Hypothesis, coverage_penalty, length_penalty, ranking_score
+from nmt_cli.search.beam import beam_search
+from nmt_cli.search.greedy import greedy_encoded
+from nmt_cli.search.hypothesis import Hypothesis, coverage_penalty, length_penalty, output_limits, ranking_score
 
 
 @pytest.mark.parametrize("length", [0, 1, 7, 50])
@@ -58,3 +61,23 @@ def test_a_longer_hypothesis_is_penalized_less_per_word_with_alpha():
 def test_hypothesis_fields():
     hyp = Hypothesis([4, 5], -1.0, -2.0)
     assert (hyp.tokens, hyp.score, hyp.logprob, hyp.attention) == ([4, 5], -1.0, -2.0, None)
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+@pytest.mark.parametrize("a, b", [(1.5, 2), (0.0, 1), (2.0, 0), (1.0, 5)])
+def test_greedy_and_beam_stop_at_the_one_length_rule(beam, a, b):
+    """A model that never ends by itself writes max(1, a·(source length + EOS) + b) words."""
+    model = untrained()
+    with torch.no_grad():
+        model.decoder.output.bias[EOS_ID] = -1e4
+    seqs = sources()
+    batch = make_batch(seqs)
+    encoded = model.encode(batch.src, batch.src_lengths)
+    if beam == 1:
+        lengths = [[len(h.tokens)] for h in greedy_encoded(model, encoded, batch.src_lengths, a, b)]
+    else:
+        hyps = beam_search(model, encoded, batch.src_lengths, beam, a, b, nbest=beam)
+        lengths = [[len(h.tokens) for h in line] for line in hyps]
+    want = [max(1, int((len(s) + 1) * a + b)) for s in seqs]  # source length counts its EOS
+    assert output_limits(batch.src_lengths, a, b).tolist() == want
+    assert lengths == [[n] * len(line) for n, line in zip(want, lengths)]
