@@ -108,8 +108,7 @@ class ModelConfig:
     bridge: bool = True  # decoder's initial state from the encoder's final (else zeros)
     output_size: int = 256  # size of the attentional state that predicts the word
     init_uniform: float = 0.0  # > 0: each weight uniform in ±init_uniform (OpenNMT's param_init); 0: per-layer defaults
-    # The output layer's words: every target id, or those on the training data's target side
-    # (a joint vocabulary's source-only subwords left out, so the output layer and loss shrink).
+    # The output layer's words: every target id, or the training targets' (smaller layer and loss).
     output_vocab: Literal["all", "target"] = "all"
 
     def validate(self) -> None:
@@ -239,7 +238,8 @@ class DecodeConfig:
             _require(getattr(self, key) >= 1, f"--{key.replace('_', '-')} (decode.{key})", "must be >= 1")
         for key in ("alpha", "beta", "max_len_a", "max_len_b", "batch_size", "batch_tokens", "topk", "seed"):
             _require(getattr(self, key) >= 0, f"--{key.replace('_', '-')} (decode.{key})", "must be >= 0")
-        _require(0 < self.topp <= 1 and self.temperature > 0, "--topp, --temperature", "must be in (0, 1] and > 0")
+        _require(0 < self.topp <= 1, "--topp (decode.topp)", "must be in (0, 1]")
+        _require(self.temperature > 0, "--temperature (decode.temperature)", "must be > 0")
         _require(self.nbest <= self.beam or self.sampling, "--nbest (decode.nbest)", f"must be <= --beam ({self.beam})")
         _require(self.max_len_a > 0 or self.max_len_b > 0, "--max-len-a/--max-len-b", "cannot both be 0")
 
