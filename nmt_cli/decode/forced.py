@@ -25,10 +25,10 @@ import torch
 
 from nmt_cli import device as devices
 from nmt_cli import io as nio
-from nmt_cli.decode.inference import Inference, batches, ensemble_weights, load_all
+from nmt_cli.decode.inference import Inference, ensemble_weights, load_all
 from nmt_cli.errors import NmtError
 from nmt_cli.model import loss
-from nmt_cli.model.batch import Batch
+from nmt_cli.model.batch import Batch, token_batches
 from nmt_cli.vocab import PAD
 
 CHUNK = 2048  # pairs read at a time
@@ -61,7 +61,7 @@ def score_pairs(
         if decoder.output_ids is not None and decoder.columns is None:
             raise ValueError("forced decoding needs the whole output layer: load with search=False")
     ordered = sorted(pairs, key=lambda p: -len(p.src))
-    for batch in batches(ordered, lambda p: len(p.src) + 1, batch_size, 0):
+    for batch in token_batches(ordered, [len(p.src) + 1 for p in ordered], 0, batch_size):
         padded = Batch.of([p.src for p in batch], [p.tgt for p in batch]).to(members[0].device)
         target = padded.tgt_out
         token_logp = 0.0

@@ -20,7 +20,6 @@ from nmt_cli import device as devices
 from nmt_cli.config import Config, DecodeConfig, ModelConfig, with_values
 from nmt_cli.errors import NmtError, warn
 from nmt_cli.model import rewrites, saved, shapes
-from nmt_cli.model.batch import Batch, token_batches
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.prep import filters, subwords
 
@@ -82,11 +81,6 @@ class Inference:
             ids = ids[: self.limit]
         return ids
 
-    def source_tensor(self, sentences: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ids + EOS, PAD-padded: src (batch, src_len) on the device, lengths (batch,) on the CPU."""
-        batch = Batch.of(sentences)
-        return batch.src.to(self.device), batch.src_lengths
-
 
 def load_all(
     paths: Path | str | Sequence[Path | str], overrides: dict, device: torch.device, search: bool = True
@@ -137,12 +131,6 @@ def choose_precision(decode: DecodeConfig, model: ModelConfig, device: torch.dev
     rows = decode.sentences_per_batch * decode.beam
     precision, why = devices.resolve_precision("auto", device, shapes.product_shapes(model, rows))
     return replace(decode, precision=precision), f"auto -> {precision} ({why})"
-
-
-def batches(items: list, size: Callable[[object], int], batch_size: int, batch_tokens: int) -> list[list]:
-    """Consecutive runs of (length-sorted) items within the sentence and token limits
-    (``token_batches``); ``size(item)`` is its length in subwords."""
-    return token_batches(items, [size(item) for item in items], batch_tokens, batch_size)
 
 
 def _own(model: Seq2Seq, vectors_only: bool = False) -> None:

@@ -30,8 +30,9 @@ from nmt_cli import device as devices
 from nmt_cli import io as nio
 from nmt_cli.config import DecodeConfig
 from nmt_cli.decode import alignment
-from nmt_cli.decode.inference import Inference, batches, ensemble_weights, load_all
+from nmt_cli.decode.inference import Inference, ensemble_weights, load_all
 from nmt_cli.errors import NmtError, warn
+from nmt_cli.model.batch import Batch, token_batches
 from nmt_cli.search.beam import beam_search
 from nmt_cli.search.greedy import greedy_encoded
 from nmt_cli.search.hypothesis import Hypothesis, output_limits
@@ -90,10 +91,10 @@ class Search:
     def translate(self, lines: list[Line]) -> None:
         """Fill ``line.hyps`` for every non-empty line; batches are sorted by length."""
         todo = sorted((line for line in lines if line.ids or line.prefix), key=lambda line: -len(line.ids))
-        for batch in batches(
-            todo, lambda line: len(line.ids) + 1, self.decode.sentences_per_batch, self.decode.batch_tokens
-        ):
-            src, lengths = self.inference.source_tensor([line.ids for line in batch])
+        sizes = [len(line.ids) + 1 for line in todo]  # with EOS
+        for batch in token_batches(todo, sizes, self.decode.batch_tokens, self.decode.sentences_per_batch):
+            padded = Batch.of([line.ids for line in batch])
+            src, lengths = padded.src.to(self.inference.device), padded.src_lengths
             with self.inference.autocast():
                 members = self.scorer.encode(src, lengths)
                 results = self._search(batch, members, lengths)
