@@ -109,7 +109,7 @@ def test_two_trainings_into_one_out_and_a_kill_9(tmp_path, prepped):
     """The second process fails at once naming the holder; after a kill -9, --resume
     works, removes the killed run's leftovers and logs each step once."""
     out = tmp_path / "model"
-    settings = sets("train.valid_every=4", "train.log_every=1", "train.max_steps=100000")
+    settings = sets("train.valid_every=4", "train.log_every=1", "train.max_steps=100000", "train.patience=0")
     first = nmt_train(prepped, out, *settings)
     try:
         while checkpoint.latest(out) is None if out.is_dir() else True:
