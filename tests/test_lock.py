@@ -109,8 +109,8 @@ def test_two_trainings_into_one_out_and_a_kill_9(tmp_path, prepped):
     """The second process fails at once naming the holder; after a kill -9, --resume
     works, removes the killed run's leftovers and logs each step once."""
     out = tmp_path / "model"
-    settings = sets("train.valid_every=4", "train.log_every=1", "train.max_steps=100000", "train.patience=0")
-    first = nmt_train(prepped, out, *settings)
+    settings = ("train.valid_every=4", "train.log_every=1", "train.patience=0")  # it never stops by itself
+    first = nmt_train(prepped, out, *sets(*settings, "train.max_steps=100000"))
     try:
         while checkpoint.latest(out) is None if out.is_dir() else True:
             assert first.poll() is None, first.communicate()[1][-2000:]
@@ -130,9 +130,7 @@ def test_two_trainings_into_one_out_and_a_kill_9(tmp_path, prepped):
     leftover = out / ".ckpt-0009999.pt.k1ll3d_9.tmp"  # what a kill during a checkpoint write leaves
     leftover.write_bytes(b"half a checkpoint")
     assert lock.lock_path(out).is_file()
-    resumed = nmt_train(
-        prepped, out, "--resume", *sets("train.valid_every=4", "train.log_every=1", f"train.max_steps={step + 3}")
-    )
+    resumed = nmt_train(prepped, out, "--resume", *sets(*settings, f"train.max_steps={step + 3}"))
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-3000:]
     assert not leftover.exists() and not lock.lock_path(out).exists()
