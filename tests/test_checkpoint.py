@@ -9,6 +9,8 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.search.greedy import greedy
 from nmt_cli.vocab import EOS, SPECIAL_IDS
 
+OLD_CHECKPOINT = Path(__file__).parent / "fixtures" / "old_checkpoints" / "gru-bahdanau-target.pt"
 KEYS = {"format", "config", "model", "optimizer", "schedule", "rng", "progress", "vocab", "data"}
 
 
@@ -129,6 +132,17 @@ def test_load_model_is_the_saved_model_and_draws_no_random_numbers(trained):
     assert all(torch.equal(state[name], tensor) for name, tensor in payload["model"].items())
     if model.cfg.tie_output:
         assert model.decoder.output.weight is model.decoder.embedding.weight
+
+
+def test_loading_a_model_imports_no_torch_dynamo():
+    """Checking and building a checkpoint's model draws nothing, not even on the meta
+    device, where a draw imports torch._dynamo: a second of every translation's start-up."""
+    code = (
+        "import sys; from nmt_cli import checkpoint; from nmt_cli.model import saved; "
+        f"saved.load_model(checkpoint.load({str(OLD_CHECKPOINT)!r})); print('torch._dynamo' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_a_model_with_the_shipped_recipes_output_settings_translates(prepped, tmp_path):

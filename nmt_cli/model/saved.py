@@ -34,10 +34,11 @@ class _SkipInit(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-class _Shapes(TorchFunctionMode):
+class _Shapes(_SkipInit):
     """Builds modules on the meta device (shapes, no memory): what a config asks for can
     be compared with the weights a file holds before anything is allocated. Its own
-    mode, not ``torch.device("meta")``, for the reason given at :class:`_SkipInit`.
+    mode, not ``torch.device("meta")``, for the reason given at :class:`_SkipInit`, which
+    it extends: a random draw on a meta tensor also imports ``torch._dynamo``.
     ``torch.tensor`` is left out: its data is in memory already, and the model reads it
     back (``output_vocab: target`` sorts the list of target words)."""
 
@@ -47,7 +48,7 @@ class _Shapes(TorchFunctionMode):
         kwargs = kwargs or {}
         if func in self.FACTORIES:
             kwargs["device"] = "meta"
-        return func(*args, **kwargs)
+        return super().__torch_function__(func, types, args, kwargs)
 
 
 def validate(payload: dict[str, Any], path: Path | str, resume: bool = False) -> Config:
