@@ -1,9 +1,9 @@
 """What a benchmark ran on, and the two instruction-set settings benchmarks compare.
 
-``native``: oneDNN uses what the CPU has (AMX or AVX-512 BF16 where present: native bf16).
-``AVX2``: oneDNN limited to AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``), the way most laptop, desktop
-and cloud x86 CPUs run it: no native bf16, so bf16 products fall back to slow kernels.
-fp32 products go through MKL, which the setting does not limit.
+``native``: every library uses what the CPU has (AMX or AVX-512 BF16 where present: native
+bf16). ``AVX2``: the CPU as most laptop, desktop and cloud x86 CPUs are: oneDNN, MKL (fp32
+products), fbgemm (int8 products) and torch's own kernels each limited to AVX2, so bf16
+products fall back to slow kernels and int8 ones to AVX2's, without VNNI.
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ import os
 import subprocess
 import sys
 
-ISAS = {"native": {}, "AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2"}}
+AVX2 = {
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
+    "ATEN_CPU_CAPABILITY": "avx2",
+}
+ISAS = {"native": {}, "AVX2": AVX2}
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the flags that decide the precision path
 
 _PROBE = """

@@ -222,7 +222,7 @@ class DecodeConfig:
     replace_unk: bool = False  # replace UNK by the source subword with the most attention
     hard_attention: bool = False  # diagnostic: the context is the most attended source state alone (argmax)
     precision: Precision = "auto"  # autocast dtype; auto: as train.precision (fp16: CUDA only)
-    quantize: Quantize = "none"  # dynamic int8 quantization (CPU only)
+    quantize: Quantize = "none"  # int8 products, each input row on its own scale (CPU only)
     sampling: bool = False  # draw each word from the model's distribution (search/sampling.py) instead of searching
     topk: int = 0  # sampling: from the K most probable words (0: all)
     topp: float = 1.0  # sampling: from the smallest set of most probable words with mass >= P (1: all)

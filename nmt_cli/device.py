@@ -95,6 +95,12 @@ def auto_choice(speedup: float) -> tuple[str, str]:
     return "bf16" if speedup >= AUTO_MARGIN else "fp32", f"bf16 {speedup:.2f}x fp32 on this CPU"
 
 
+def int8_products() -> bool:
+    """Whether fbgemm serves int8 matrix products here (x86 CPUs with AVX2 or later):
+    there they run 2-5 times as fast as fp32's (docs/performance.md)."""
+    return torch.backends.quantized.engine in ("x86", "fbgemm")
+
+
 def slow_bf16_note(device: torch.device, precision: str, key: str) -> str | None:
     """A one-line hint when bf16 was asked for explicitly on a CPU where bf16 products run
     slower than fp32 ones (:func:`bf16_speedup` < 1), naming the setting ``key`` that

@@ -226,13 +226,14 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="session", autouse=True)
 def _fp32_where_auto():
-    """``precision: auto`` resolves to fp32 in the tests, whatever the CPU's bf16 speed, so
-    that outputs compare exactly; tests of the probe stub it themselves, or call
-    ``REAL_BF16_SPEEDUP``."""
+    """``precision: auto`` resolves to fp32 in the tests, whatever the CPU's bf16 speed and
+    int8 products, so that outputs compare exactly; tests of the probe stub it themselves,
+    or call ``REAL_BF16_SPEEDUP``."""
     from nmt_cli import device
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(device, "bf16_speedup", lambda *args, **kwargs: 1.0)
+        patch.setattr(device, "int8_products", lambda: False)
         yield
 
 

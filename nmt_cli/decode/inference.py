@@ -1,5 +1,5 @@
 """A checkpoint made ready for inference: the model on its device, in the asked precision
-(or int8-quantized), with its SentencePiece models and length limit.
+(or with int8 products), with its SentencePiece models and length limit.
 
 Shared by ``nmt translate`` (search) and ``nmt score --model`` (forced decoding).
 """
@@ -89,7 +89,7 @@ def load_all(
     must share the source and target SentencePiece models (so the target vocabulary)."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     first = Inference.load(paths[0], overrides, device, search)
-    same = {**overrides, "precision": first.decode.precision}
+    same = {**overrides, "precision": first.decode.precision, "quantize": first.decode.quantize}
     members = [first] + [Inference.load(path, same, device, search) for path in paths[1:]]
     for path, other in zip(paths[1:], members[1:]):
         for side, name in (("source", "src_sp"), ("target", "tgt_sp")):
@@ -119,9 +119,9 @@ def choose_precision(decode: DecodeConfig, model: ModelConfig, device: torch.dev
     """``decode`` with a concrete precision, and a phrase saying which and why.
 
     ``auto``: what :func:`device.resolve_precision` picks for this model's search products
-    (bf16 on a CPU that runs it clearly faster than fp32, else fp32); int8 layers stay
-    something to ask for (``--quantize int8``): a line's translation would then depend on
-    the other lines of its batch (docs/performance.md). int8 takes fp32 for the rest.
+    (bf16 on a CPU that runs it clearly faster than fp32, else fp32); on a CPU that fbgemm's
+    int8 products serve (x86), int8 in place of fp32 (docs/performance.md). int8 takes
+    fp32 for the rest.
     """
     int8 = ", int8" if decode.quantize == "int8" else ""
     if decode.precision != "auto":
@@ -130,19 +130,17 @@ def choose_precision(decode: DecodeConfig, model: ModelConfig, device: torch.dev
         return replace(decode, precision="fp32"), "auto -> fp32, int8"
     rows = decode.sentences_per_batch * decode.beam
     precision, why = devices.resolve_precision("auto", device, shapes.product_shapes(model, rows))
+    if precision == "fp32" and device.type == "cpu" and devices.int8_products():
+        return replace(decode, precision="fp32", quantize="int8"), f"auto -> int8 ({why})"
     return replace(decode, precision=precision), f"auto -> {precision} ({why})"
 
 
-def _own(model: Seq2Seq, vectors_only: bool = False) -> None:
-    """Copies of the model's tensors (or of its vectors alone: biases) in place of views of
-    the mapped checkpoint file, so that the mapping goes with the payload. Before int8
-    quantization the biases, which the int8 layers keep as they are (a few kB that would
-    keep every page of the file read resident for the whole run; docs/performance.md);
-    after it, what is left of fp32 (the embeddings)."""
+def _own(model: Seq2Seq) -> None:
+    """Copies of the model's tensors in place of views of the mapped checkpoint file, so
+    that the mapping goes with the payload."""
     with torch.no_grad():
         for tensor in itertools.chain(model.parameters(), model.buffers()):
-            if tensor.dim() == 1 or not vectors_only:
-                tensor.data = tensor.data.clone()
+            tensor.data = tensor.data.clone()
 
 
 def _prepare(model: Seq2Seq, decode: DecodeConfig, device: torch.device, words: torch.Tensor | None) -> Seq2Seq:
@@ -151,10 +149,7 @@ def _prepare(model: Seq2Seq, decode: DecodeConfig, device: torch.device, words: 
     int8 = decode.quantize == "int8"
     if int8 and device.type != "cpu":
         raise NmtError("--quantize int8 is for CPU decoding; on CUDA use --precision fp16 or bf16")
-    model = model.to(device)
-    if int8:
-        _own(model, vectors_only=True)
-    model = rewrites.for_inference(model, decode, device, words)
+    model = rewrites.for_inference(model.to(device), decode, device, words)
     if int8:
         gc.collect()  # the float layers it replaced are in reference cycles, and hold the mapping
     if device.type == "cpu":

@@ -18,7 +18,7 @@ Inference (:func:`for_inference`):
   take it), for search restricted to the words it may produce: the output layer, softmax
   and top-k of a step shrink as much;
 * :class:`FusedEncoder`: torch's fused recurrent kernels; :class:`HardAttention`, a
-  diagnostic; int8: dynamic quantization of the linear and recurrent layers.
+  diagnostic; :class:`Int8Linear`: int8 products, each input row on its own range.
 """
 
 from __future__ import annotations
@@ -190,9 +190,8 @@ class FusedEncoder(nn.Module):
     """The same encoder on torch's own ``nn.GRU``/``nn.LSTM``/``nn.RNN`` over packed sequences.
 
     For inference only: it computes what :class:`Encoder` computes, with torch's fused
-    recurrent kernels (no Python per time step), and ``quantize_dynamic`` can turn its
-    recurrent layers into int8 ones. One module per layer, so that residual connections
-    can join them. Its forward has :class:`Encoder`'s signature.
+    recurrent kernels (no Python per time step). One module per layer, so that residual
+    connections can join them. Its forward has :class:`Encoder`'s signature.
     """
 
     def __init__(self, encoder: Encoder):
@@ -229,16 +228,51 @@ def _fused_layer(layer: RecurrentLayer, cell: str, dirs: int) -> nn.Module:
     return rnn
 
 
-def quantized(model: Seq2Seq) -> Seq2Seq:
-    """``model`` (on the CPU) with every linear and recurrent layer int8, but Bahdanau's v:
-    its input, a (rows, src_len, attention) table, would be quantized anew at every step
-    for a product with one output."""
-    with warnings.catch_warnings():  # torch.ao.quantization warns that it is deprecated
-        warnings.simplefilter("ignore")
-        from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+class Int8Linear(nn.Module):
+    """y = W x + b with W in int8, a scale per output row, and x quantized row by row.
 
-        spec = {kind: default_dynamic_qconfig for kind in (nn.Linear, nn.GRU, nn.LSTM)}
-        return quantize_dynamic(model, {**spec, "decoder.attention.v": None}, dtype=torch.qint8, inplace=True)
+    Each input row is quantized on its own range max_j |x_ij|, so that a sentence's
+    translation does not depend on the sentences batched with it: torch's dynamic
+    quantization scales a whole batch by its largest value. fbgemm's int8 product takes
+    one range a batch, so the rows are divided by their maxima and two guard rows, all -1
+    and all 1, fix that range to [-1, 1] whatever the rows hold; each product's output row
+    is multiplied back by its maximum. Activations are quantized to 7 bits
+    (``reduce_range``): the 8-bit products of CPUs without VNNI saturate otherwise.
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach().float()
+        scale = weight.abs().amax(1).clamp_min(1e-12) / 127
+        with warnings.catch_warnings():  # torch warns that quantized tensors are deprecated
+            warnings.simplefilter("ignore")
+            zero = torch.zeros(len(scale), dtype=torch.long)
+            weight = torch.quantize_per_channel(weight, scale, zero, 0, torch.qint8)
+            self.packed = torch.ops.quantized.linear_prepack(weight, None)
+        self.bias = None if linear.bias is None else linear.bias.detach().clone()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.guard = torch.tensor([[-1.0], [1.0]]).expand(2, self.in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, self.in_features).float()
+        largest = rows.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(rows.dtype).tiny)
+        y = torch.ops.quantized.linear_dynamic(torch.cat([rows / largest, self.guard]), self.packed, True)
+        y = y[: rows.size(0)].mul_(largest)
+        if self.bias is not None:
+            y = y.add_(self.bias)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+def quantized(model: Seq2Seq) -> Seq2Seq:
+    """``model`` (on the CPU) with every linear layer an :class:`Int8Linear` but
+    Bahdanau's v: its input, a (rows, src_len, attention) table, would be quantized anew
+    at every step for a product with one output. The encoder stays in fp32: torch's int8
+    recurrent layers quantize each step's batch on one range (see :class:`Int8Linear`)."""
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if type(child) is nn.Linear and f"{name}.{child_name}" != "decoder.attention.v":
+                setattr(module, child_name, Int8Linear(child))
+    return model
 
 
 def for_inference(model: Seq2Seq, decode: DecodeConfig, device: torch.device, words: Tensor | None = None) -> Seq2Seq:

@@ -40,9 +40,10 @@ class _Shapes(_SkipInit):
     mode, not ``torch.device("meta")``, for the reason given at :class:`_SkipInit`, which
     it extends: a random draw on a meta tensor also imports ``torch._dynamo``.
     ``torch.tensor`` is left out: its data is in memory already, and the model reads it
-    back (``output_vocab: target`` sorts the list of target words)."""
+    back (``output_vocab: target`` sorts the list of target words); so is ``torch.arange``
+    (a few ids), which on the meta device imports torch's Python decompositions."""
 
-    FACTORIES = {torch.empty, torch.zeros, torch.ones, torch.full, torch.arange, torch.rand, torch.randn}
+    FACTORIES = {torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -222,6 +222,7 @@ def test_bf16_runs_on_cpu(source, ckpt):
 
 def test_auto_precision_equals_fp32_where_it_resolves_to_fp32(monkeypatch, source, ckpt):
     monkeypatch.setattr(devices, "bf16_speedup", lambda shapes: 0.05)
+    monkeypatch.setattr(devices, "int8_products", lambda: False)
     auto = translate(source, "-m", ckpt, "--device", "cpu", "--beam", "3")
     fp32 = translate(source, "-m", ckpt, "--device", "cpu", "--beam", "3", "--precision", "fp32")
     assert_ok(auto) and assert_ok(fp32)
@@ -229,15 +230,30 @@ def test_auto_precision_equals_fp32_where_it_resolves_to_fp32(monkeypatch, sourc
     assert "beam 3, auto -> fp32 (bf16 0.05x fp32 on this CPU))" in auto.stderr and "beam 3, fp32)" in fp32.stderr
 
 
-@pytest.mark.parametrize("speedup, chosen", [(0.05, "fp32"), (3.0, "bf16")])
-def test_auto_precision_follows_the_probe_on_a_cpu_and_is_fp32_on_cuda(monkeypatch, speedup, chosen):
+def test_auto_precision_equals_int8_where_it_resolves_to_int8(monkeypatch, source, ckpt):
+    monkeypatch.setattr(devices, "bf16_speedup", lambda shapes: 0.05)
+    monkeypatch.setattr(devices, "int8_products", lambda: True)
+    auto = translate(source, "-m", ckpt, "--device", "cpu", "--beam", "3")
+    int8 = translate(source, "-m", ckpt, "--device", "cpu", "--beam", "3", "--quantize", "int8")
+    assert_ok(auto) and assert_ok(int8)
+    assert auto.stdout == int8.stdout
+    assert "beam 3, auto -> int8 (bf16 0.05x fp32 on this CPU))" in auto.stderr
+
+
+@pytest.mark.parametrize("speedup, int8, chosen", [(0.05, False, "fp32"), (0.05, True, "int8"), (3.0, True, "bf16")])
+def test_auto_precision_follows_the_probe_on_a_cpu_and_is_fp32_on_cuda(monkeypatch, speedup, int8, chosen):
     monkeypatch.setattr(devices, "bf16_speedup", lambda shapes: speedup)
+    monkeypatch.setattr(devices, "int8_products", lambda: int8)
     decode, line = choose_precision(DecodeConfig(), ModelConfig(), torch.device("cpu"))
-    assert decode.precision == chosen and line == f"auto -> {chosen} (bf16 {speedup:.2f}x fp32 on this CPU)"
+    assert (decode.precision, decode.quantize) == (
+        "bf16" if chosen == "bf16" else "fp32",
+        "int8" if chosen == "int8" else "none",
+    )
+    assert line == f"auto -> {chosen} (bf16 {speedup:.2f}x fp32 on this CPU)"
     decode, line = choose_precision(DecodeConfig(quantize="int8"), ModelConfig(), torch.device("cpu"))
     assert decode.precision == "fp32" and line == "auto -> fp32, int8"
     decode, line = choose_precision(DecodeConfig(), ModelConfig(), torch.device("cuda"))
-    assert decode.precision == "fp32" and line.startswith("auto -> fp32 (fp32 on cuda")
+    assert decode == DecodeConfig(precision="fp32") and line.startswith("auto -> fp32 (fp32 on cuda")
 
 
 @pytest.mark.parametrize("ratio, noted", [(0.5, True), (2.0, False)])

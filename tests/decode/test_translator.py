@@ -116,20 +116,19 @@ def test_alignment_target_indices_are_words_of_the_printed_line(trained):
 
 
 def test_int8_quantizes_every_product_but_bahdanaus_v(trained):
-    """--quantize int8: the decoder's joined input layer, the output layer and the encoder's
-    recurrent layers are int8; Bahdanau's v (one output per (row, source position) pair,
-    whose input would be quantized anew at every step) stays fp32."""
-    from torch.ao.nn.quantized import dynamic
-
+    """--quantize int8: the decoder's joined input layer, its output layer and every other
+    linear layer are int8; Bahdanau's v (one output per (row, source position) pair,
+    whose input would be quantized anew at every step) and the encoder stay fp32."""
     from nmt_cli.decode.inference import Inference
+    from nmt_cli.model.rewrites import FusedEncoder, Int8Linear
 
     model = Inference.load(trained / "best.pt", {"quantize": "int8"}, torch.device("cpu")).model
     assert model.cfg.attention == "bahdanau"
-    assert isinstance(model.decoder.joined_inputs, dynamic.Linear)
-    assert isinstance(model.decoder.joined_query, dynamic.Linear)
-    assert isinstance(model.decoder.output, dynamic.Linear)
-    assert all(isinstance(layer, (dynamic.GRU, dynamic.LSTM)) for layer in model.encoder.layers)
-    assert type(model.decoder.attention.v) is torch.nn.Linear
+    linear = {name: type(m) for name, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Int8Linear))}
+    assert {"decoder.joined_inputs", "decoder.joined_query", "decoder.output"} <= linear.keys()
+    assert linear.pop("decoder.attention.v") is torch.nn.Linear
+    assert set(linear.values()) == {Int8Linear}
+    assert isinstance(model.encoder, FusedEncoder) and next(model.encoder.parameters()).dtype == torch.float32
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/self/maps")

@@ -2,7 +2,7 @@
 training decoder its losses and gradients (teacher forcing and scheduled sampling), the
 inference decoder and fused encoder its scores (teacher forcing and step by step, with a
 cut and a restricted output layer). The fused encoder alone and hard attention:
-``test_architectures.py``; int8: ``tests/decode/test_translator.py``."""
+``test_architectures.py``; the int8 model: ``tests/decode/test_translator.py``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from nmt_cli.config import DecodeConfig
 from nmt_cli.model.rewrites import (
     FusedEncoder,
     InferenceDecoder,
+    Int8Linear,
     TrainingDecoder,
     for_inference,
     for_training,
@@ -107,3 +108,22 @@ def test_a_restricted_output_layer_scores_the_kept_words_as_the_whole_layer_does
     assert dec.output_ids.tolist() == [3, 5, 7, 11] and dec.output.out_features == 4
     torch.testing.assert_close(kept, full[:, [3, 5, 7, 11]])
     assert dec.word_ids(torch.tensor([[0, 3], [1, 2]])).tolist() == [[3, 11], [5, 7]]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_an_int8_layer_is_close_to_its_float_layer_and_each_row_its_own(bias):
+    """Within int8's rounding of the float layer, for rows of any scale (3-D inputs too);
+    a row's output is the same bits alone as in any batch, and a row of zeros gives the bias."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 40, bias=bias)
+    int8 = Int8Linear(layer)
+    x = torch.randn(3, 7, 64) * torch.logspace(-3, 2, 7).view(1, 7, 1)
+    x[0, 0] = 0
+    with torch.no_grad():
+        expected, got = layer(x), int8(x)
+    assert got.shape == expected.shape
+    error = (got - expected).abs().amax(-1) / expected.abs().amax(-1).clamp_min(1e-9)
+    assert error[:, 1:].max() < 0.03 and torch.equal(got[0, 0], layer.bias if bias else torch.zeros(40))
+    rows = x.reshape(-1, 64)
+    alone = torch.cat([int8(rows[i : i + 1]) for i in range(len(rows))])
+    assert torch.equal(alone, int8(rows)) and torch.equal(int8(rows.flip(0)), alone.flip(0))
