@@ -41,7 +41,7 @@ class _Shapes(_SkipInit):
     it extends: a random draw on a meta tensor also imports ``torch._dynamo``.
     ``torch.tensor`` is left out: its data is in memory already, and the model reads it
     back (``output_vocab: target`` sorts the list of target words); so is ``torch.arange``
-    (a few ids), which on the meta device imports torch's Python decompositions."""
+    (a few ids), which on the meta device first sets up torch's Python decompositions."""
 
     FACTORIES = {torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn}
 
