@@ -220,24 +220,17 @@ def test_bf16_runs_on_cpu(source, ckpt):
     assert len(out_lines(result.stdout)) == 20
 
 
-def test_auto_precision_equals_fp32_where_it_resolves_to_fp32(monkeypatch, source, ckpt):
+@pytest.mark.parametrize(
+    "int8, chosen, flags", [(False, "fp32", ["--precision", "fp32"]), (True, "int8", ["--quantize", "int8"])]
+)
+def test_auto_precision_translates_as_what_it_resolves_to(monkeypatch, source, ckpt, int8, chosen, flags):
     monkeypatch.setattr(devices, "bf16_speedup", lambda shapes: 0.05)
-    monkeypatch.setattr(devices, "int8_products", lambda: False)
+    monkeypatch.setattr(devices, "int8_products", lambda: int8)
     auto = translate(source, "-m", ckpt, "--device", "cpu", "--beam", "3")
-    fp32 = translate(source, "-m", ckpt, "--device", "cpu", "--beam", "3", "--precision", "fp32")
-    assert_ok(auto) and assert_ok(fp32)
-    assert auto.stdout == fp32.stdout
-    assert "beam 3, auto -> fp32 (bf16 0.05x fp32 on this CPU))" in auto.stderr and "beam 3, fp32)" in fp32.stderr
-
-
-def test_auto_precision_equals_int8_where_it_resolves_to_int8(monkeypatch, source, ckpt):
-    monkeypatch.setattr(devices, "bf16_speedup", lambda shapes: 0.05)
-    monkeypatch.setattr(devices, "int8_products", lambda: True)
-    auto = translate(source, "-m", ckpt, "--device", "cpu", "--beam", "3")
-    int8 = translate(source, "-m", ckpt, "--device", "cpu", "--beam", "3", "--quantize", "int8")
-    assert_ok(auto) and assert_ok(int8)
-    assert auto.stdout == int8.stdout
-    assert "beam 3, auto -> int8 (bf16 0.05x fp32 on this CPU))" in auto.stderr
+    asked = translate(source, "-m", ckpt, "--device", "cpu", "--beam", "3", *flags)
+    assert_ok(auto) and assert_ok(asked)
+    assert auto.stdout == asked.stdout
+    assert f"beam 3, auto -> {chosen} (bf16 0.05x fp32 on this CPU))" in auto.stderr
 
 
 @pytest.mark.parametrize("speedup, int8, chosen", [(0.05, False, "fp32"), (0.05, True, "int8"), (3.0, True, "bf16")])
