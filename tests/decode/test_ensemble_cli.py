@@ -90,3 +90,19 @@ def test_outputs_begin_with_their_prefix(ckpt, source, tmp_path):
 def test_a_prefix_count_mismatch_is_a_one_line_error(ckpt, source, tmp_path):
     path = write_lines(tmp_path / "prefix.txt", ["a", "b"])
     assert_one_line_error(nmt("translate", "-m", ckpt, "--prefix", path, source), "--prefix has 2 lines")
+
+
+def test_every_member_of_an_ensemble_takes_the_first_ones_int8(monkeypatch, ckpt):
+    """``auto`` resolves once, for the first model: where it takes int8, every member's
+    products are int8."""
+    import torch
+
+    from nmt_cli import device
+    from nmt_cli.decode.inference import load_all
+    from nmt_cli.model.rewrites import Int8Linear
+
+    monkeypatch.setattr(device, "bf16_speedup", lambda shapes: 0.05)
+    monkeypatch.setattr(device, "int8_products", lambda: True)
+    members = load_all([ckpt, ckpt], {}, torch.device("cpu"))
+    assert [(m.decode.precision, m.decode.quantize) for m in members] == [("fp32", "int8")] * 2
+    assert all(isinstance(m.model.decoder.output, Int8Linear) for m in members)
