@@ -255,9 +255,12 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features).float()
+        n = rows.size(0)
         largest = rows.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(rows.dtype).tiny)
-        y = torch.ops.quantized.linear_dynamic(torch.cat([rows / largest, self.guard]), self.packed, True)
-        y = y[: rows.size(0)].mul_(largest)
+        scaled = rows.new_empty(n + 2, self.in_features)  # the rows on their own scales, then the guards
+        torch.div(rows, largest, out=scaled[:n])
+        scaled[n:] = self.guard
+        y = torch.ops.quantized.linear_dynamic(scaled, self.packed, True)[:n].mul_(largest)
         if self.bias is not None:
             y = y.add_(self.bias)
         return y.reshape(*x.shape[:-1], self.out_features)
