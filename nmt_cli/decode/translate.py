@@ -69,7 +69,7 @@ class Search:
         self.decode = inference.decode
         self.scorer = Scorer([inference.model, *(other.model for other in others)], weights)
         self.keep_attention = keep_attention or self.decode.replace_unk
-        self.logprobs = logprobs  # greedy: compute log-probabilities (--scores)
+        self.logprobs = logprobs or self.decode.nbest > 1  # greedy's log-probabilities: --scores, or n-best rows
 
     @property
     def chunk_lines(self) -> int:

@@ -3,6 +3,7 @@ to end on the trained tiny model."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,7 @@ def test_sampling_n_best_gives_n_rows_a_line_and_the_same_seed_the_same_rows(ckp
     assert runs[0].stdout == runs[1].stdout
     rows = [line.split("\t") for line in runs[0].stdout.splitlines()]
     assert [(int(r[0]), int(r[1])) for r in rows] == [(i, k) for i in range(12) for k in (1, 2, 3)]
+    assert all(math.isfinite(float(r[2])) and float(r[2]) <= 0 for r in rows)  # each sample's log-probability
 
 
 def test_outputs_begin_with_their_prefix(ckpt, source, tmp_path):
