@@ -133,10 +133,10 @@ def train(
         raise typer.Exit(130)
 
 
-@app.command(epilog="Example: nmt average work/model --last 5 -o work/model/averaged.pt")
+@app.command(epilog="Example: nmt average work/model -o work/model/averaged.pt")
 def average(
     inputs: list[Path] = Argument(..., help="Checkpoints of one run, oldest first, or one model directory."),
-    last: int | None = Option(None, "--last", "-n", help="A model directory's newest N checkpoints \\[default: 5]."),
+    last: int | None = Option(None, "--last", "-n", help="A model directory's newest N checkpoints \\[default: all]."),
     out: Path = Option(..., "--output", "-o", help="The averaged checkpoint to write (for translating, not resuming)."),
     force: bool = Option(False, "--force", help="Average checkpoints of different training runs (of one model) too."),
 ) -> None:

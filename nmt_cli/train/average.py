@@ -28,19 +28,23 @@ KEPT = ("config", "vocab", "data", "progress")  # what the averaged checkpoint t
 
 def write(inputs: list[Path], out: Path, last: int | None = None, force: bool = False) -> str:
     """Write the average of ``inputs`` (checkpoints oldest first, or one model directory,
-    whose newest ``last`` step checkpoints, 5 unless given, are taken) to ``out``;
+    whose newest ``last`` step checkpoints are taken, all it holds unless given) to ``out``;
     returns the summary line."""
     if len(inputs) == 1 and inputs[0].is_dir():
-        inputs = last_checkpoints(inputs[0], 5 if last is None else last)
+        inputs = last_checkpoints(inputs[0], last)
     elif last is not None:
         raise NmtError("--last picks from a model directory; with checkpoint files, list the ones to average")
     checkpoint.save(out, average(inputs, force))
     return f"nmt average: wrote {out}, the mean of {', '.join(p.name for p in inputs)}"
 
 
-def last_checkpoints(directory: Path, count: int) -> list[Path]:
-    """The newest ``count`` step checkpoints of a model directory, oldest first."""
+def last_checkpoints(directory: Path, count: int | None) -> list[Path]:
+    """The newest ``count`` step checkpoints of a model directory (all: None), oldest first."""
     found = [path for _, path in checkpoint.step_checkpoints(directory)]
+    if count is None:
+        if not found:
+            raise NmtError(f"{directory}: no step checkpoints (ckpt-*.pt) to average")
+        return found
     if count < 1:
         raise NmtError(f"--last must be at least 1, got {count}")
     if len(found) < count:

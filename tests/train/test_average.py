@@ -75,6 +75,7 @@ def test_the_cli_averages_a_directorys_newest_checkpoints_into_a_checkpoint_that
 
 def test_last_picks_the_newest_step_checkpoints_and_refuses_to_pick_fewer(trained):
     assert last_checkpoints(trained, 1) == [trained / "ckpt-0000030.pt"]
+    assert last_checkpoints(trained, None) == [trained / "ckpt-0000020.pt", trained / "ckpt-0000030.pt"]  # all
     with pytest.raises(NmtError, match="2 step checkpoints, --last 3 asks for more .*keep_last=3"):
         last_checkpoints(trained, 3)
     with pytest.raises(NmtError, match="at least 1"):
@@ -103,7 +104,8 @@ def test_a_file_that_is_not_a_checkpoint_is_a_one_line_error(trained, tmp_path):
     )
     empty = tmp_path / "empty"
     shutil.copytree(trained, empty, ignore=shutil.ignore_patterns("ckpt-*"))
-    assert_one_line_error(run(empty, "-o", tmp_path / "x.pt"), "0 step checkpoints")
+    assert_one_line_error(run(empty, "-o", tmp_path / "x.pt"), "no step checkpoints")
+    assert_one_line_error(run(empty, "--last", 1, "-o", tmp_path / "x.pt"), "0 step checkpoints")
 
 
 def test_checkpoints_of_another_run_are_refused_unless_forced(trained, tmp_path):
