@@ -19,7 +19,7 @@ def plot(runs: list[Path], out: Path) -> str:
     """Write the curves of model directories ``runs`` to the PNG ``out``; returns the summary line."""
     from nmt_cli.decode.alignment import check_matplotlib
 
-    check_matplotlib()
+    check_matplotlib("nmt plot")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,7 +53,8 @@ def plot(runs: list[Path], out: Path) -> str:
         if y == "ppl":
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
+    if axes[0, 0].get_legend_handles_labels()[0]:  # a run with no training-loss events yet draws no line
+        axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     from nmt_cli import io as nio
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import warnings
 
 import pytest
 from typer.testing import CliRunner
@@ -63,3 +65,18 @@ def test_runs_deciding_by_loss_plot_it_with_their_best_marked(tmp_path):
     result = plot(tmp_path, "-o", tmp_path / "c.png")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "c.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_run_with_validations_alone_plots_without_a_warning(tmp_path):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "metrics.jsonl").write_text('{"event": "valid", "step": 1, "elapsed": 6.0, "ppl": 9.0, "bleu": 1.0}\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's legend without lines warned
+        result = plot(tmp_path, "-o", tmp_path / "c.png")
+    assert result.exit_code == 0, result.output
+
+
+def test_without_matplotlib_it_is_a_one_line_error_naming_the_command(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed: importing it fails
+    result = plot(tmp_path, "-o", tmp_path / "c.png")
+    assert result.exit_code == 2 and "nmt plot needs matplotlib" in result.stderr

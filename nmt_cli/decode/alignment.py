@@ -71,14 +71,12 @@ def most_attended(weights: Tensor, step: int, src_len: int) -> int:
     return int(weights[step, :src_len].argmax())
 
 
-def check_matplotlib() -> None:
-    """Fail early, before any decoding, when --attention-plot cannot work."""
+def check_matplotlib(what: str = "--attention-plot") -> None:
+    """Fail early, before any work, when ``what`` (an option or command) cannot draw."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise NmtError(
-            "--attention-plot needs matplotlib: pip install 'nmt-cli[plot]' (or pip install matplotlib)"
-        ) from None
+        raise NmtError(f"{what} needs matplotlib: pip install 'nmt-cli[plot]' (or pip install matplotlib)") from None
 
 
 def plot_heatmap(weights: Tensor, src_pieces: list[str], tgt_pieces: list[str], path: Path, title: str) -> None:
