@@ -154,7 +154,7 @@ def translate(
     weights: str | None = Option(None, "--weights", help="Ensemble weights, e.g. 0.5,0.3,0.2 \\[default: equal]."),
     prefix: Path | None = Option(None, "--prefix", help="Target prefixes, one a line, that outputs begin with."),
     beam: int | None = _decode("--beam", "-b", help="Beam size; 1 is greedy search."),
-    nbest: int | None = _decode("--nbest", help="Write N hypotheses a line as TSV: line index, rank, score, text."),
+    nbest: int | None = _decode("--nbest", help="Write N hypotheses a line as TSV: line (from 0), rank, score, text."),
     alpha: float | None = _decode("--alpha", help="GNMT length penalty exponent; 0: off."),
     beta: float | None = _decode("--beta", help="GNMT coverage penalty weight; 0: off."),
     max_len_a: float | None = _decode("--max-len-a", help="Output at most A*source_length + B subwords."),
