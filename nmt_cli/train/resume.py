@@ -67,7 +67,10 @@ def resumed_from(
             raise NmtError(f"{out}: not empty; {hint} choose another --out")
         return cfg, None
     if path is None:
-        raise NmtError(f"{out}: no checkpoint to resume from (ckpt-*.pt)")
+        if not _started_only(out):
+            raise NmtError(f"{out}: no checkpoint to resume from (ckpt-*.pt)")
+        log.line(f"note: {out}: its run stopped before its first checkpoint; this one starts afresh")
+        return cfg, None
     state = checkpoint.load(path)
     saved = stored.validate(state, path, resume=True)  # the checkpoint's Config
     if saved.model != cfg.model:
@@ -78,6 +81,16 @@ def resumed_from(
     for line in _changes(saved.train, cfg.train, "--resume: train"):
         log.line(line)
     return Config(saved.data, saved.model, cfg.train, cfg.decode), Resumed(path, state, saved.train.precision)
+
+
+# What a run writes before its first checkpoint (besides its hidden lock and temporary files).
+STARTED = {"config.yaml", "metrics.jsonl"}
+
+
+def _started_only(out: Path) -> bool:
+    """Whether ``out`` holds a run that stopped before its first checkpoint, and nothing else."""
+    names = {p.name for p in out.iterdir() if not p.name.startswith(".")} if out.is_dir() else set()
+    return "config.yaml" in names and names <= STARTED
 
 
 # The model settings a run started with --init may change: the weights do not depend on them.

@@ -91,6 +91,8 @@ def setup(
         out.mkdir(parents=True, exist_ok=True)
         if resumed:  # what a killed run logged after its last checkpoint comes again
             metrics.cut_back(out / "metrics.jsonl", run.progress.step)
+        else:  # a run that stopped before its first checkpoint logged what starts again now
+            (out / "metrics.jsonl").unlink(missing_ok=True)
         init_line = f"# the weights this run started from: nmt train --init {run.progress.init}\n"
         text = (init_line if run.progress.init else "") + yaml.safe_dump(to_dict(cfg), sort_keys=False)
         (out / "config.yaml").write_text(text, encoding="utf-8")

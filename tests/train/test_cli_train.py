@@ -202,10 +202,24 @@ def test_device_cuda_without_cuda(tmp_path, prepped):
 
 
 def test_resume_without_a_checkpoint(tmp_path, prepped):
-    assert_one_line_error(run_train(prepped, tmp_path / "model", "--resume"), "no checkpoint to resume from")
-    (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "config.yaml").write_text("x", encoding="utf-8")
-    assert_one_line_error(run_train(prepped, tmp_path / "model", "--resume"), "no checkpoint to resume from")
+    out = tmp_path / "model"
+    assert_one_line_error(run_train(prepped, out, "--resume"), "no checkpoint to resume from")
+    out.mkdir()
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    assert_one_line_error(run_train(prepped, out, "--resume"), "no checkpoint to resume from")
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_afresh_on_resume(tmp_path, prepped):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "config.yaml").write_text("x", encoding="utf-8")
+    (out / "metrics.jsonl").write_text('{"event": "train", "step": 1, "loss": 9.0}\n', encoding="utf-8")
+    assert_one_line_error(run_train(prepped, out), "not empty", "--resume")
+    result = run_train(prepped, out, "--resume", *sets("train.max_steps=2", "train.valid_every=2"))
+    assert_ok(result)
+    assert "stopped before its first checkpoint; this one starts afresh" in result.stderr
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(e.get("loss") != 9.0 for e in events) and (out / "best.pt").exists()  # the old run's events gone
 
 
 def test_non_empty_out_needs_resume(tmp_path, prepped):
