@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import sys
 from typing import Any, NoReturn
 
@@ -45,6 +46,7 @@ class Group(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         setup()
+        previous = signal.signal(signal.SIGTERM, _interrupted)  # `nmt train` stops at its own
         try:
             return super().invoke(ctx)
         except (NmtError, EnvError, OSError, KeyboardInterrupt) as e:
@@ -53,6 +55,14 @@ class Group(TyperGroup):
                 raise
             typer.echo(line, err=True)
             raise typer.Exit(code) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(signum: int, frame: Any) -> NoReturn:
+    """SIGTERM ends a command as Ctrl-C does: its outputs' temporary files are removed, an
+    output already in place stays as it was, and it exits with 130."""
+    raise KeyboardInterrupt
 
 
 def run(app: typer.Typer) -> NoReturn:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import assert_ok, assert_one_line_error, leftovers, manifest, run_prep, write_corpus
@@ -269,3 +271,27 @@ def test_ci_is_told_however_it_is_spelled(value, on):
     from conftest import on_ci
 
     assert on_ci({"CI": value}) is on and on_ci({}) is False
+
+
+def test_sigterm_ends_translate_as_ctrl_c_does_without_leftovers(tmp_path, trained):
+    """SIGTERM (a service manager, `timeout`, `kill`) ends a command with exit 130 and one
+    line; the output's temporary file goes and no output appears."""
+    out, errors = tmp_path / "out.en", tmp_path / "stderr.txt"
+    with errors.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nmt_cli", "translate", "-m", str(trained / "best.pt"), "-o", str(out)],
+            stdin=subprocess.PIPE,  # left open: the command waits for more lines
+            stderr=err,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not list(tmp_path.glob(".out.en.*")) and time.monotonic() < deadline:  # writing has begun
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 130
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert errors.read_text(encoding="utf-8").strip().splitlines()[-1] == "nmt: interrupted"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stderr.txt"]
