@@ -20,7 +20,7 @@ def plot(*args):
 def test_plots_one_or_several_runs_into_a_png(tmp_path, trained):
     pytest.importorskip("matplotlib")
     out = tmp_path / "curves.png"
-    result = plot(trained, trained, "-o", out)
+    result = plot(trained, trained / "best.pt", "-o", out)  # a checkpoint stands for its run
     assert result.exit_code == 0, result.output
     assert out.read_bytes().startswith(b"\x89PNG") and os.listdir(tmp_path) == ["curves.png"]
 

@@ -19,9 +19,11 @@ from nmt_cli.errors import NmtError, warn
 
 
 def read(run: Path | str) -> list[dict[str, Any]]:
-    """Every event of a model directory's ``metrics.jsonl`` (or of that file itself), in
-    order; a one-line error for a missing file or a line that is not a JSON object."""
+    """Every event of a model directory's ``metrics.jsonl`` (or of that file itself; of a
+    checkpoint's directory), in order; a one-line error for a missing file or a line that
+    is not a JSON object."""
     run = Path(run)
+    run = run.parent if run.suffix == ".pt" else run  # a checkpoint: the run it belongs to
     path = run / "metrics.jsonl" if run.is_dir() or not run.suffix else run
     try:
         data = path.read_bytes()
