@@ -12,6 +12,7 @@ RNG states, so a resumed run takes the same steps as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import torch
 from nmt_cli import allocator, lock
 from nmt_cli import device as devices
 from nmt_cli.config import Config
+from nmt_cli.errors import NmtError
 from nmt_cli.train import distributed, metrics, report, stopping
 from nmt_cli.train.resume import Progress, save
 from nmt_cli.train.run import Run, setup
@@ -66,7 +68,10 @@ def loop(run: Run) -> None:
             batches_epoch = p.epoch
         group = batches[p.batches_done : p.batches_done + cfg.accumulate * run.ranks.world]
         run.schedule.apply(run.optimizer, p.step + 1, stopping.budget_used(run, len(batches)))
-        window.add(*train_step(run, group))
+        loss, nll, tokens = train_step(run, group)
+        if not math.isfinite(loss) and cfg.precision != "fp16":  # fp16's scaler skips such steps itself
+            raise NmtError(f"{run.out}: the loss is {loss} at step {p.step + 1}: training diverged; lower train.lr")
+        window.add(loss, nll, tokens)
         p.step, p.batches_done = p.step + 1, p.batches_done + len(group)
         if run.device.type == "cpu" and p.step % RELEASE_EVERY == 0:  # CUDA tensors are not on this heap
             allocator.release()  # peak RSS stays near a step's live tensors (see there)

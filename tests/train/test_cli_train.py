@@ -287,3 +287,12 @@ def test_resume_with_a_broken_newest_checkpoint(one_step, prepped):
     newest = checkpoint.latest(one_step)
     newest.write_bytes(newest.read_bytes()[:1000])
     assert_one_line_error(run_train(prepped, one_step, "--resume"), str(newest.name), "not a readable nmt checkpoint")
+
+
+def test_a_diverged_loss_stops_the_run_in_one_line(tmp_path, prepped, monkeypatch):
+    from nmt_cli.train import loop
+
+    monkeypatch.setattr(loop, "train_step", lambda run, group: (float("nan"), float("nan"), 10))
+    result = run_train(prepped, tmp_path / "model", *sets("train.max_steps=5"))
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].endswith("the loss is nan at step 1: training diverged; lower train.lr")
