@@ -15,8 +15,8 @@ Values flow in three layers, later ones winning: the dataclass defaults, the rec
 the command line (``--set data.vocab_size=16000`` or a dedicated flag). The resolved
 config is written next to every output (``manifest.json``, ``config.yaml`` and every
 checkpoint), so a result always says exactly how it was made. Loading is strict: an
-unknown key is an error that suggests the closest valid key, and a value of the wrong
-type or out of range is an error naming the key.
+unknown key is an error that suggests the closest valid key; a key given twice, or a value
+of the wrong type, not finite (inf, nan) or out of range, one that names the key.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -126,10 +127,8 @@ class ModelConfig:
             )
         if self.heads > 1 and self.attention not in ("bahdanau", "luong_general"):
             raise NmtError(f"model.heads {self.heads} needs attention bahdanau or luong_general (got {self.attention})")
-        if self.tie_output and self.output_size != self.emb_size:
-            raise NmtError(
-                f"model.tie_output needs output_size ({self.output_size}) equal to emb_size ({self.emb_size})"
-            )
+        ties = f"needs output_size ({self.output_size}) equal to emb_size ({self.emb_size})"
+        _require(not self.tie_output or self.output_size == self.emb_size, "model.tie_output", ties)
 
 
 @dataclass
@@ -191,10 +190,10 @@ class TrainConfig:
         if self.schedule == "inverse_sqrt":
             _require(self.warmup_steps > 0, "train.warmup_steps", "must be > 0 for schedule inverse_sqrt")
         parse_duration(self.max_time)
-        if self.schedule == "budget" and not (self.max_steps or self.max_epochs or self.max_time):
-            raise NmtError(
-                "train.schedule budget decays the lr over the run's budget: set train.max_steps, max_epochs or max_time"
-            )
+        budget = "budget decays the lr over the run's budget: set train.max_steps, max_epochs or max_time"
+        _require(
+            self.schedule != "budget" or self.max_steps or self.max_epochs or self.max_time, "train.schedule", budget
+        )
 
 
 def parse_duration(text: str) -> float:
@@ -277,9 +276,7 @@ def from_dict(cls: type, values: Any, where: str = "") -> Any:
     return cls(**kwargs)
 
 
-def to_dict(cfg: Any) -> dict:
-    """Plain data (dicts, lists, scalars): for YAML, JSON, manifests and checkpoints."""
-    return dataclasses.asdict(cfg)
+to_dict = dataclasses.asdict  # a config as plain data (dicts, lists, scalars): YAML, JSON, manifests, checkpoints
 
 
 def load_recipe(path: str | Path) -> Config:
@@ -299,11 +296,13 @@ def load_recipe(path: str | Path) -> Config:
 def _recipe_values(path: Path, seen: tuple[Path, ...]) -> dict:
     """A recipe's mapping, with its ``base:`` chain merged in (the recipe's own keys win)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise NmtError(f"{path}: no such recipe file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+    except (IsADirectoryError, PermissionError) as e:
         raise NmtError(f"{path}: cannot read recipe ({e.__class__.__name__})") from None
+    except UnicodeDecodeError as e:  # e.object: the file's bytes; 10: a newline
+        raise NmtError(f"{path}:{e.object.count(10, 0, e.start) + 1}: invalid UTF-8") from None
     try:
         values = safe_yaml.load(text, str(path)) or {}
     except yaml.YAMLError as e:
@@ -376,11 +375,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return [_coerce(v, typing.get_args(hint)[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if hint not in (bool, int, float, str):  # pragma: no cover - a type this loader does not know
         raise TypeError(f"unsupported config type {hint!r} for {key}")
+    if hint is float and type(value) in (int, float, str):  # a bool is no number
+        with contextlib.suppress(ValueError, OverflowError):  # YAML 1.1 reads 5e-3 (no dot) as text
+            value = float(value)
+        _require(type(value) is not float or math.isfinite(value), key, f"must be a finite number, got {value}")
     if isinstance(value, hint) and (hint is bool or not isinstance(value, bool)):
         return value
-    if hint is float and (isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str)):
-        with contextlib.suppress(ValueError):  # YAML 1.1 reads 5e-3 (no dot) as text
-            return float(value)
     raise NmtError(f"{key} must be {_article(hint.__name__)}, got {shown(value)}")
 
 

@@ -162,6 +162,24 @@ def test_recipe_then_set_then_flags(tmp_path, corpus):
     assert opts["src_lang"] == "de" and opts["train"] == str(corpus / "train")
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["translate", "--threads", "-1", "-m", "nope.pt"],
+        ["train", "--threads", "-1", "r.yaml", "--data", "d", "--out", "o"],
+    ],
+    ids=["translate", "train"],
+)
+def test_negative_threads_is_a_one_line_error(tmp_path, monkeypatch, args):
+    """torch refuses a negative thread count with a RuntimeError: the flag's own error comes first."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    before = torch.get_num_threads()
+    assert_one_line_error(invoke(*args), "--threads -1: must be >= 0")
+    assert torch.get_num_threads() == before
+
+
 def test_bad_flag_value_is_a_usage_error(tmp_path):
     result = invoke("prep", "--out", tmp_path / "out", "--spm-type", "bep")
     assert result.exit_code == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,59 @@ def test_recipe_range_error_names_the_file(tmp_path):
 def test_invalid_yaml_names_file_and_line(tmp_path):
     message = load_error(tmp_path, "data:\n  vocab_size: 1\n  test: [a,\n")
     assert message.startswith(f"{tmp_path / 'r.yaml'}:") and "not valid YAML" in message
+
+
+@pytest.mark.parametrize(
+    "text, line, key",
+    [
+        ("data:\n  vocab_size: 200\n  vocab_size: 300\n", 3, "vocab_size"),
+        ("data:\n  vocab_size: 200\nmodel: {}\ndata: {}\n", 4, "data"),
+        ("decode: {beam: 2, 'beam': 3}\n", 1, "beam"),  # quoted or not, the same key
+        ('"a\\nb": 1\n"a\\nb": 2\n', 2, "a b"),  # the message stays one line
+    ],
+)
+def test_a_duplicate_key_names_its_line(tmp_path, text, line, key):
+    """YAML would keep the last value silently."""
+    assert load_error(tmp_path, text) == f"{tmp_path / 'r.yaml'}:{line}: duplicate key {key}"
+
+
+def test_a_key_may_replace_one_from_a_merge_key(tmp_path):
+    text = "shared: &d {vocab_size: 200, max_len: 5}\ndata:\n  <<: *d\n  vocab_size: 300\n"
+    assert config._recipe_values(write(tmp_path / "r.yaml", text), ())["data"] == {"vocab_size": 300, "max_len": 5}
+
+
+def test_the_safe_loader_still_refuses_python_tags(tmp_path):
+    assert "not valid YAML" in load_error(tmp_path, "data: !!python/object/apply:os.system [echo hi]\n")
+
+
+def test_invalid_utf8_names_its_line(tmp_path):
+    (tmp_path / "r.yaml").write_bytes(b"data:\n  max_len: \xff\n")
+    with pytest.raises(NmtError) as e:
+        config.load_recipe(tmp_path / "r.yaml")
+    assert str(e.value) == f"{tmp_path / 'r.yaml'}:2: invalid UTF-8"
+
+
+@pytest.mark.parametrize("value", ["inf", ".inf", "-.inf", "nan", ".NaN", "1e999"])
+@pytest.mark.parametrize("key", ["train.lr", "data.max_ratio", "model.dropout", "decode.temperature"])
+def test_every_float_setting_must_be_finite(tmp_path, key, value):
+    """In a recipe, --set or a flag: inf passes range checks such as lr > 0 (and trains
+    nothing but nan losses)."""
+    section, name = key.split(".")
+    assert f": {key} must be a finite number, got " in load_error(tmp_path, f"{section}:\n  {name}: {value}\n")
+    with pytest.raises(NmtError, match=rf"^{key} must be a finite number, got "):
+        config.apply_overrides(Config(), [f"{key}={value}"])
+
+
+def test_sampling_settings_stay_a_recipes_defaults_without_sampling(tmp_path):
+    """They are what a later ``nmt translate --sampling`` takes (the flags alone must come
+    with --sampling: tests/decode/test_inference.py)."""
+    assert load(tmp_path, "decode:\n  topk: 40\n  temperature: 0.7\n").decode.topk == 40
+
+
+@pytest.mark.parametrize("number", [math.inf, -math.inf, math.nan])
+def test_a_flag_must_be_finite_too(number):
+    with pytest.raises(NmtError, match=r"^decode.temperature must be a finite number, got "):
+        config.with_values(Config(), "decode", {"temperature": number})
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from nmt_cli.errors import NmtError, warn
 from nmt_cli.model import rewrites, saved, shapes
 from nmt_cli.model.seq2seq import Seq2Seq
 from nmt_cli.prep import filters, subwords
+from nmt_cli.vocab import PAD, SOS
 
 NO_LIMIT = 1024  # subwords kept per sentence when the checkpoint sets no data.max_len
 
@@ -46,10 +48,13 @@ class Inference:
         payload = checkpoint.load(path, device="cpu", mmap=True, require=checkpoint.FOR_INFERENCE)
         model, cfg = saved.load_model(payload, path=path)
         cfg = with_values(cfg, "decode", overrides)
-        decode, precision_line = choose_precision(cfg.decode, cfg.model, device)
-        cfg = replace(cfg, decode=decode)
         vocab = payload["vocab"]
         words = torch.tensor(vocab["tgt_words"]) if search and "tgt_words" in vocab else None  # older: every word
+        _check_sampling_options(overrides, cfg.decode)
+        if search and not cfg.decode.sampling:  # before the precision probe, which times beam-wide products
+            _check_beam(cfg.decode.beam, model, words, path)
+        decode, precision_line = choose_precision(cfg.decode, cfg.model, device)
+        cfg = replace(cfg, decode=decode)
         src_sp = subwords.from_bytes(vocab["src_spm"], f"{path} (source)")
         tgt_sp = subwords.from_bytes(vocab["tgt_spm"], f"{path} (target)")
         checkpoint.check_subwords(src_sp, vocab["src_size"], path, "source")
@@ -110,8 +115,8 @@ def ensemble_weights(weights: Sequence[float] | str | None, count: int) -> list[
             weights = [float(w) for w in weights.split(",")]
         except ValueError:
             raise NmtError(f"--weights {weights}: expected numbers separated by commas, e.g. 0.5,0.5") from None
-    if len(weights) != count or not all(w > 0 for w in weights):
-        raise NmtError(f"--weights: give {count} positive numbers, one per model; got {len(weights)}: {weights}")
+    if len(weights) != count or not all(0 < w < math.inf for w in weights):  # inf: nan once scaled
+        raise NmtError(f"--weights: give {count} finite positive numbers, one per model; got {len(weights)}: {weights}")
     return [w / sum(weights) for w in weights]
 
 
@@ -128,11 +133,30 @@ def choose_precision(decode: DecodeConfig, model: ModelConfig, device: torch.dev
         return decode, decode.precision + int8
     if int8:
         return replace(decode, precision="fp32"), "auto -> fp32, int8"
-    rows = decode.sentences_per_batch * decode.beam
+    rows = decode.sentences_per_batch * (decode.nbest if decode.sampling else decode.beam)  # sampling: no beam
     precision, why = devices.resolve_precision("auto", device, shapes.product_shapes(model, rows))
     if precision == "fp32" and device.type == "cpu" and devices.int8_products():
         return replace(decode, precision="fp32", quantize="int8"), f"auto -> int8 ({why})"
     return replace(decode, precision=precision), f"auto -> {precision} ({why})"
+
+
+def _check_sampling_options(overrides: dict, decode: DecodeConfig) -> None:
+    """Options that shape sampling's draws alone, given to a search, which would ignore them.
+    The checkpoint's values (its recipe's ``decode:`` section) stay: they are the defaults
+    of a later ``--sampling``."""
+    for key in ("topk", "topp", "temperature", "seed"):
+        if overrides.get(key) is not None and not decode.sampling:
+            raise NmtError(f"--{key} applies to --sampling: without it, search ignores --{key}")
+
+
+def _check_beam(beam: int, model: Seq2Seq, words: torch.Tensor | None, path: Path | str) -> None:
+    """A beam wider than the words search may produce (the output layer's rows once
+    ``rewrites.inference_decoder`` cuts it to ``words``, or to the decoder's own, PAD and
+    SOS never picked) holds rows it cannot fill, for time and memory that grow with it."""
+    ids = words if words is not None else model.decoder.output_ids
+    count = model.decoder.output.out_features - 2 if ids is None else int(((ids != PAD) & (ids != SOS)).sum())
+    if beam > count:
+        raise NmtError(f"--beam {beam}: more than the {count:,} words {path} can output (its output layer's size)")
 
 
 def _own(model: Seq2Seq) -> None:

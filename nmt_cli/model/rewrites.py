@@ -267,13 +267,15 @@ class Int8Linear(nn.Module):
 
 
 def quantized(model: Seq2Seq) -> Seq2Seq:
-    """``model`` (on the CPU) with every linear layer an :class:`Int8Linear` but
-    Bahdanau's v: its input, a (rows, src_len, attention) table, would be quantized anew
-    at every step for a product with one output. The encoder stays in fp32: torch's int8
-    recurrent layers quantize each step's batch on one range (see :class:`Int8Linear`)."""
-    for name, module in list(model.named_modules()):
+    """``model`` (on the CPU) with every linear layer of its decoder an :class:`Int8Linear`
+    but Bahdanau's v: its input, a (rows, src_len, attention) table, would be quantized anew
+    at every step for a product with one output. The encoder keeps its precision (fp32, or
+    bf16 under ``--precision bf16``): torch's int8 recurrent layers quantize each step's
+    batch on one range (see :class:`Int8Linear`), and the reference encoder, which bf16
+    keeps, reads its layers' weights itself."""
+    for name, module in list(model.decoder.named_modules()):
         for child_name, child in list(module.named_children()):
-            if type(child) is nn.Linear and f"{name}.{child_name}" != "decoder.attention.v":
+            if type(child) is nn.Linear and f"{name}.{child_name}" != "attention.v":
                 setattr(module, child_name, Int8Linear(child))
     return model
 
