@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from nmt_cli import io as nio
+from nmt_cli import writing
 from nmt_cli.errors import NmtError
 
 FORMAT = "nmt-checkpoint-1"
@@ -46,7 +46,7 @@ def save(path: Path, payload: dict[str, Any], *copies: Path) -> None:
     payload = {"format": FORMAT, **{key: value for key, value in payload.items() if key != "digest"}}
     payload["digest"] = {"sha256": {key: digest(value) for key, value in payload.items()}}
     for target in (path, *copies):
-        with nio.atomic_file(target, "wb") as f:
+        with writing.atomic_file(target, "wb") as f:
             torch.save(payload, f)
 
 

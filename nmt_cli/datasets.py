@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from nmt_cli import io as nio
+from nmt_cli import writing
 from nmt_cli.errors import NmtError
 
 URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/{name}"
@@ -50,7 +51,7 @@ def download(directory: Path, names: list[str]) -> None:
                 data = response.read()
         except OSError as e:
             raise NmtError(f"cannot download {name} ({e}); set MULTI30K_DIR to a copy of data/task1/raw") from None
-        with nio.atomic_file(directory / name, "wb") as f:
+        with writing.atomic_file(directory / name, "wb") as f:
             f.write(data)
         if nio.sha256_file(directory / name) != MULTI30K_SHA256[name]:
             (directory / name).unlink()

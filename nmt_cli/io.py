@@ -1,33 +1,25 @@
-"""Files in and out: plain or gzipped text, strict UTF-8 with line numbers, atomic writes.
+"""Files in: plain or gzipped text, strict UTF-8 with line numbers, input chunks, hashes.
 
 Every stage reads text through :func:`read_lines` (one decoded line at a time, so memory
-does not grow with the file) and writes results through :func:`atomic_file` or
-:func:`atomic_dir` (a temporary name in the same directory, renamed into place only when
-complete), so an interrupted command never leaves a half-written output behind.
+does not grow with the file); results are written through ``writing.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import gzip
 import hashlib
-import io
 import os
 import select
-import shutil
 import stat
 import sys
-import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import BinaryIO
 
-from nmt_cli import lock
-from nmt_cli.errors import EnvError, NmtError, os_reason, warn
+from nmt_cli.errors import NmtError, warn
 
 REPLACEMENT = "\ufffd"
 _CHUNK = 1 << 20
@@ -244,146 +236,3 @@ def sha256_file(path: Path | str) -> str:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path | str, mode: str = "w", encoding: str | None = "utf-8"):
-    """Write to a temporary file beside ``path``; rename it over ``path`` on success only."""
-    path = Path(path)
-    if path.is_dir():
-        raise NmtError(f"{path}: is a directory; give a file name")
-    lock.remove_stale(path.parent, lock.temp_names(path))  # what a killed writer of this file left
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    except FileNotFoundError as e:
-        if path.parent.is_dir():  # /proc: there, but no files can be made in it
-            raise EnvError(f"{path}: cannot create a file in {path.parent} ({os_reason(e)})") from None
-        raise NmtError(f"{path}: directory {path.parent} does not exist") from None
-    except OSError as e:
-        raise EnvError(f"{path}: cannot write in {path.parent} ({os_reason(e)})") from None
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
-    held = os.dup(fd)  # its flock lasts until the rename: lock.remove_stale tells a live write from a leftover
-    fcntl.flock(held, fcntl.LOCK_EX)
-    try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())  # on disk before the rename publishes it: durable across a power loss
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        _raise_write_failure(e, path)
-        raise
-    finally:
-        os.close(held)
-
-
-@contextlib.contextmanager
-def atomic_dir(path: Path | str) -> Iterator[Path]:
-    """Build a directory under a temporary name beside ``path``, then swap it into place.
-
-    An existing ``path`` is replaced only after the new one is complete (the caller
-    decides whether replacing it is allowed); on any error or Ctrl-C the temporary
-    directory is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    except OSError as e:
-        raise EnvError(f"{path}: cannot write in {path.parent} ({os_reason(e)})") from None
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give what mkdir() would
-    try:
-        yield tmp
-        _fsync_tree(tmp)
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / "x")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _raise_write_failure(e, path)
-        raise
-
-
-def _raise_write_failure(error: BaseException, path: Path) -> None:
-    """A write that the system refused (disk full, read-only, I/O error) as a one-line
-    :class:`EnvError` naming ``path``. OSErrors that name their own file pass as they are,
-    and so does a reader gone (EPIPE); torch.save reports its writer's OSError as the
-    context of a RuntimeError."""
-    cause = error if isinstance(error, OSError) else error.__context__
-    if isinstance(cause, OSError) and cause.filename is None and cause.errno not in (None, errno.EPIPE):
-        raise EnvError(f"{path}: {os_reason(cause)}") from None
-
-
-def _fsync_tree(root: Path) -> None:
-    """Every file under ``root``, and the directories holding them, on disk."""
-    for folder, _, files in os.walk(root):
-        for name in files:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(folder))
-
-
-def _fsync_dir(directory: Path) -> None:
-    """A directory's entries (a rename into it) on disk; some file systems cannot."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class _Stdout(io.RawIOBase):
-    """stdout's file descriptor, whose write errors name ``<stdout>``, so that a full
-    device or a closed descriptor is reported like any other file's failure."""
-
-    def __init__(self, fd: int | None):
-        self.fd = fd  # None: the process was started with stdout closed (>&-)
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return self.fd is not None and os.isatty(self.fd)
-
-    def fileno(self) -> int:
-        if self.fd is None:
-            raise OSError(errno.EBADF, "Bad file descriptor (stdout is closed)", "<stdout>")
-        return self.fd
-
-    def write(self, data) -> int:
-        try:
-            return os.write(self.fileno(), data)
-        except OSError as e:
-            raise OSError(e.errno, e.strerror, "<stdout>") from None
-
-
-def named_stdout() -> TextIO:
-    """A text stdout on the same descriptor (or on none, when it is closed), with the
-    same encoding and buffering, whose write errors name ``<stdout>``."""
-    old = sys.stdout
-    if old is None:
-        return io.TextIOWrapper(io.BufferedWriter(_Stdout(None)), encoding="utf-8")
-    return io.TextIOWrapper(
-        io.BufferedWriter(_Stdout(old.fileno())),
-        encoding=old.encoding,
-        errors=old.errors,
-        line_buffering=old.line_buffering,
-    )
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -6,7 +6,7 @@ neither a model file nor part of a prep's fingerprinted contents). The kernel le
 the lock when its process ends, however it ends, so a lock file left by a ``kill -9``
 blocks nobody: only a live holder does, and a second process is told its pid.
 
-Temporary files of :func:`nmt_cli.io.atomic_file` are flock'ed by their writer as well;
+Temporary files of :func:`nmt_cli.writing.atomic_file` are flock'ed by their writer as well;
 :func:`remove_stale` deletes the ones no live process holds.
 """
 
@@ -76,12 +76,12 @@ def _acquire(path: Path, directory: Path) -> int:
 
 
 def temp_names(path: Path) -> re.Pattern:
-    """The names :func:`nmt_cli.io.atomic_file` gives the temporary copies of ``path``, beside it."""
+    """The names :func:`nmt_cli.writing.atomic_file` gives the temporary copies of ``path``, beside it."""
     return re.compile(rf"^\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp$")
 
 
 def build_names(directory: Path) -> re.Pattern:
-    """The names :func:`nmt_cli.io.atomic_dir` gives the temporary and the replaced copies
+    """The names :func:`nmt_cli.writing.atomic_dir` gives the temporary and the replaced copies
     of ``directory``, beside it."""
     return re.compile(rf"^\.{re.escape(directory.name)}\.[a-z0-9_]{{8}}\.(tmp|old)$")
 

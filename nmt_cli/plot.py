@@ -56,9 +56,9 @@ def plot(runs: list[Path], out: Path) -> str:
     if axes[0, 0].get_legend_handles_labels()[0]:  # a run with no training-loss events yet draws no line
         axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
-    from nmt_cli import io as nio
+    from nmt_cli import writing
 
-    with nio.atomic_file(out, "wb") as f:
+    with writing.atomic_file(out, "wb") as f:
         fig.savefig(f, format="png")
     plt.close(fig)
     return f"nmt plot: wrote {out}"

@@ -33,6 +33,8 @@ def setup() -> None:
 
 def set_threads(count: int) -> int:
     """``--threads N``: torch's CPU threads, set as the flag is parsed (0: torch's default)."""
+    if count < 0:  # torch would raise a RuntimeError, a traceback
+        raise NmtError(f"--threads {count}: must be >= 0 (0: torch's default)")
     if count:
         import torch
 
@@ -67,7 +69,7 @@ def _interrupted(signum: int, frame: Any) -> NoReturn:
 
 def run(app: typer.Typer) -> NoReturn:
     """Run ``app`` as the ``nmt`` process: like ``app()``, but usage errors are one line too."""
-    from nmt_cli.io import named_stdout
+    from nmt_cli.writing import named_stdout
 
     sys.stdout = named_stdout()  # a full device or a closed stdout is then one line, exit code 1
     try:
@@ -90,7 +92,7 @@ def run(app: typer.Typer) -> NoReturn:
 def _failure(error: BaseException) -> tuple[int, str | None]:
     """The exit code and the line for ``error``; no line for a bug, nor for a reader gone
     (EPIPE, which typer ends quietly). An OSError that names a file (``<stdout>`` too, see
-    ``io.named_stdout``) is the system's refusal: reads of the user's files are checked
+    ``writing.named_stdout``) is the system's refusal: reads of the user's files are checked
     where they happen."""
     if isinstance(error, KeyboardInterrupt):
         return 130, "nmt: interrupted"

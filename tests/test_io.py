@@ -1,10 +1,11 @@
-"""Reading plain and gzipped UTF-8 text, scanning inputs, atomic writes (nmt_cli/io.py)."""
+"""Reading plain and gzipped UTF-8 text, scanning inputs (nmt_cli/io.py)."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import os
+import threading
 
 import pytest
 from conftest import write_lines
@@ -162,88 +163,10 @@ def test_scan_file_warns_about_five_lines_then_sums_up(tmp_path, capsys):
     assert err[5:] == [f"nmt: warning: {path}: 8 lines in all had invalid UTF-8 replaced with U+FFFD"]
 
 
-# --------------------------------------------------------------------------- atomic writes
-
-
-@pytest.mark.parametrize("mode, content", [("w", "new text\n"), ("wb", b"\x00\x01")])
-def test_atomic_file_writes(tmp_path, mode, content):
-    path = tmp_path / "f"
-    with nio.atomic_file(path, mode) as f:
-        f.write(content)
-        assert not path.exists()  # only renamed into place at the end
-    assert (path.read_bytes() if "b" in mode else path.read_text()) == content
-    assert os.listdir(tmp_path) == ["f"]
-    umask = os.umask(0)
-    os.umask(umask)
-    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
-
-
-@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
-def test_atomic_file_keeps_old_file_on_error(tmp_path, error):
-    path = tmp_path / "f"
-    path.write_text("old\n")
-    with pytest.raises(error):
-        with nio.atomic_file(path) as f:
-            f.write("half")
-            raise error()
-    assert path.read_text() == "old\n"
-    assert os.listdir(tmp_path) == ["f"]
-
-
-def test_atomic_file_removes_what_a_killed_writer_of_that_file_left(tmp_path):
-    import fcntl
-
-    left = tmp_path / ".out.txt.abcd1234.tmp"  # a kill -9 mid-write
-    live = tmp_path / ".out.txt.live5678.tmp"  # another writer, still writing: its flock is held
-    other = tmp_path / ".other.txt.abcd1234.tmp"  # another file's: not this write's business
-    for path in (left, live, other):
-        path.write_text("half")
-    holder = os.open(live, os.O_RDONLY)
-    fcntl.flock(holder, fcntl.LOCK_EX)
-    try:
-        with nio.atomic_file(tmp_path / "out.txt") as f:
-            f.write("whole\n")
-        assert not left.exists() and live.exists() and other.exists()
-    finally:
-        os.close(holder)
-    assert (tmp_path / "out.txt").read_text() == "whole\n"
-
-
-def test_atomic_dir_creates_and_replaces(tmp_path):
-    out = tmp_path / "sub" / "out"
-    with nio.atomic_dir(out) as tmp:
-        assert tmp.parent == out.parent and tmp.name.startswith(".out.") and tmp.name.endswith(".tmp")
-        (tmp / "a").write_text("1")
-        assert not out.exists()
-    assert [p.name for p in out.iterdir()] == ["a"]
-    with nio.atomic_dir(out) as tmp:
-        (tmp / "b").write_text("2")
-    assert [p.name for p in out.iterdir()] == ["b"]
-    assert os.listdir(out.parent) == ["out"]  # no .tmp or .old left
-
-
-@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
-@pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
-def test_atomic_dir_removes_its_temp_dir_on_error(tmp_path, error, existing):
-    out = tmp_path / "out"
-    if existing:
-        out.mkdir()
-        (out / "keep").write_text("old")
-    with pytest.raises(error):
-        with nio.atomic_dir(out) as tmp:
-            (tmp / "partial").write_text("x")
-            raise error()
-    assert not tmp.exists()
-    assert os.listdir(tmp_path) == (["out"] if existing else [])
-    if existing:
-        assert [p.name for p in out.iterdir()] == ["keep"] and (out / "keep").read_text() == "old"
-
-
 @pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gz"])
 def test_a_pipe_is_read_once_and_whole(tmp_path, compressed):
     """A FIFO (what `nmt score -r <(zcat ref.gz)` hands over) can be read only once: telling
     gzip from plain text must not take its first bytes."""
-    import threading
 
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)

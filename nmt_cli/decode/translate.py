@@ -28,6 +28,7 @@ import torch
 
 from nmt_cli import device as devices
 from nmt_cli import io as nio
+from nmt_cli import writing
 from nmt_cli.config import DecodeConfig
 from nmt_cli.decode import alignment
 from nmt_cli.decode.inference import Inference, ensemble_weights, load_all
@@ -305,6 +306,10 @@ def run(
     ``decode:`` section (``None`` values keep it); ``alignments`` is a file for the hard
     alignments, besides what ``outputs`` asks for; ``prefixes``: a file of target
     prefixes, or the prefixes, one per input line."""
+    if alignments and "-" not in (output, str(alignments)) and Path(output).resolve() == Path(alignments).resolve():
+        if not writing.written_through(Path(output)):  # /dev/null twice is fine: nothing is replaced
+            # whichever of the two writes of one file finishes last would replace the other
+            raise NmtError(f"-o {output} and --alignments {alignments}: the same file; give each its own")
     if outputs.plot_dir is not None:
         alignment.check_matplotlib()
         if outputs.plot_dir.exists() and not outputs.plot_dir.is_dir():
@@ -316,8 +321,8 @@ def run(
     keep_attention = bool(alignments or outputs.plot_dir or outputs.show_attention)
     translator = Search(inference, keep_attention, outputs.scores, others, ensemble_weights(weights, 1 + len(others)))
     with contextlib.ExitStack() as stack:
-        out = sys.stdout if output == "-" else stack.enter_context(nio.atomic_file(output))
+        out = sys.stdout if output == "-" else stack.enter_context(writing.atomic_file(output))
         if alignments:
-            outputs = replace(outputs, alignments=stack.enter_context(nio.atomic_file(alignments)))
+            outputs = replace(outputs, alignments=stack.enter_context(writing.atomic_file(alignments)))
         counts = stream(translator, source, out, outputs, prefixes)
     return Result(**counts, decode=translator.decode, precision=inference.precision_line, note=note)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nmt_cli import __version__, lock, vocab
+from nmt_cli import __version__, lock, vocab, writing
 from nmt_cli import io as nio
 from nmt_cli.config import DataConfig, to_dict
 from nmt_cli.errors import NmtError
@@ -92,7 +92,7 @@ def _prepare(cfg: DataConfig, out: Path | str, force: bool, reporter: Reporter |
         fingerprint = mf.fingerprint(to_dict(cfg), inputs, reused)
         if is_up_to_date(out, existing, fingerprint, force):
             return Outcome(out, existing, True, time.perf_counter() - start)
-        with nio.atomic_dir(out) as tmp:
+        with writing.atomic_dir(out) as tmp:
             manifest = build(tmp, cfg, splits, inputs, fingerprint, reporter)
     return Outcome(out, manifest, False, time.perf_counter() - start)
 

@@ -34,8 +34,21 @@ def write(inputs: list[Path], out: Path, last: int | None = None, force: bool = 
         inputs = last_checkpoints(inputs[0], last)
     elif last is not None:
         raise NmtError("--last picks from a model directory; with checkpoint files, list the ones to average")
+    check_output(out, inputs)
     checkpoint.save(out, average(inputs, force))
     return f"nmt average: wrote {out}, the mean of {', '.join(p.name for p in inputs)}"
+
+
+def check_output(out: Path, inputs: list[Path]) -> None:
+    """Refuse an ``out`` that would destroy what it is made from or what a run resumes from."""
+    if str(out) == "-":  # Path("-") is a file named "-" in the working directory
+        raise NmtError("-o -: a checkpoint is a file, not stdout")
+    resolved = out.resolve()  # through symlinks and "..": the file that would be replaced
+    if any(resolved == path.resolve() for path in inputs):
+        raise NmtError(f"-o {out}: one of the checkpoints being averaged")
+    # replacing one with weights alone would leave --resume of that run nothing to resume from
+    if any(resolved == path.resolve() for _, path in checkpoint.step_checkpoints(resolved.parent)):
+        raise NmtError(f"-o {out}: a step checkpoint of a run; write the average elsewhere")
 
 
 def last_checkpoints(directory: Path, count: int | None) -> list[Path]:

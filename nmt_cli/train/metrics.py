@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nmt_cli import io as nio
+from nmt_cli import writing
 from nmt_cli.errors import NmtError, warn
 
 
@@ -67,7 +67,7 @@ def cut_back(path: Path, step: int) -> None:
         if not isinstance(record.get("step"), int) or record["step"] <= step
     )
     if kept != data:
-        with nio.atomic_file(path, "wb") as f:
+        with writing.atomic_file(path, "wb") as f:
             f.write(kept)
 
 

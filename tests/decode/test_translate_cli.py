@@ -14,7 +14,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import EOS_ID, PAD_ID, SOS_ID, assert_ok, assert_one_line_error, make_pairs, run_train, sets, write_lines
+from conftest import (
+    EOS_ID,
+    PAD_ID,
+    SOS_ID,
+    assert_error_ends,
+    assert_ok,
+    assert_one_line_error,
+    make_pairs,
+    run_train,
+    sets,
+    write_lines,
+)
 from typer.testing import CliRunner
 
 from nmt_cli import device as devices
@@ -206,6 +217,37 @@ def test_output_file_is_written_whole_and_leaves_no_temporary_files(tmp_path, so
     assert (out_dir / "hyp.en").read_text(encoding="utf-8") == to_stdout.stdout
     assert len(out_lines((out_dir / "hyp.align").read_text(encoding="utf-8"))) == 20
     assert sorted(os.listdir(out_dir)) == ["hyp.align", "hyp.en"]
+
+
+def test_output_and_alignments_in_one_file_is_a_one_line_error(tmp_path, source, ckpt):
+    same = tmp_path / "same.txt"
+    other = tmp_path / "sub" / ".." / "same.txt"  # one file by another name
+    (tmp_path / "sub").mkdir()
+    result = translate(source, "-m", ckpt, "-o", same, "--alignments", other)
+    assert_one_line_error(result, f"-o {same}", f"--alignments {other}", "the same file")
+    assert os.listdir(tmp_path) == ["sub"]
+
+
+def test_a_symlinked_output_keeps_its_link_and_a_device_stays_a_device(tmp_path, source, ckpt):
+    """The translations replace the link's target, not the link; /dev/null is written
+    into, not replaced by a regular file, and may take both outputs."""
+    expected = translate(source, "-m", ckpt, "-q")
+    assert_ok(expected)
+    (tmp_path / "real.en").write_text("old\n", encoding="utf-8")
+    link = tmp_path / "hyp.en"
+    link.symlink_to("real.en")
+    assert_ok(translate(source, "-m", ckpt, "-q", "-o", link))
+    assert link.is_symlink() and (tmp_path / "real.en").read_text(encoding="utf-8") == expected.stdout
+    assert sorted(os.listdir(tmp_path)) == ["hyp.en", "real.en"]
+    assert_ok(translate(source, "-m", ckpt, "-q", "-o", os.devnull, "--alignments", os.devnull))
+    assert Path(os.devnull).is_char_device()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+@pytest.mark.parametrize("option", ["-o", "--alignments"])
+def test_a_full_device_as_output_is_a_one_line_error_and_stays_a_device(source, ckpt, option):
+    assert_error_ends(translate(source, "-m", ckpt, "-q", option, "/dev/full"), 1, "/dev/full: no space left on device")
+    assert Path("/dev/full").is_char_device()
 
 
 def test_replace_unk_runs(source, ckpt):

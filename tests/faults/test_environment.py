@@ -20,6 +20,7 @@ import pytest
 from conftest import TEST_PAIRS, assert_error_ends, make_pairs, run_prep, run_train, write_corpus, write_lines
 from typer.testing import CliRunner
 
+from nmt_cli import writing
 from nmt_cli.cli import app
 
 REASON = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system"}
@@ -233,7 +234,6 @@ def test_train_runs_with_stdout_closed(tmp_path, prepped):
 def test_published_files_are_synced_before_their_rename(tmp_path, monkeypatch):
     """A checkpoint or a prep directory on disk before the rename that publishes it, and
     the rename itself after: atomic across a crash and durable across a power loss."""
-    from nmt_cli import io as nio
 
     events = []
     real_fsync, real_replace = os.fsync, os.replace
@@ -241,9 +241,9 @@ def test_published_files_are_synced_before_their_rename(tmp_path, monkeypatch):
         os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))), real_fsync(fd))[1]
     )
     monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("rename", str(b))), real_replace(a, b))[1])
-    with nio.atomic_file(tmp_path / "ckpt.pt", "wb") as f:
+    with writing.atomic_file(tmp_path / "ckpt.pt", "wb") as f:
         f.write(b"weights")
-    with nio.atomic_dir(tmp_path / "prep") as tmp:
+    with writing.atomic_dir(tmp_path / "prep") as tmp:
         (tmp / "manifest.json").write_text("{}")
     file_synced = [i for i, (kind, name) in enumerate(events) if kind == "fsync" and ".ckpt.pt." in name]
     manifest_synced = [i for i, (kind, name) in enumerate(events) if kind == "fsync" and name.endswith("manifest.json")]

@@ -127,3 +127,26 @@ def test_checkpoints_of_another_run_are_refused_unless_forced(trained, tmp_path)
     newer["config"]["train"]["seed"] = 7
     checkpoint.save(tmp_path / "new.pt", newer)
     assert_one_line_error(run(tmp_path / "old.pt", tmp_path / "new.pt", "-o", tmp_path / "y.pt"), "train.seed differ")
+
+
+def test_the_output_may_not_be_an_input_nor_a_step_checkpoint_nor_stdout(trained, tmp_path):
+    """Each would destroy what a run needs (the average of a run replacing its own step
+    checkpoint leaves `--resume` nothing to resume from) or write a file named '-'."""
+    model = tmp_path / "model"
+    shutil.copytree(trained, model)
+    older, newer = model / "ckpt-0000020.pt", model / "ckpt-0000030.pt"
+    before = {path: path.read_bytes() for path in (older, newer)}
+    link = tmp_path / "link.pt"
+    link.symlink_to(newer)
+    for inputs, out in [
+        ((older, newer), newer),
+        ((model,), model / ".." / "model" / "ckpt-0000030.pt"),
+        ((older, newer), link),
+    ]:
+        assert_one_line_error(run(*inputs, "-o", out), f"-o {out}: one of the checkpoints being averaged")
+    assert_one_line_error(
+        run(model, "--last", 1, "-o", older), f"-o {older}: a step checkpoint of a run; write the average elsewhere"
+    )
+    assert_one_line_error(run(older, "-o", "-"), "-o -: a checkpoint is a file, not stdout")
+    assert {path: path.read_bytes() for path in (older, newer)} == before
+    assert not (tmp_path / "-").exists() and not Path("-").exists()
