@@ -55,25 +55,24 @@ def bf16_speedup(shapes: list[tuple[int, int, int]] = ((128, 512, 1536),), reps:
 
     bf16 pays where the CPU multiplies it natively at more than fp32's rate (Intel AMX,
     AMD Zen 4/5); without native units (AVX2-only CPUs) it runs at a few hundredths of
-    fp32's rate. A bf16 product that takes far longer than fp32's on both of its first two
-    calls (one slow call may be a compile or the scheduler) ends the probe there; a small
-    one, :data:`SCREEN`, goes first, so that the probe stays short on such CPUs
-    (docs/performance.md). Only the model's own shapes count towards the ratio.
+    fp32's rate. A small product, :data:`SCREEN`, goes first, fp32 and bf16 in turn: where
+    even the fastest of its bf16 calls takes far longer than a typical fp32 one, the probe
+    ends there, short on such CPUs (docs/performance.md). A busy CPU slows both alike, so
+    it goes on to the model's shapes, which alone count towards the ratio.
     """
     rng = torch.Generator().manual_seed(0)  # its own: a run's random state stays as it was
     fp32_total = bf16_total = 0.0
     for i, (rows, k, n) in enumerate([SCREEN, *shapes]):
         a, b = torch.randn(rows, k, generator=rng), torch.randn(k, n, generator=rng)
         a16, b16 = a.bfloat16(), b.bfloat16()
-        fp32 = min(_timed(a, b) for _ in range(reps + 1))  # the first call compiles the kernel
-        first = min(_timed(a16, b16), _timed(a16, b16))
-        if first > 20 * fp32 + 0.005:  # far slower even allowing for compiling: no need to go on
-            return (fp32_total + fp32) / (bf16_total + first)
-        if i == 0:  # the screen: on to the model's shapes
+        _timed(a, b)  # the first call of a shape prepares its kernel
+        fp32, bf16 = zip(*((_timed(a, b), _timed(a16, b16)) for _ in range(reps)))
+        if i == 0:
+            typical = sorted(fp32)[reps // 2]
+            if min(bf16) > 20 * typical + 0.005:  # far slower even allowing for compiling
+                return typical / min(bf16)
             continue
-        bf16 = min(_timed(a16, b16) for _ in range(reps))
-        fp32 = min([fp32] + [_timed(a, b) for _ in range(reps)])  # interleaved: noise hits both
-        fp32_total, bf16_total = fp32_total + fp32, bf16_total + bf16
+        fp32_total, bf16_total = fp32_total + min(fp32), bf16_total + min(bf16)
     return fp32_total / bf16_total
 
 
