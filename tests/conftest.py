@@ -376,6 +376,12 @@ def trained(tmp_path_factory, prepped) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def ckpt(trained) -> Path:
+    """The best.pt of :func:`trained`."""
+    return trained / "best.pt"
+
+
 SEARCH_VOCAB = 25  # the vocabulary of the search tests' untrained models
 
 

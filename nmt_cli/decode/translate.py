@@ -282,9 +282,8 @@ class Result:
         search = "sampling" if self.decode.sampling else search
         rate = self.lines / max(self.seconds, 1e-9)
         line = (
-            f"nmt translate: {self.lines:,} line{'s' * (self.lines != 1)}, {self.tokens:,} target tokens in "
-            f"{self.seconds:.1f}s "
-            f"({rate:,.0f} lines/s; {search}, {self.precision})"
+            f"nmt translate: {self.lines:,} line{'s' * (self.lines != 1)}, {self.tokens:,} target tokens "
+            f"in {self.seconds:.1f}s ({rate:,.0f} lines/s; {search}, {self.precision})"
         )
         return f"{self.note}\n{line}" if self.note else line
 

@@ -18,11 +18,6 @@ def nmt(*args):
 
 
 @pytest.fixture(scope="module")
-def ckpt(trained) -> Path:
-    return trained / "best.pt"
-
-
-@pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
     return write_lines(tmp_path_factory.mktemp("ens") / "src.de", [de for de, _ in make_pairs(12, 4)])
 

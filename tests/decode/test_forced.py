@@ -31,11 +31,6 @@ def score(*args):
     return CliRunner().invoke(app, ["score", *map(str, args)])
 
 
-@pytest.fixture(scope="module")
-def ckpt(trained) -> Path:
-    return trained / "best.pt"
-
-
 class Independent:
     """The checkpoint's model and subword models, loaded here without nmt's Inference."""
 

@@ -27,11 +27,6 @@ def translate(*args):
 
 
 @pytest.fixture(scope="module")
-def ckpt(trained) -> Path:
-    return trained / "best.pt"
-
-
-@pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
     return write_lines(tmp_path_factory.mktemp("inference") / "src.de", [de for de, _ in make_pairs(8, 6)])
 

@@ -63,11 +63,6 @@ def scored(line: str) -> tuple[str, float]:
 
 
 @pytest.fixture(scope="module")
-def ckpt(trained) -> Path:
-    return trained / "best.pt"
-
-
-@pytest.fixture(scope="module")
 def payload(ckpt) -> dict:
     return torch.load(ckpt, weights_only=True)
 
